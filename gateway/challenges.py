@@ -1,0 +1,331 @@
+"""Challenges: create, verify, look up and resend one-time codes.
+
+Each public call makes one or two Redis round trips, the second always a
+single Lua script (gateway/lua) that checks and writes atomically: rate
+limits, the one-live-code-per-purpose rule, attempt counting and single use
+cannot race.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from gateway import codes, keys
+from gateway.accounts import Account, AccountStore, Status
+from gateway.config import Config, Rate
+from gateway.crypto import CHALLENGE_ID_LENGTH, Keyring, new_challenge_id, new_token
+from gateway.errors import (
+    Conflict,
+    Forbidden,
+    Gone,
+    InvalidRequest,
+    NotFound,
+    RateLimited,
+    Unprocessable,
+)
+from gateway.scripts import Scripts
+
+_ID_RE = re.compile(f"[A-Za-z0-9_-]{{{CHALLENGE_ID_LENGTH}}}")
+_LABEL_RE = re.compile(r"[^\x00-\x1f\x7f|]{0,64}")
+_STATUS_OF_STATE = {b"verified": "verified", b"burnt": "burnt", b"expired": "expired"}
+
+RATE_MESSAGES = {
+    "cooldown": "a code was sent moments ago; wait before asking again",
+    "account": "too many codes requested for this account",
+    "number": "too many codes sent to this number",
+    "ip": "too many codes requested from this address",
+    "country": "too many codes sent to this country",
+    "global": "the gateway's sending budget is exhausted",
+    "failures": "too many failed verifications for this account",
+    "sends": "this challenge was sent the maximum number of times",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Created:
+    challenge_id: str
+    channel: str
+    destination: str
+    expires_at_ms: int
+    resend_after_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Verified:
+    account_id: str
+    purpose: str
+    token_kind: str  # "none" | "trusted_device" | "step_up"
+    token: str | None
+    until_ms: int
+
+
+def iso_ms(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _limit(rate: Rate) -> tuple[int, int]:
+    return rate.count, rate.period * 1000
+
+
+def _ip_key(keyring: Keyring, client_ip: str | None) -> str:
+    if client_ip is None:
+        return keys.ip_rate("none")
+    addr = ipaddress.ip_address(client_ip)
+    # One IPv6 subscriber usually owns a whole /64: limit the prefix, not the address.
+    subject = (
+        str(ipaddress.ip_network(f"{addr}/64", strict=False)) if addr.version == 6 else str(addr)
+    )
+    return keys.ip_rate(keyring.tag("ip", subject))
+
+
+def _rate_error(scope: bytes, wait_ms: int) -> RateLimited:
+    name = scope.decode()
+    return RateLimited(RATE_MESSAGES[name], retry_after=-(-int(wait_ms) // 1000), scope=name)
+
+
+def _dead_error(state: bytes) -> Gone | NotFound:
+    match state:
+        case b"challenge_not_found":
+            return NotFound("no such challenge", code="challenge_not_found")
+        case b"already_used":
+            return Gone("this code was already used", code="already_used")
+        case b"too_many_attempts":
+            return Gone("too many wrong codes: ask for a new one", code="too_many_attempts")
+        case _:
+            return Gone("this code has expired: ask for a new one", code="expired")
+
+
+class ChallengeService:
+    """The OTP core, shared by the HTTP handlers."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        scripts: Scripts,
+        keyring: Keyring,
+        accounts: AccountStore,
+        config: Config,
+        channels: frozenset[str],
+    ) -> None:
+        self.redis = redis
+        self.scripts = scripts
+        self.keyring = keyring
+        self.accounts = accounts
+        self.otp = config.otp
+        self.limits = config.rate_limits
+        self.channels = channels  # channels that have at least one provider
+
+    def account_tag(self, account_id: str) -> str:
+        return self.keyring.tag("account", account_id)
+
+    # --- POST /challenge ------------------------------------------------------
+
+    async def trusted(self, account_id: str, token: str) -> bool:
+        """True when `token` is a live trusted-device token of this account."""
+        from gateway.tokens import TrustedDevices
+
+        return await TrustedDevices(self.redis, self.keyring).check(account_id, token)
+
+    async def create(
+        self, account: Account, purpose: str, channel: str | None, client_ip: str | None
+    ) -> Created:
+        phone = self._usable_phone(account)
+        channel = channel or phone.default_channel
+        if channel not in phone.channels or channel not in self.channels:
+            raise Unprocessable(f"no {channel} delivery to this number", code="channel_unavailable")
+        tag = self.account_tag(account.account_id)
+        challenge_id = new_challenge_id(tag)
+        code = codes.generate(self.otp.code_length)
+        number_tag = self.keyring.tag("number", phone.e164)
+        result = await self.scripts.create(
+            keys=[
+                keys.runtime(tag),
+                keys.challenge(challenge_id),
+                keys.failures(tag),
+                keys.number_rate(number_tag),
+                keys.country_rate(phone.region),
+                keys.GLOBAL_RATE,
+                _ip_key(self.keyring, client_ip),
+                keys.STREAM,
+            ],
+            args=[
+                purpose,
+                challenge_id,
+                account.account_id,
+                self.keyring.code_digest(challenge_id, code),
+                self.keyring.codes.seal(code.encode(), challenge_id.encode()),
+                channel,
+                number_tag,
+                phone.region,
+                ",".join(phone.channels),
+                self.otp.ttl_seconds * 1000,
+                self.otp.resend_cooldown_seconds * 1000,
+                self.otp.tombstone_seconds * 1000,
+                *_limit(self.limits.account),
+                *_limit(self.limits.number),
+                *_limit(self.limits.country),
+                *_limit(self.limits.global_),
+                *(_limit(self.limits.ip) if client_ip else (0, 0)),
+                *_limit(self.limits.failures),
+            ],
+        )
+        if result[0] == b"rate":
+            raise _rate_error(result[1], result[2])
+        return Created(
+            challenge_id=challenge_id,
+            channel=channel,
+            destination=phone.masked(hide_all=account.phone_hidden),
+            expires_at_ms=int(result[1]),
+            resend_after_ms=int(result[2]),
+        )
+
+    def _usable_phone(self, account: Account) -> Any:
+        status = account.status(datetime.now(UTC))
+        if status is Status.SUSPENDED:
+            raise Forbidden("this account is suspended", code="account_suspended")
+        if status is Status.EXPIRED:
+            raise Forbidden(
+                "this account has expired: an admin must renew it", code="account_expired"
+            )
+        if account.phone is None:
+            raise Conflict("this account has no phone number yet", code="phone_required")
+        return account.phone
+
+    # --- POST /verify ---------------------------------------------------------
+
+    async def verify(
+        self, challenge_id: str, code: str, trust_device: bool, device_label: str
+    ) -> Verified:
+        if not codes.is_well_formed(code, self.otp.code_length):
+            raise InvalidRequest(f"code must be {self.otp.code_length} ASCII digits")
+        if not _LABEL_RE.fullmatch(device_label):
+            raise InvalidRequest("device_label: at most 64 printable characters, no '|'")
+        if not _ID_RE.fullmatch(challenge_id):
+            raise NotFound("no such challenge", code="challenge_not_found")
+        tag = challenge_id[16:]
+        device_token, device_digest = new_token("td")
+        step_up_token, step_up_digest = new_token("su")
+        result = await self.scripts.verify(
+            keys=[
+                keys.challenge(challenge_id),
+                keys.runtime(tag),
+                keys.failures(tag),
+                keys.trusted_devices(tag),
+                keys.step_up(step_up_digest),
+                keys.LOGINS,
+            ],
+            args=[
+                self.keyring.code_digest(challenge_id, code),
+                self.otp.max_attempts,
+                self.otp.tombstone_seconds * 1000,
+                *_limit(self.limits.failures),
+                "1" if trust_device else "0",
+                device_digest,
+                self.otp.trusted_device_days * 86_400_000,
+                device_label,
+                self.otp.step_up_ttl_seconds * 1000,
+                challenge_id,
+                tag,
+            ],
+        )
+        return self._verify_outcome(result, device_token, step_up_token)
+
+    @staticmethod
+    def _verify_outcome(result: list[Any], device_token: str, step_up_token: str) -> Verified:
+        outcome = result[0]
+        if outcome == b"verified":
+            kind = result[3].decode()
+            token = {"trusted_device": device_token, "step_up": step_up_token}.get(kind)
+            return Verified(result[1].decode(), result[2].decode(), kind, token, int(result[4]))
+        if outcome == b"invalid_code":
+            raise Unprocessable("wrong code", code="invalid_code", attempts_left=int(result[1]))
+        if outcome == b"rate":
+            raise _rate_error(result[1], result[2])
+        raise _dead_error(outcome)
+
+    # --- GET /challenge/{id} --------------------------------------------------
+
+    async def status(self, challenge_id: str) -> dict[str, Any]:
+        if not _ID_RE.fullmatch(challenge_id):
+            raise NotFound("no such challenge", code="challenge_not_found")
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hmget(keys.challenge(challenge_id), "v", "x", "c", "d", "n", "p")
+            pipe.hgetall(keys.runtime(challenge_id[16:]))
+            (state, expires, channel, delivery, attempts, purpose), runtime = await pipe.execute()
+        if expires is None:
+            raise NotFound("no such challenge", code="challenge_not_found")
+        status = _STATUS_OF_STATE.get(state or b"", "pending")
+        live = runtime.get(b"c:" + purpose) == challenge_id.encode()
+        if status == "pending" and (now_ms() >= int(expires) or not live):
+            status = "expired"
+        return {
+            "challenge_id": challenge_id,
+            "status": status,
+            "channel": channel.decode(),
+            "delivery": delivery.decode(),
+            "attempts": int(attempts),
+            "purpose": purpose.decode(),
+            "expires_at": iso_ms(int(expires)),
+        }
+
+    # --- POST /challenge/{id}/resend -----------------------------------------
+
+    async def resend(
+        self, challenge_id: str, channel: str | None, client_ip: str | None
+    ) -> Created:
+        if not _ID_RE.fullmatch(challenge_id):
+            raise NotFound("no such challenge", code="challenge_not_found")
+        fields: list[Any] = await self.redis.hmget(
+            keys.challenge(challenge_id), "a", "c", "k", "nh", "r", "v"
+        )
+        account_id, current, accepted, number_tag, region, _state = fields
+        if account_id is None:
+            raise NotFound("no such challenge", code="challenge_not_found")
+        channel = channel or current.decode()
+        if channel not in accepted.decode().split(",") or channel not in self.channels:
+            raise Unprocessable(f"no {channel} delivery to this number", code="channel_unavailable")
+        tag = challenge_id[16:]
+        result = await self.scripts.resend(
+            keys=[
+                keys.challenge(challenge_id),
+                keys.runtime(tag),
+                keys.number_rate(number_tag.decode()),
+                keys.country_rate(region.decode()),
+                keys.GLOBAL_RATE,
+                _ip_key(self.keyring, client_ip),
+                keys.STREAM,
+            ],
+            args=[
+                challenge_id,
+                channel,
+                self.otp.resend_cooldown_seconds * 1000,
+                self.otp.max_sends,
+                *_limit(self.limits.account),
+                *_limit(self.limits.number),
+                *_limit(self.limits.country),
+                *_limit(self.limits.global_),
+                *(_limit(self.limits.ip) if client_ip else (0, 0)),
+            ],
+        )
+        if result[0] == b"rate":
+            raise _rate_error(result[1], result[2])
+        if result[0] != b"ok":
+            raise _dead_error(result[0])
+        account = await self.accounts.get(account_id.decode())
+        destination = (
+            account.phone.masked(hide_all=account.phone_hidden)
+            if account is not None and account.phone is not None
+            else ""
+        )
+        return Created(challenge_id, channel, destination, int(result[2]), int(result[3]))

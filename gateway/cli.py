@@ -1,0 +1,138 @@
+"""`otp-gateway`: serve the API (with an in-process worker), or run workers only.
+
+    otp-gateway serve [--config FILE] [--no-worker]
+    otp-gateway worker [--config FILE]
+
+Without a config file and without a Redis URL it starts the embedded default:
+a private redis-server under ./var/, the console provider, and development
+API keys printed at start-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import secrets
+import signal
+import sys
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+from aiohttp import web
+
+from gateway.config import ApiKey, Config, ProviderConfig, RedisConfig, Secret, load_config
+from gateway.embedded import RedisServer
+from gateway.errors import ConfigError
+from gateway.logs import setup_logging
+
+log = logging.getLogger("otp_gateway")
+DEV_SCOPES = ("otp", "admin", "operator", "metrics")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="otp-gateway", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command")
+    serve = sub.add_parser("serve", help="run the HTTP API (and a send worker)")
+    serve.add_argument("--config", help="TOML file (default: $OTPGW_CONFIG, else embedded)")
+    serve.add_argument("--no-worker", action="store_true", help="do not run a send worker")
+    worker = sub.add_parser("worker", help="run send workers only")
+    worker.add_argument("--config", help="TOML file (default: $OTPGW_CONFIG)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    command = args.command or "serve"
+    try:
+        config = load_config(getattr(args, "config", None))
+        setup_logging(config.logging)
+        with embedded_redis(config) as config:
+            if command == "worker":
+                from gateway.worker_main import run_worker
+
+                asyncio.run(run_worker(config))
+            else:
+                serve(config, run_worker=not getattr(args, "no_worker", False))
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    return 0
+
+
+def serve(config: Config, *, run_worker: bool) -> None:
+    from gateway.app import create_app
+
+    app = create_app(config, run_worker=run_worker)
+    print(f"otp-gateway listening on http://{config.server.host}:{config.server.port}", flush=True)
+    web.run_app(
+        app, host=config.server.host, port=config.server.port, print=None,
+        access_log=None, shutdown_timeout=30,
+    )  # fmt: skip
+
+
+@contextlib.contextmanager
+def embedded_redis(config: Config) -> Iterator[Config]:
+    """On the embedded default, run a private redis-server and fill in dev settings."""
+    if not config.embedded:
+        yield config
+        return
+    data = Path(config.redis.data_dir)
+    server = RedisServer(data / "redis", appendfsync=config.redis.appendfsync)
+    server.start()
+    try:
+        yield _development_settings(config, data, server.url)
+    finally:
+        server.stop()
+
+
+def _development_settings(config: Config, data: Path, url: str) -> Config:
+    secret = config.security_secret or Secret(
+        _kept(data / "secret", lambda: secrets.token_urlsafe(48))
+    )
+    keys = config.api_keys or _dev_keys(data)
+    providers = config.providers
+    if not providers and config.server.development:
+        providers = (ProviderConfig("console", "console", ("sms", "voice"), {}),)
+    redis = RedisConfig(
+        url, config.redis.timeout_seconds, config.redis.data_dir, config.redis.appendfsync
+    )
+    return replace(config, redis=redis, security_secret=secret, api_keys=keys, providers=providers)
+
+
+def _kept(path: Path, make: object) -> str:
+    """A value generated once and kept in a private file."""
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    assert callable(make)
+    value: str = make()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(value)
+    return value
+
+
+def _dev_keys(data: Path) -> tuple[ApiKey, ...]:
+    raw = _kept(
+        data / "dev-keys.json",
+        lambda: json.dumps({s: f"dev-{s}-{secrets.token_urlsafe(18)}" for s in DEV_SCOPES}),
+    )
+    keys = json.loads(raw)
+    print("development API keys (kept in", data / "dev-keys.json", "):", flush=True)
+    for scope in DEV_SCOPES:
+        print(f"  {scope:9} {keys[scope]}", flush=True)
+    return tuple(ApiKey(f"dev-{s}", Secret(keys[s]), frozenset({s})) for s in DEV_SCOPES)
+
+
+def _install_stop(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,568 @@
+"""Configuration: one TOML file parsed once into frozen dataclasses.
+
+Every key is checked at start-up; an unknown or bad key stops the process with
+one line naming it (`ConfigError`). This is the only module that reads the
+environment: `OTPGW_CONFIG`, `OTPGW_REDIS_URL`, `OTPGW_PORT`, and any
+`<name>_env = "VAR"` that stands for a secret `<name>`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from gateway.errors import ConfigError
+
+T = TypeVar("T")
+
+BUILTIN_PURPOSES = ("login", "account.create", "contact.update", "rncps")
+SCOPES = frozenset({"otp", "admin", "operator", "metrics"})
+CHANNELS = ("sms", "voice")
+FRANCE_AND_OVERSEAS = ("FR", "GP", "MQ", "GF", "RE", "YT", "PM", "BL", "MF", "WF", "PF", "NC")
+_PURPOSE_RE = re.compile(r"[a-z][a-z0-9_.-]{0,39}")
+_RATE_RE = re.compile(r"([0-9]{1,9})/([0-9]{0,6})([smhd])")
+_PERIOD_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class Secret:
+    """A secret string whose repr never shows it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """`count` events per `period` seconds ("5/15m")."""
+
+    count: int
+    period: int
+
+    def __str__(self) -> str:
+        return f"{self.count}/{self.period}s"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    public_url: str = "http://127.0.0.1:8080"
+    mode: str = "production"  # production | development (console provider allowed)
+    metrics_auth: bool = False
+
+    @property
+    def development(self) -> bool:
+        return self.mode == "development"
+
+
+@dataclass(frozen=True, slots=True)
+class RedisConfig:
+    url: str | None = None  # None: the embedded redis-server
+    timeout_seconds: float = 2.0
+    data_dir: str = "var"  # embedded default only
+    appendfsync: str = "always"  # embedded default only
+
+
+@dataclass(frozen=True, slots=True)
+class OtpConfig:
+    code_length: int = 6
+    ttl_seconds: int = 300
+    max_attempts: int = 5
+    resend_cooldown_seconds: int = 30
+    trusted_device_days: int = 7
+    max_sends: int = 5
+    step_up_ttl_seconds: int = 300
+    tombstone_seconds: int = 900
+    purposes: tuple[str, ...] = BUILTIN_PURPOSES
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimits:
+    account: Rate = Rate(5, 900)
+    number: Rate = Rate(10, 3600)
+    ip: Rate = Rate(30, 60)
+    country: Rate = Rate(1000, 3600)
+    global_: Rate = Rate(600, 60)
+    failures: Rate = Rate(20, 3600)
+
+
+@dataclass(frozen=True, slots=True)
+class PhoneConfig:
+    default_region: str = "FR"
+    allowed_regions: tuple[str, ...] = FRANCE_AND_OVERSEAS
+    allow_voip: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class AccountsConfig:
+    validity_days: int = 365
+    reminder_days: tuple[int, ...] = (30, 7)
+    sweep_interval_seconds: int = 3600
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpConfig:
+    host: str = "127.0.0.1"
+    port: int = 25
+    security: str = "none"
+    username: str = ""
+    password: Secret | None = None
+    sender: str = "otp-gateway@example.org"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    metrics_port: int = 9101
+    concurrency: int = 32
+    claim_idle_seconds: float = 30.0
+    max_deliveries: int = 5
+    send_timeout_seconds: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class LoggingConfig:
+    level: str = "info"
+    format: str = "json"
+
+
+@dataclass(frozen=True, slots=True)
+class VoiceConfig:
+    retry_delay_seconds: int = 30
+    max_calls: int = 3
+    language: str = "fr-FR"
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    name: str
+    key: Secret
+    scopes: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderConfig:
+    """One `[[providers]]` table; `options` holds the provider's own keys."""
+
+    name: str
+    kind: str
+    channels: tuple[str, ...]
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    server: ServerConfig
+    redis: RedisConfig
+    otp: OtpConfig
+    security_secret: Secret | None
+    rate_limits: RateLimits
+    phones: PhoneConfig
+    accounts: AccountsConfig
+    smtp: SmtpConfig
+    worker: WorkerConfig
+    logging: LoggingConfig
+    voice: VoiceConfig
+    api_keys: tuple[ApiKey, ...]
+    providers: tuple[ProviderConfig, ...]
+    source: str = "<embedded default>"
+
+    @property
+    def embedded(self) -> bool:
+        """True when the gateway runs its own redis-server child."""
+        return self.redis.url is None
+
+
+# --- reading tables -------------------------------------------------------
+
+
+class _Table:
+    """A TOML table read key by key; leftovers are unknown keys and an error."""
+
+    def __init__(self, data: Any, path: str, env: Mapping[str, str]) -> None:
+        if not isinstance(data, dict):
+            raise ConfigError(path, "must be a table")
+        self.data: dict[str, Any] = dict(data)
+        self.path = path
+        self.env = env
+
+    def key(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+    def get(self, name: str, kind: type[T], default: T) -> T:
+        if name not in self.data:
+            return default
+        value = self.data.pop(name)
+        # bool is an int in Python; a port of `true` is still wrong.
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise ConfigError(self.key(name), f"must be {kind.__name__}")
+        return value
+
+    def int_in(self, name: str, default: int, low: int, high: int) -> int:
+        value = self.get(name, int, default)
+        if not low <= value <= high:
+            raise ConfigError(self.key(name), f"must be between {low} and {high}")
+        return value
+
+    def choice(self, name: str, default: str, allowed: tuple[str, ...]) -> str:
+        value = self.get(name, str, default)
+        if value not in allowed:
+            raise ConfigError(self.key(name), f"must be one of {', '.join(allowed)}")
+        return value
+
+    def str_list(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        value = self.get(name, list, list(default))
+        if not all(isinstance(v, str) for v in value):
+            raise ConfigError(self.key(name), "must be a list of strings")
+        return tuple(value)
+
+    def secret(self, name: str, *, required: bool) -> Secret | None:
+        """`name = "..."` or `name_env = "VAR"`, exactly one of them."""
+        direct = self.get(name, str, "")
+        var = self.get(f"{name}_env", str, "")
+        if direct and var:
+            raise ConfigError(self.key(name), f"give {name} or {name}_env, not both")
+        if var:
+            if var not in self.env or not self.env[var]:
+                raise ConfigError(self.key(f"{name}_env"), f"environment variable {var} is not set")
+            return Secret(self.env[var])
+        if direct:
+            return Secret(direct)
+        if required:
+            raise ConfigError(self.key(name), "is required")
+        return None
+
+    def sub(self, name: str) -> _Table:
+        return _Table(self.data.pop(name, {}), self.key(name), self.env)
+
+    def done(self) -> None:
+        for name in self.data:
+            raise ConfigError(self.key(name), "unknown key")
+
+
+def parse_rate(text: str, key: str) -> Rate:
+    """Parse "N/period" where period is e.g. 15m, 1h, 30s or d."""
+    match = _RATE_RE.fullmatch(text)
+    if not match or int(match[1]) < 1:
+        raise ConfigError(key, 'must look like "5/15m" (count/period, period in s, m, h or d)')
+    multiplier = int(match[2]) if match[2] else 1
+    period = multiplier * _PERIOD_SECONDS[match[3]]
+    if period < 1:
+        raise ConfigError(key, "period must be at least 1s")
+    return Rate(int(match[1]), period)
+
+
+# --- sections --------------------------------------------------------------
+
+
+def _server(t: _Table, env: Mapping[str, str]) -> ServerConfig:
+    host = t.get("host", str, "127.0.0.1")
+    port = t.int_in("port", 8080, 0, 65535)
+    if "OTPGW_PORT" in env:
+        if not re.fullmatch(r"[0-9]{1,5}", env["OTPGW_PORT"]) or int(env["OTPGW_PORT"]) > 65535:
+            raise ConfigError("OTPGW_PORT", "must be a port number")
+        port = int(env["OTPGW_PORT"])
+    public_url = t.get("public_url", str, f"http://{host}:{port}").rstrip("/")
+    if not re.fullmatch(r"https?://[^\s/]+(/[^\s]*)?", public_url):
+        raise ConfigError(t.key("public_url"), "must be an http(s) URL")
+    server = ServerConfig(
+        host=host,
+        port=port,
+        public_url=public_url,
+        mode=t.choice("mode", "production", ("production", "development")),
+        metrics_auth=t.get("metrics_auth", bool, False),
+    )
+    t.done()
+    return server
+
+
+def _redis(t: _Table, env: Mapping[str, str]) -> RedisConfig:
+    url: str | None = t.get("url", str, "") or None
+    if env.get("OTPGW_REDIS_URL"):
+        url = env["OTPGW_REDIS_URL"]
+    if url is not None and not re.fullmatch(r"(rediss?|unix)://\S+", url):
+        raise ConfigError("redis.url", "must be a redis://, rediss:// or unix:// URL")
+    timeout = t.get("timeout_seconds", float, 2.0)
+    if not 0.05 <= timeout <= 60:
+        raise ConfigError(t.key("timeout_seconds"), "must be between 0.05 and 60")
+    cfg = RedisConfig(
+        url=url,
+        timeout_seconds=timeout,
+        data_dir=t.get("data_dir", str, "var"),
+        appendfsync=t.choice("appendfsync", "always", ("always", "everysec", "no")),
+    )
+    t.done()
+    return cfg
+
+
+def _otp(t: _Table) -> OtpConfig:
+    extra = t.str_list("purposes", ())
+    for purpose in extra:
+        if not _PURPOSE_RE.fullmatch(purpose):
+            raise ConfigError(t.key("purposes"), "purpose names are lowercase [a-z0-9_.-]")
+    cfg = OtpConfig(
+        code_length=t.int_in("code_length", 6, 6, 10),
+        # NIST SP 800-63B and ASVS cap out-of-band codes at 10 minutes.
+        ttl_seconds=t.int_in("ttl_seconds", 300, 1, 600),
+        max_attempts=t.int_in("max_attempts", 5, 1, 10),
+        resend_cooldown_seconds=t.int_in("resend_cooldown_seconds", 30, 0, 600),
+        trusted_device_days=t.int_in("trusted_device_days", 7, 0, 90),
+        max_sends=t.int_in("max_sends", 5, 1, 10),
+        step_up_ttl_seconds=t.int_in("step_up_ttl_seconds", 300, 10, 300),
+        tombstone_seconds=t.int_in("tombstone_seconds", 900, 60, 86400),
+        purposes=tuple(dict.fromkeys(BUILTIN_PURPOSES + extra)),
+    )
+    t.done()
+    return cfg
+
+
+def _rate_limits(t: _Table) -> RateLimits:
+    d = RateLimits()
+
+    def rate(name: str, default: Rate) -> Rate:
+        text = t.get(name, str, "")
+        return parse_rate(text, t.key(name)) if text else default
+
+    limits = RateLimits(
+        account=rate("account", d.account),
+        number=rate("number", d.number),
+        ip=rate("ip", d.ip),
+        country=rate("country", d.country),
+        global_=rate("global", d.global_),
+        # NIST SP 800-63B 5.2.2 allows up to 100 consecutive failures; we
+        # default to 20 an hour (see docs/security.md).
+        failures=rate("failures", d.failures),
+    )
+    t.done()
+    return limits
+
+
+def _phones(t: _Table) -> PhoneConfig:
+    regions = t.str_list("allowed_regions", FRANCE_AND_OVERSEAS)
+    for region in regions:
+        if not re.fullmatch(r"[A-Z]{2}", region):
+            raise ConfigError(t.key("allowed_regions"), "regions are ISO 3166 codes like FR")
+    cfg = PhoneConfig(
+        default_region=t.get("default_region", str, "FR"),
+        allowed_regions=regions,
+        allow_voip=t.get("allow_voip", bool, True),
+    )
+    t.done()
+    return cfg
+
+
+def _accounts(t: _Table) -> AccountsConfig:
+    days = t.get("reminder_days", list, [30, 7])
+    if not all(isinstance(d, int) and not isinstance(d, bool) and 0 < d < 366 for d in days):
+        raise ConfigError(t.key("reminder_days"), "must be a list of days between 1 and 365")
+    cfg = AccountsConfig(
+        validity_days=t.int_in("validity_days", 365, 1, 3650),
+        reminder_days=tuple(sorted(set(days), reverse=True)),
+        sweep_interval_seconds=t.int_in("sweep_interval_seconds", 3600, 1, 86400),
+    )
+    t.done()
+    return cfg
+
+
+def _smtp(t: _Table) -> SmtpConfig:
+    cfg = SmtpConfig(
+        host=t.get("host", str, "127.0.0.1"),
+        port=t.int_in("port", 25, 1, 65535),
+        security=t.choice("security", "none", ("none", "starttls", "tls")),
+        username=t.get("username", str, ""),
+        password=t.secret("password", required=False),
+        sender=t.get("from", str, "otp-gateway@example.org"),
+    )
+    t.done()
+    return cfg
+
+
+def _worker(t: _Table) -> WorkerConfig:
+    cfg = WorkerConfig(
+        metrics_port=t.int_in("metrics_port", 9101, 0, 65535),
+        concurrency=t.int_in("concurrency", 32, 1, 1024),
+        claim_idle_seconds=t.get("claim_idle_seconds", float, 30.0),
+        max_deliveries=t.int_in("max_deliveries", 5, 1, 100),
+        send_timeout_seconds=t.get("send_timeout_seconds", float, 10.0),
+    )
+    if not 0.1 <= cfg.claim_idle_seconds <= 3600:
+        raise ConfigError(t.key("claim_idle_seconds"), "must be between 0.1 and 3600")
+    if not 0.1 <= cfg.send_timeout_seconds <= 120:
+        raise ConfigError(t.key("send_timeout_seconds"), "must be between 0.1 and 120")
+    t.done()
+    return cfg
+
+
+def _logging(t: _Table) -> LoggingConfig:
+    cfg = LoggingConfig(
+        level=t.choice("level", "info", ("debug", "info", "warning", "error")),
+        format=t.choice("format", "json", ("json", "text")),
+    )
+    t.done()
+    return cfg
+
+
+def _voice(t: _Table) -> VoiceConfig:
+    cfg = VoiceConfig(
+        retry_delay_seconds=t.int_in("retry_delay_seconds", 30, 0, 600),
+        max_calls=t.int_in("max_calls", 3, 1, 10),
+        language=t.get("language", str, "fr-FR"),
+    )
+    t.done()
+    return cfg
+
+
+def _security(t: _Table, embedded: bool) -> Secret | None:
+    secret = t.secret("secret", required=not embedded)
+    if secret is not None and len(secret.reveal().encode()) < 32:
+        raise ConfigError(t.key("secret"), "must be at least 32 bytes")
+    t.done()
+    return secret
+
+
+def _api_keys(items: Any, env: Mapping[str, str]) -> tuple[ApiKey, ...]:
+    keys = []
+    for i, t in enumerate(_array("api_keys", items, env)):
+        name = t.get("name", str, "")
+        if not name:
+            raise ConfigError(t.key("name"), "is required")
+        key = t.secret("key", required=True)
+        assert key is not None
+        if len(key.reveal()) < 16:
+            raise ConfigError(t.key("key"), "must be at least 16 characters")
+        scopes = frozenset(t.str_list("scopes", ()))
+        if not scopes or not scopes <= SCOPES:
+            raise ConfigError(t.key("scopes"), f"must be a non-empty subset of {sorted(SCOPES)}")
+        t.done()
+        keys.append(ApiKey(name=name, key=key, scopes=scopes))
+        if any(k.key == key for k in keys[:i]):
+            raise ConfigError(t.key("key"), "is the same as another API key")
+    return tuple(keys)
+
+
+def _providers(items: Any, env: Mapping[str, str]) -> tuple[ProviderConfig, ...]:
+    providers: list[ProviderConfig] = []
+    for t in _array("providers", items, env):
+        name = t.get("name", str, "")
+        if not re.fullmatch(r"[a-z0-9_-]{1,40}", name):
+            raise ConfigError(t.key("name"), "must be 1-40 chars of [a-z0-9_-]")
+        if any(p.name == name for p in providers):
+            raise ConfigError(t.key("name"), f"duplicate provider name {name!r}")
+        kind = t.get("kind", str, "")
+        if not kind:
+            raise ConfigError(t.key("kind"), "is required")
+        channels = t.str_list("channels", CHANNELS)
+        if not channels or not set(channels) <= set(CHANNELS):
+            raise ConfigError(t.key("channels"), "must be a non-empty subset of sms, voice")
+        providers.append(
+            ProviderConfig(name, kind, channels, _resolve_env_secrets(t.data, t.path, env))
+        )
+    return tuple(providers)
+
+
+def _resolve_env_secrets(
+    options: dict[str, Any], path: str, env: Mapping[str, str]
+) -> dict[str, Any]:
+    """Turn each `foo_env = "VAR"` into `foo = <value of VAR>` for providers."""
+    resolved = {}
+    for key, value in options.items():
+        if key.endswith("_env") and isinstance(value, str):
+            if not env.get(value):
+                raise ConfigError(f"{path}.{key}", f"environment variable {value} is not set")
+            resolved[key.removesuffix("_env")] = env[value]
+        else:
+            resolved[key] = value
+    return resolved
+
+
+def _array(name: str, items: Any, env: Mapping[str, str]) -> Iterator[_Table]:
+    if not isinstance(items, list):
+        raise ConfigError(name, f"must be an array of tables ([[{name}]])")
+    for i, item in enumerate(items):
+        yield _Table(item, f"{name}[{i}]", env)
+
+
+# --- entry point -------------------------------------------------------------
+
+
+def load_config(path: str | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Read, check and freeze the configuration (file optional, env overrides)."""
+    env = os.environ if env is None else env
+    path = path or env.get("OTPGW_CONFIG") or None
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError("--config", f"cannot read {path}: {exc.strerror}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError("--config", f"{path} is not valid TOML: {exc}") from exc
+    return _build(raw, env, source=path or "<embedded default>", has_file=path is not None)
+
+
+def config_from_dict(raw: dict[str, Any], env: Mapping[str, str] | None = None) -> Config:
+    """The same checks as `load_config`, on an already parsed TOML document."""
+    return _build(raw, {} if env is None else env, source="<dict>", has_file=True)
+
+
+def _build(raw: dict[str, Any], env: Mapping[str, str], *, source: str, has_file: bool) -> Config:
+    top = _Table(raw, "", env)
+    redis = _redis(top.sub("redis"), env)
+    server = _server(top.sub("server"), env)
+    if not has_file and redis.url is None:
+        # The embedded default is a development sandbox: console provider allowed.
+        server = ServerConfig(server.host, server.port, server.public_url, "development")
+    sections: dict[str, Callable[[_Table], Any]] = {
+        "otp": _otp,
+        "rate_limits": _rate_limits,
+        "phones": _phones,
+        "accounts": _accounts,
+        "smtp": _smtp,
+        "worker": _worker,
+        "logging": _logging,
+        "voice": _voice,
+    }
+    parsed = {name: fn(top.sub(name)) for name, fn in sections.items()}
+    cfg = Config(
+        server=server,
+        redis=redis,
+        security_secret=_security(top.sub("security"), embedded=redis.url is None),
+        api_keys=_api_keys(top.data.pop("api_keys", []), env),
+        providers=_providers(top.data.pop("providers", []), env),
+        source=source,
+        **parsed,
+    )
+    top.done()
+    _check_whole(cfg)
+    return cfg
+
+
+def _check_whole(cfg: Config) -> None:
+    if cfg.otp.resend_cooldown_seconds >= cfg.otp.ttl_seconds:
+        raise ConfigError("otp.resend_cooldown_seconds", "must be shorter than otp.ttl_seconds")
+    try:
+        ipaddress.ip_address(cfg.server.host)
+    except ValueError:
+        if not re.fullmatch(r"[A-Za-z0-9.-]{1,253}", cfg.server.host):
+            raise ConfigError("server.host", "must be an IP address or a host name") from None

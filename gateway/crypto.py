@@ -1,0 +1,116 @@
+"""Keys derived from the one server secret, and the few primitives built on them.
+
+Redis never holds a code, a token or a phone number in clear:
+
+- a code is kept as HMAC-SHA256(code key, challenge id || code), so even a full
+  dump of Redis cannot be brute-forced offline without the secret;
+- the copy of the code that delivery and resends need is sealed with AES-GCM,
+  bound to its challenge id (associated data), so it cannot be moved to
+  another challenge;
+- phone numbers are sealed the same way, and Redis keys that concern a number
+  or an account use a keyed fingerprint, never the number or the id itself;
+- tokens are random and stored as SHA-256 digests (they have 256 bits of
+  entropy: a fast hash is enough).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import secrets
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+_NONCE = 12
+TAG_BYTES = 9  # 72 bits: 12 URL-safe characters
+CHALLENGE_ID_LENGTH = 28
+
+
+def _derive(secret: bytes, label: str) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=label.encode()).derive(secret)
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def constant_time_equal(a: bytes | str, b: bytes | str) -> bool:
+    """The one place secrets are compared."""
+    if isinstance(a, str):
+        a = a.encode()
+    if isinstance(b, str):
+        b = b.encode()
+    return hmac.compare_digest(a, b)
+
+
+class Sealer:
+    """AES-GCM with a random nonce; `aad` binds a ciphertext to its owner."""
+
+    def __init__(self, key: bytes) -> None:
+        self._aead = AESGCM(key)
+
+    def seal(self, plaintext: bytes, aad: bytes) -> bytes:
+        nonce = os.urandom(_NONCE)
+        return nonce + self._aead.encrypt(nonce, plaintext, aad)
+
+    def open(self, sealed: bytes, aad: bytes) -> bytes:
+        """Raises cryptography's InvalidTag when the data or its owner do not match."""
+        return self._aead.decrypt(sealed[:_NONCE], sealed[_NONCE:], aad)
+
+
+@dataclass(frozen=True, slots=True)
+class Keyring:
+    """Every key the gateway uses, derived once from `[security] secret`."""
+
+    code_key: bytes
+    tag_key: bytes
+    codes: Sealer
+    phones: Sealer
+
+    @classmethod
+    def from_secret(cls, secret: str) -> Keyring:
+        raw = secret.encode()
+        return cls(
+            code_key=_derive(raw, "otp-gateway/code-hmac/v1"),
+            tag_key=_derive(raw, "otp-gateway/key-tag/v1"),
+            codes=Sealer(_derive(raw, "otp-gateway/code-seal/v1")),
+            phones=Sealer(_derive(raw, "otp-gateway/phone-seal/v1")),
+        )
+
+    def code_digest(self, challenge_id: str, code: str) -> bytes:
+        """What Redis keeps of a code: 16 bytes of HMAC over id and code."""
+        msg = challenge_id.encode() + b"\x00" + code.encode()
+        return hmac.new(self.code_key, msg, hashlib.sha256).digest()[:16]
+
+    def tag(self, kind: str, value: str) -> str:
+        """A short keyed fingerprint for Redis key names (account ids, numbers)."""
+        msg = kind.encode() + b"\x00" + value.encode()
+        return b64(hmac.new(self.tag_key, msg, hashlib.sha256).digest()[:TAG_BYTES])
+
+
+def new_token(prefix: str) -> tuple[str, str]:
+    """A bearer token of 256 random bits and the digest Redis stores of it."""
+    token = f"{prefix}_{b64(secrets.token_bytes(32))}"
+    return token, token_digest(token)
+
+
+def token_digest(token: str) -> str:
+    return b64(hashlib.sha256(token.encode()).digest()[:24])
+
+
+def new_challenge_id(account_tag: str) -> str:
+    """96 random bits, then the account's tag.
+
+    Carrying the (keyed, opaque) account tag lets `/verify` name every Redis
+    key it touches up front, so verification is a single script call.
+    """
+    return b64(secrets.token_bytes(12)) + account_tag
+
+
+def account_tag_of(challenge_id: str) -> str:
+    return challenge_id[16:]

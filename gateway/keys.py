@@ -1,0 +1,70 @@
+"""Every Redis key name the gateway uses, in one place.
+
+Keys that concern an account or a number carry a keyed fingerprint
+(`Keyring.tag`), never the account id or the number, so neither shows in
+`redis-cli --scan`, in a slow log or in a key-space notification.
+"""
+
+from __future__ import annotations
+
+PREFIX = "otp:"
+
+STREAM = PREFIX + "sends"  # the send queue (a Redis Stream)
+GROUP = "workers"  # its consumer group
+DEAD_LETTERS = PREFIX + "dead"  # sends that every provider failed
+GLOBAL_RATE = PREFIX + "rl:global"
+ACCOUNT_INDEX = PREFIX + "accounts"  # set of all account ids
+WORKERS = PREFIX + "workers"  # hash: worker name -> last heartbeat (ms)
+LOGINS = PREFIX + "logins"  # hash: account tag -> last login (ms)
+
+
+def challenge(challenge_id: str) -> str:
+    """Hash: one challenge (sealed code, code digest, state), then its tombstone."""
+    return f"{PREFIX}c:{challenge_id}"
+
+
+def runtime(account_tag: str) -> str:
+    """Hash: an account's live challenge per purpose, last send, rate state."""
+    return f"{PREFIX}u:{account_tag}"
+
+
+def failures(account_tag: str) -> str:
+    """String: the account's failed-verification rate state."""
+    return f"{PREFIX}f:{account_tag}"
+
+
+def trusted_devices(account_tag: str) -> str:
+    """Hash: token digest -> trusted-device record."""
+    return f"{PREFIX}td:{account_tag}"
+
+
+def step_up(token_digest: str) -> str:
+    """String: a single-use step-up grant."""
+    return f"{PREFIX}su:{token_digest}"
+
+
+def number_rate(number_tag: str) -> str:
+    return f"{PREFIX}rl:n:{number_tag}"
+
+
+def ip_rate(ip_tag: str) -> str:
+    return f"{PREFIX}rl:ip:{ip_tag}"
+
+
+def country_rate(region: str) -> str:
+    return f"{PREFIX}rl:cc:{region}"
+
+
+def account(account_id: str) -> str:
+    """Hash: the account record (phone sealed)."""
+    return f"{PREFIX}a:{account_id}"
+
+
+def establishment(name_tag: str) -> str:
+    """Set: account ids of one establishment."""
+    return f"{PREFIX}e:{name_tag}"
+
+
+def history(account_id: str) -> str:
+    """Stream: audit entries of one account."""
+    return f"{PREFIX}h:{account_id}"

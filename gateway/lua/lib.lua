@@ -1,0 +1,71 @@
+-- Shared helpers, prepended to every script by gateway/scripts.py.
+
+-- Redis 6.2 replicates a script verbatim unless told otherwise, and then
+-- refuses writes after TIME; effects replication makes TIME safe (7.x does it
+-- by default and keeps the call as a no-op).
+if redis.replicate_commands then redis.replicate_commands() end
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Constant-time equality: the loop always runs over the whole string.
+local function ct_equal(a, b)
+  if type(a) ~= 'string' or type(b) ~= 'string' or #a ~= #b then return false end
+  local diff = 0
+  for i = 1, #a do
+    diff = bit.bor(diff, bit.bxor(string.byte(a, i), string.byte(b, i)))
+  end
+  return diff == 0
+end
+
+-- GCRA ("N per period", bursts up to N, one more every period/N).
+-- `tat` is the theoretical arrival time stored for the limit (or nil).
+-- Returns allowed, the new tat to store when allowed, and the wait in ms.
+local function gcra(tat, count, period_ms, now)
+  tat = tonumber(tat)
+  if not tat or tat < now then tat = now end
+  local new_tat = tat + math.floor(period_ms / count)
+  local wait = new_tat - period_ms - now
+  if wait > 0 then return false, tat, wait end
+  return true, new_tat, 0
+end
+
+-- Keeps a key alive at least `ms` more (never shortens it).
+local function extend(key, ms)
+  if redis.call('PTTL', key) < ms then redis.call('PEXPIRE', key, ms) end
+end
+
+-- Checks a list of rate limits {key, count, period_ms, scope} without
+-- writing; all must pass before any is consumed.
+local function check_limits(limits, now)
+  for _, l in ipairs(limits) do
+    local ok, new_tat, wait = gcra(redis.call('GET', l[1]), l[2], l[3], now)
+    if not ok then return {'rate', l[4], wait} end
+    l[5] = new_tat
+  end
+  return nil
+end
+
+local function consume_limits(limits, now)
+  for _, l in ipairs(limits) do
+    redis.call('SET', l[1], l[5], 'PX', l[5] - now + 1)
+  end
+end
+
+-- Challenge state: pending (nil), verified, burnt, expired.
+-- Returns an error tuple when the challenge cannot be used any more.
+local function dead_state(c, u, cid, now)
+  local f = redis.call('HMGET', c, 'v', 'x', 'p')
+  if f[1] == 'verified' then return {'already_used'} end
+  if f[1] == 'burnt' then return {'too_many_attempts'} end
+  if f[1] == 'expired' then return {'expired'} end
+  if now >= tonumber(f[2]) or redis.call('HGET', u, 'c:' .. f[3]) ~= cid then
+    -- Past its TTL, or replaced by a newer challenge of the same purpose.
+    redis.call('HSET', c, 'v', 'expired')
+    redis.call('HDEL', c, 'h', 'e')
+    return {'expired'}
+  end
+  return nil
+end

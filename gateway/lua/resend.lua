@@ -1,0 +1,40 @@
+-- Queues the same code again, on the same or the other channel.
+-- KEYS: 1 challenge (c:), 2 runtime hash (u:), 3 number limit,
+--       4 country limit, 5 global limit, 6 ip limit, 7 stream
+-- ARGV: 1 challenge id, 2 channel, 3 cooldown ms, 4 max sends,
+--       5/6 account limit, 7/8 number, 9/10 country, 11/12 global, 13/14 ip
+-- Returns {'ok', send_number, expires_at, resend_after} | {'rate', scope, wait} | {error}
+local now = now_ms()
+local c, u = KEYS[1], KEYS[2]
+if redis.call('EXISTS', c) == 0 then return {'challenge_not_found'} end
+local dead = dead_state(c, u, ARGV[1], now)
+if dead then return dead end
+
+local f = redis.call('HMGET', c, 'p', 's', 'x')
+local sends, expires_at = tonumber(f[2]), tonumber(f[3])
+if sends >= tonumber(ARGV[4]) then return {'rate', 'sends', expires_at - now} end
+
+local cooldown = tonumber(ARGV[3])
+local last = tonumber(redis.call('HGET', u, 's:' .. f[1]))
+if last and now - last < cooldown then return {'rate', 'cooldown', cooldown - (now - last)} end
+
+local aok, account_tat, await = gcra(redis.call('HGET', u, 'g'), tonumber(ARGV[5]), tonumber(ARGV[6]), now)
+if not aok then return {'rate', 'account', await} end
+local limits = {
+  {KEYS[3], tonumber(ARGV[7]), tonumber(ARGV[8]), 'number'},
+  {KEYS[4], tonumber(ARGV[9]), tonumber(ARGV[10]), 'country'},
+  {KEYS[5], tonumber(ARGV[11]), tonumber(ARGV[12]), 'global'},
+}
+if tonumber(ARGV[13]) > 0 then
+  table.insert(limits, {KEYS[6], tonumber(ARGV[13]), tonumber(ARGV[14]), 'ip'})
+end
+local refused = check_limits(limits, now)
+if refused then return refused end
+consume_limits(limits, now)
+
+sends = sends + 1
+redis.call('HSET', c, 's', sends, 'c', ARGV[2], 'd', 'queued')
+redis.call('HSET', u, 's:' .. f[1], now, 'g', account_tat)
+extend(u, account_tat - now + 1)
+redis.call('XADD', KEYS[7], '*', 'c', ARGV[1], 'n', sends, 'ch', ARGV[2])
+return {'ok', sends, expires_at, now + cooldown}

@@ -1,0 +1,129 @@
+"""The provider interface, owned by the core, and the plugin registry.
+
+A provider is a small class with one async `send` and an `aclose`. Providers
+are found through the `otp_gateway.providers` entry point group, so another
+package can add one without touching this project:
+
+    [project.entry-points."otp_gateway.providers"]
+    acme = "acme_otp:AcmeProvider"
+
+Timeouts, metrics, error mapping and failover are the dispatcher's job
+(`gateway.dispatch`), never a provider's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any, Protocol, runtime_checkable
+
+from gateway.config import ProviderConfig
+from gateway.errors import ConfigError
+
+ENTRY_POINT_GROUP = "otp_gateway.providers"
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundMessage:
+    """One send of a code. `repr` hides the code and the number."""
+
+    challenge_id: str
+    channel: str  # "sms" | "voice"
+    to: str  # E.164
+    code: str
+    text: str  # the rendered message, code included
+    attempt: int  # the send number of this challenge, 1-based: an idempotency key
+    purpose: str
+    language: str = "fr-FR"
+    extension: str | None = None  # digits to dial after pick-up
+
+    def __repr__(self) -> str:
+        return (
+            f"OutboundMessage(challenge_id={self.challenge_id!r}, channel={self.channel!r}, "
+            f"attempt={self.attempt})"
+        )
+
+    @property
+    def idempotency_key(self) -> str:
+        return f"{self.challenge_id}:{self.attempt}"
+
+
+@dataclass(frozen=True, slots=True)
+class SendReceipt:
+    """What a provider says it did with a message."""
+
+    provider_ref: str = ""  # the provider's own id for the message, if any
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderContext:
+    """What the composition root hands every provider at construction."""
+
+    development: bool
+    public_url: str
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """Delivers messages on some channels."""
+
+    name: str
+    channels: tuple[str, ...]
+
+    async def send(self, message: OutboundMessage) -> SendReceipt:
+        """Hand one message over, or raise ProviderUnavailable or ProviderRejected."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections."""
+        ...
+
+
+class ProviderFactory(Protocol):
+    """What an entry point names: usually the provider class itself."""
+
+    def __call__(
+        self, config: ProviderConfig, context: ProviderContext
+    ) -> Provider: ...  # pragma: no cover
+
+
+def available_kinds() -> dict[str, Any]:
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def build_providers(
+    configs: tuple[ProviderConfig, ...], context: ProviderContext
+) -> list[Provider]:
+    """Instantiate every configured provider, in order (the failover order)."""
+    kinds = available_kinds()
+    providers: list[Provider] = []
+    for i, cfg in enumerate(configs):
+        if cfg.kind not in kinds:
+            known = ", ".join(sorted(kinds)) or "none"
+            raise ConfigError(f"providers[{i}].kind", f"unknown kind {cfg.kind!r} (known: {known})")
+        factory: ProviderFactory = kinds[cfg.kind].load()
+        providers.append(factory(cfg, context))
+    return providers
+
+
+def option(
+    options: Mapping[str, Any], key: str, kind: type, where: str, default: Any = None
+) -> Any:
+    """Read one provider option, with a ConfigError naming it when it is wrong."""
+    if key not in options:
+        if default is None:
+            raise ConfigError(f"{where}.{key}", "is required")
+        return default
+    value = options[key]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ConfigError(f"{where}.{key}", f"must be {kind.__name__}")
+    return value
+
+
+def reject_unknown_options(options: Mapping[str, Any], known: set[str], where: str) -> None:
+    for key in options:
+        if key not in known:
+            raise ConfigError(f"{where}.{key}", "unknown key")

@@ -1,0 +1,258 @@
+"""The send queue: a Redis Stream read by workers in one consumer group.
+
+`/challenge` and `/resend` add an entry {c: challenge id, n: send number,
+ch: channel} in the same script that creates the state, so a send is never
+queued for a challenge that does not exist, nor lost for one that does.
+
+A worker's job path is decode -> load -> dispatch -> ack | retry | dead-letter:
+
+- a job whose challenge is no longer live (verified, burnt, expired,
+  replaced, or whose account changed number) is dropped unsent;
+- the send number is an idempotency key: `sent.lua` records the highest send
+  done on the challenge *before* acknowledging, so a job redelivered after a
+  crash finds its send done and is skipped (a crash between the provider's
+  acceptance and that record can still send twice: providers get the
+  `Idempotency-Key` to close that gap);
+- a job whose worker died stays in the group's pending list and is claimed
+  by another worker after `claim_idle_seconds` (XAUTOCLAIM);
+- a job that every provider failed is retried the same way, and after
+  `max_deliveries` goes to the dead-letter stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from typing import Any
+
+import redis.asyncio as aioredis
+from cryptography.exceptions import InvalidTag
+from redis.exceptions import RedisError, ResponseError
+
+from gateway import keys, messages
+from gateway.accounts import AccountStore
+from gateway.config import Config
+from gateway.crypto import Keyring
+from gateway.dispatch import Dispatcher
+from gateway.errors import ProviderRejected, ProviderUnavailable
+from gateway.metrics import Metrics
+from gateway.provider import OutboundMessage
+from gateway.scripts import Scripts
+
+log = logging.getLogger("otp_gateway.worker")
+
+Entry = tuple[bytes, dict[bytes, bytes]]
+
+
+async def ensure_group(redis: aioredis.Redis) -> None:
+    """Create the stream and its group; "0" so entries queued before are read too."""
+    try:
+        await redis.xgroup_create(keys.STREAM, keys.GROUP, id="0", mkstream=True)
+    except ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+class Worker:
+    """Delivers queued sends; any number of them may run, on any hosts."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        scripts: Scripts,
+        keyring: Keyring,
+        accounts: AccountStore,
+        dispatcher: Dispatcher,
+        metrics: Metrics,
+        config: Config,
+        name: str | None = None,
+    ) -> None:
+        self.redis = redis
+        self.scripts = scripts
+        self.keyring = keyring
+        self.accounts = accounts
+        self.dispatcher = dispatcher
+        self.metrics = metrics
+        self.config = config
+        self.name = name or f"{socket.gethostname()}-{os.getpid()}-{id(self):x}"
+        self._slots = asyncio.Semaphore(config.worker.concurrency)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # --- loops ------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Read and deliver until `stop` is set, then finish the jobs in hand."""
+        claim_every = self.config.worker.claim_idle_seconds / 2
+        next_claim = 0.0
+        while not stop.is_set():
+            try:
+                await ensure_group(self.redis)
+                if time.monotonic() >= next_claim:
+                    await self._spawn_all(await self._claim_idle())
+                    next_claim = time.monotonic() + claim_every
+                await self._spawn_all(await self._read(block_ms=500))
+            except RedisError as exc:
+                log.warning("worker cannot reach redis", extra={"error": type(exc).__name__})
+                await _wait(stop, 1.0)
+        await self.drain_tasks()
+
+    async def drain(self) -> int:
+        """Burst mode for tests and one-shot runs: deliver what is queued now, then return."""
+        await ensure_group(self.redis)
+        done = 0
+        while True:
+            batch = await self._read(block_ms=None, start="0") + await self._read(block_ms=None)
+            if not batch:
+                return done
+            for entry_id, fields in batch:
+                await self.handle(entry_id, fields)
+            done += len(batch)
+
+    async def drain_tasks(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _read(self, block_ms: int | None, start: str = ">") -> list[Entry]:
+        reply: Any = await self.redis.xreadgroup(
+            keys.GROUP, self.name, {keys.STREAM: start}, count=64, block=block_ms
+        )
+        # An entry deleted while pending comes back with no fields: skip it.
+        return [(eid, fields) for _, entries in reply or [] for eid, fields in entries if fields]
+
+    async def _claim_idle(self) -> list[Entry]:
+        idle_ms = int(self.config.worker.claim_idle_seconds * 1000)
+        claimed: list[Entry] = []
+        cursor = "0-0"
+        while True:
+            reply = await self.redis.xautoclaim(
+                keys.STREAM, keys.GROUP, self.name, idle_ms, start_id=cursor, count=64
+            )
+            cursor, entries = reply[0], reply[1]
+            claimed.extend((eid, f) for eid, f in entries if f)
+            if cursor in (b"0-0", "0-0") or not entries:
+                return claimed
+
+    async def _spawn_all(self, entries: list[Entry]) -> None:
+        for entry_id, fields in entries:
+            await self._slots.acquire()
+            task = asyncio.create_task(self._guarded(entry_id, fields))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _guarded(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
+        try:
+            await self.handle(entry_id, fields)
+        except Exception:
+            # The job stays pending and is claimed again later: nothing is lost.
+            log.exception("send job failed", extra={"entry": entry_id.decode()})
+        finally:
+            self._slots.release()
+
+    # --- one job ------------------------------------------------------------------
+
+    async def handle(self, entry_id: bytes, fields: dict[bytes, bytes]) -> str:
+        """Deliver one job; returns what happened (for tests and logs)."""
+        try:
+            challenge_id = fields[b"c"].decode()
+            attempt = int(fields[b"n"])
+            channel = fields[b"ch"].decode()
+        except (KeyError, ValueError, UnicodeDecodeError):
+            return await self._drop(entry_id, "malformed")
+        loaded = await self._load(challenge_id, attempt, channel)
+        if isinstance(loaded, str):
+            return await self._drop(entry_id, loaded)
+        message, created_ms = loaded
+        try:
+            provider = await self.dispatcher.send(message, created_ms)
+        except ProviderRejected:
+            await self._record(challenge_id, attempt, "failed", "", entry_id)
+            return "rejected"
+        except ProviderUnavailable:
+            return await self._retry_or_dead_letter(entry_id, fields)
+        await self._record(challenge_id, attempt, "sent", provider, entry_id)
+        return "sent"
+
+    async def _load(
+        self, challenge_id: str, attempt: int, channel: str
+    ) -> tuple[OutboundMessage, int] | str:
+        """The message to send, or the reason to drop the job."""
+        fields: list[Any] = await self.redis.hmget(
+            keys.challenge(challenge_id), "a", "p", "v", "x", "q", "e", "nh"
+        )
+        account_id, purpose, state, expires, done, sealed, number_tag = fields
+        if account_id is None or state is not None or sealed is None:
+            return "not_live"
+        if time.time() * 1000 >= int(expires):
+            return "expired"
+        if done is not None and int(done) >= attempt:
+            return "duplicate"
+        account = await self.accounts.get(account_id.decode())
+        if account is None or account.phone is None:
+            return "no_number"
+        if self.keyring.tag("number", account.phone.e164) != number_tag.decode():
+            return "number_changed"
+        try:
+            code = self.keyring.codes.open(sealed, challenge_id.encode()).decode()
+        except InvalidTag:
+            return "undecryptable"
+        otp = self.config.otp
+        text = messages.render(
+            channel, code, purpose.decode(), self.config.voice.language, otp.ttl_seconds
+        )
+        message = OutboundMessage(
+            challenge_id=challenge_id,
+            channel=channel,
+            to=account.phone.e164,
+            code=code,
+            text=text,
+            attempt=attempt,
+            purpose=purpose.decode(),
+            language=self.config.voice.language,
+            extension=account.phone_extension,
+        )
+        return message, int(expires) - otp.ttl_seconds * 1000
+
+    async def _record(
+        self, challenge_id: str, attempt: int, outcome: str, provider: str, entry_id: bytes
+    ) -> None:
+        await self.scripts.sent(
+            keys=[keys.challenge(challenge_id), keys.STREAM],
+            args=[attempt, outcome, provider, keys.GROUP, entry_id],
+        )
+
+    async def _drop(self, entry_id: bytes, reason: str) -> str:
+        self.metrics.sends_dropped.labels(reason).inc()
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xack(keys.STREAM, keys.GROUP, entry_id)
+            pipe.xdel(keys.STREAM, entry_id)
+            await pipe.execute()
+        return f"dropped:{reason}"
+
+    async def _retry_or_dead_letter(self, entry_id: bytes, fields: dict[bytes, bytes]) -> str:
+        pending: Any = await self.redis.xpending_range(
+            keys.STREAM, keys.GROUP, min=entry_id, max=entry_id, count=1
+        )
+        deliveries = pending[0]["times_delivered"] if pending else 1
+        if deliveries < self.config.worker.max_deliveries:
+            return "retry"  # stays pending; claimed again after claim_idle_seconds
+        dead: dict[Any, Any] = {**fields, b"reason": b"all_providers_failed"}
+        await self.redis.xadd(keys.DEAD_LETTERS, dead)
+        challenge_id = fields[b"c"].decode()
+        await self._record(challenge_id, int(fields[b"n"]), "failed", "", entry_id)
+        return "dead_letter"
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    try:
+        async with asyncio.timeout(seconds):
+            await stop.wait()
+    except TimeoutError:
+        pass
+
+
+def queue_fields(entry: dict[Any, Any]) -> dict[str, str]:
+    """Decoded fields of a queue entry (for the dead-letter listing)."""
+    return {k.decode(): v.decode() for k, v in entry.items()}

@@ -1,0 +1,93 @@
+"""The core services wired together: shared by the HTTP app and the worker."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from gateway.accounts import AccountStore
+from gateway.challenges import ChallengeService
+from gateway.config import Config
+from gateway.crypto import Keyring
+from gateway.dispatch import Dispatcher
+from gateway.metrics import Metrics
+from gateway.phones import PhonePolicy
+from gateway.provider import Provider, ProviderContext
+from gateway.queue import Worker
+from gateway.scripts import Scripts
+from gateway.tokens import StepUps, TrustedDevices
+from gateway.web.auth import ApiKeys
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """What handlers reach through `request.app[SERVICES]`."""
+
+    config: Config
+    redis: aioredis.Redis
+    keyring: Keyring
+    accounts: AccountStore
+    challenges: ChallengeService
+    trusted: TrustedDevices
+    step_ups: StepUps
+    dispatcher: Dispatcher
+    metrics: Metrics
+    api_keys: ApiKeys
+    worker: Worker
+
+
+SERVICES = web.AppKey("services", Services)
+METRICS = web.AppKey("metrics", Metrics)
+
+
+def redis_client(config: Config) -> aioredis.Redis:
+    assert config.redis.url is not None, "the CLI starts the embedded Redis first"
+    return aioredis.Redis.from_url(
+        config.redis.url,
+        socket_timeout=config.redis.timeout_seconds,
+        socket_connect_timeout=config.redis.timeout_seconds,
+        health_check_interval=30,
+        max_connections=512,
+    )
+
+
+def phone_policy(config: Config) -> PhonePolicy:
+    p = config.phones
+    return PhonePolicy(p.default_region, frozenset(p.allowed_regions), p.allow_voip)
+
+
+def build_services(
+    config: Config, redis: aioredis.Redis, providers: list[Provider], metrics: Metrics
+) -> Services:
+    """Wire the core services; used by the HTTP app and the standalone worker."""
+    if config.security_secret is None:
+        raise RuntimeError(
+            "[security] secret is required (the CLI sets it on the embedded default)"
+        )
+    keyring = Keyring.from_secret(config.security_secret.reveal())
+    scripts = Scripts.load(redis)
+    accounts = AccountStore(redis, keyring, phone_policy(config), config.accounts)
+    dispatcher = Dispatcher(providers, config.worker.send_timeout_seconds, metrics)
+    challenges = ChallengeService(redis, scripts, keyring, accounts, config, dispatcher.channels)
+    worker = Worker(redis, scripts, keyring, accounts, dispatcher, metrics, config)
+    return Services(
+        config=config,
+        redis=redis,
+        keyring=keyring,
+        accounts=accounts,
+        challenges=challenges,
+        trusted=TrustedDevices(redis, keyring),
+        step_ups=StepUps(redis),
+        dispatcher=dispatcher,
+        metrics=metrics,
+        api_keys=ApiKeys(config.api_keys),
+        worker=worker,
+    )
+
+
+def provider_context(config: Config) -> ProviderContext:
+    return ProviderContext(
+        development=config.server.development, public_url=config.server.public_url
+    )

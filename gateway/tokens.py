@@ -1,0 +1,79 @@
+"""Trusted-device tokens and step-up grants.
+
+Both are 256-bit random bearer tokens that Redis keeps only as digests. A
+trusted-device token spares an account the code at login on one device for
+`trusted_device_days`; it lives in the account's `td:` hash (one field per
+device), so it can be revoked one by one or all at once. A step-up grant is
+single use: `consume` reads and deletes it in one command (GETDEL).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from gateway import keys
+from gateway.crypto import Keyring, constant_time_equal, token_digest
+
+
+@dataclass(frozen=True, slots=True)
+class TrustedDevice:
+    device_id: str  # the token's digest: lets a device be revoked, cannot be used as one
+    label: str
+    created_ms: int
+    until_ms: int
+
+
+def _parse(device_id: str, raw: bytes) -> TrustedDevice:
+    until, created, label = raw.decode().split("|", 2)
+    return TrustedDevice(device_id, label, int(created), int(until))
+
+
+class TrustedDevices:
+    """Lookup, listing and revocation of an account's trusted devices."""
+
+    def __init__(self, redis: aioredis.Redis, keyring: Keyring) -> None:
+        self.redis = redis
+        self.keyring = keyring
+
+    def _key(self, account_id: str) -> str:
+        return keys.trusted_devices(self.keyring.tag("account", account_id))
+
+    async def check(self, account_id: str, token: str) -> bool:
+        """True when `token` is a live trusted-device token of this account."""
+        if not token.startswith("td_") or len(token) > 100:
+            return False
+        raw: Any = await self.redis.hget(self._key(account_id), token_digest(token))
+        return raw is not None and _parse("", raw).until_ms > time.time() * 1000
+
+    async def list(self, account_id: str) -> list[TrustedDevice]:
+        now = time.time() * 1000
+        entries: dict[Any, Any] = await self.redis.hgetall(self._key(account_id))
+        devices = [_parse(k.decode(), v) for k, v in entries.items()]
+        return sorted((d for d in devices if d.until_ms > now), key=lambda d: -d.created_ms)
+
+    async def revoke(self, account_id: str, device_id: str) -> bool:
+        return bool(await self.redis.hdel(self._key(account_id), device_id))
+
+    async def revoke_all(self, account_id: str) -> int:
+        key = self._key(account_id)
+        count = int(await self.redis.hlen(key))
+        await self.redis.delete(key)
+        return count
+
+
+class StepUps:
+    """Single-use grants from a `/verify` of a sensitive purpose."""
+
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self.redis = redis
+
+    async def consume(self, token: str, account_id: str, purpose: str) -> bool:
+        """True once for a live grant of exactly this account and purpose."""
+        if not token.startswith("su_") or len(token) > 100:
+            return False
+        raw = await self.redis.getdel(keys.step_up(token_digest(token)))
+        return raw is not None and constant_time_equal(raw, f"{account_id}|{purpose}".encode())

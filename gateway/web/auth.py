@@ -1,0 +1,41 @@
+"""API keys: `Authorization: Bearer <key>`, compared in constant time."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+from aiohttp import web
+
+from gateway.config import ApiKey
+from gateway.errors import Forbidden, Unauthorized
+
+
+class ApiKeys:
+    """Checks a request's key and scope."""
+
+    def __init__(self, keys: tuple[ApiKey, ...]) -> None:
+        # Comparing fixed-length digests keeps the time independent of the key's length.
+        self._keys = [(hashlib.sha256(k.key.reveal().encode()).digest(), k) for k in keys]
+
+    def identify(self, request: web.Request) -> ApiKey:
+        header = request.headers.get("Authorization", "")
+        scheme, _, presented = header.partition(" ")
+        if scheme.lower() != "bearer" or not presented:
+            raise Unauthorized("missing API key: send Authorization: Bearer <key>")
+        digest = hashlib.sha256(presented.strip().encode()).digest()
+        found: ApiKey | None = None
+        for stored, key in self._keys:
+            # No early exit: every key is compared whatever matched.
+            if hmac.compare_digest(stored, digest):
+                found = key
+        if found is None:
+            raise Unauthorized("unknown API key")
+        return found
+
+    def require(self, request: web.Request, *scopes: str) -> ApiKey:
+        """The caller's key, if it has one of `scopes`; else 401/403."""
+        key = self.identify(request)
+        if not key.scopes.intersection(scopes):
+            raise Forbidden(f"this key lacks the {' or '.join(scopes)} scope")
+        return key

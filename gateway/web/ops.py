@@ -1,0 +1,55 @@
+"""Operations routes: liveness, readiness, metrics, the OpenAPI document."""
+
+from __future__ import annotations
+
+import contextlib
+from importlib.resources import files
+
+from aiohttp import web
+from redis.exceptions import RedisError
+
+from gateway.services import SERVICES
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Liveness: the process answers."""
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: Redis answers and every channel has a provider."""
+    svc = request.app[SERVICES]
+    try:
+        redis_ok = bool(await svc.redis.ping())
+    except (RedisError, OSError):
+        redis_ok = False
+    channels = {ch: ch in svc.dispatcher.channels for ch in ("sms", "voice")}
+    ready = redis_ok and all(channels.values())
+    body = {"status": "ready" if ready else "not_ready", "redis": redis_ok, "channels": channels}
+    return web.json_response(body, status=200 if ready else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text format; queue gauges are read from Redis now."""
+    svc = request.app[SERVICES]
+    if svc.config.server.metrics_auth:
+        svc.api_keys.require(request, "metrics")
+    # Without Redis the scrape still serves the process's own counters.
+    with contextlib.suppress(RedisError, OSError):
+        await svc.metrics.refresh_queue(svc.redis)
+    return web.Response(
+        body=svc.metrics.render(), headers={"Content-Type": "text/plain; version=0.0.4"}
+    )
+
+
+async def openapi(request: web.Request) -> web.Response:
+    """The OpenAPI 3.1 description of the whole API."""
+    text = (files("gateway") / "openapi.json").read_text()
+    return web.Response(text=text, content_type="application/json")
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/openapi.json", openapi)

@@ -1,0 +1,197 @@
+"""OTP routes (scope `otp`): challenge, verify, status, resend, trusted devices."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from gateway.accounts import Status
+from gateway.challenges import Created, iso_ms, now_ms
+from gateway.errors import GatewayError, InvalidRequest, NotFound, RateLimited
+from gateway.services import SERVICES, Services
+from gateway.web.body import Field, checked, read_object
+
+ACCOUNT_ID_RE = re.compile(r"[A-Za-z0-9._@-]{1,128}")
+CHANNELS = ("sms", "voice")
+
+CHALLENGE_FIELDS = {
+    "account_id": Field(str, required=True, max_len=128),
+    "purpose": Field(str, max_len=40),
+    "channel": Field(str, max_len=10),
+    "trusted_device_token": Field(str, max_len=100),
+    "client_ip": Field(str, max_len=64),
+}
+VERIFY_FIELDS = {
+    "challenge_id": Field(str, required=True, max_len=64),
+    "code": Field(str, required=True, max_len=32),
+    "trust_device": Field(bool),
+    "device_label": Field(str, max_len=64),
+}
+RESEND_FIELDS = {"channel": Field(str, max_len=10), "client_ip": Field(str, max_len=64)}
+
+
+def services(request: web.Request, *scopes: str) -> Services:
+    svc = request.app[SERVICES]
+    svc.api_keys.require(request, *scopes)
+    return svc
+
+
+def account_id_of(value: str) -> str:
+    if not ACCOUNT_ID_RE.fullmatch(value):
+        raise InvalidRequest("account_id: 1-128 characters of A-Z a-z 0-9 . _ @ -")
+    return value
+
+
+def _channel(value: str | None) -> str | None:
+    if value is not None and value not in CHANNELS:
+        raise InvalidRequest("channel must be sms or voice")
+    return value
+
+
+def _client_ip(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise InvalidRequest("client_ip must be an IPv4 or IPv6 address") from None
+
+
+def _created_body(created: Created, now_ms: int) -> dict[str, Any]:
+    return {
+        "challenge_id": created.challenge_id,
+        "channel": created.channel,
+        "destination": created.destination,
+        "expires_at": iso_ms(created.expires_at_ms),
+        "expires_in": max(0, (created.expires_at_ms - now_ms) // 1000),
+        "resend_after": max(0, -(-(created.resend_after_ms - now_ms) // 1000)),
+    }
+
+
+async def create_challenge(request: web.Request) -> web.Response:
+    """Send a code to the account's phone (or spare it on a trusted device)."""
+    svc = services(request, "otp")
+    body = checked(await read_object(request), CHALLENGE_FIELDS)
+    account_id = account_id_of(body["account_id"])
+    purpose = body.get("purpose") or "login"
+    if purpose not in svc.config.otp.purposes:
+        raise InvalidRequest(f"purpose must be one of {', '.join(svc.config.otp.purposes)}")
+    channel = _channel(body.get("channel"))
+    client_ip = _client_ip(body.get("client_ip"))
+    counter = svc.metrics.challenges
+    try:
+        account = await svc.accounts.get(account_id)
+        if account is None:
+            raise NotFound("no such account", code="unknown_account")
+        token = body.get("trusted_device_token")
+        active = account.status(datetime.now(UTC)) is Status.ACTIVE
+        if purpose == "login" and token and active and await svc.trusted.check(account_id, token):
+            counter.labels(purpose, channel or "none", "trusted_device").inc()
+            return web.json_response({"required": False, "reason": "trusted_device"})
+        created = await svc.challenges.create(account, purpose, channel, client_ip)
+    except GatewayError as exc:
+        counter.labels(purpose, channel or "none", exc.code).inc()
+        if isinstance(exc, RateLimited):
+            svc.metrics.rate_limited.labels(exc.scope).inc()
+        raise
+    counter.labels(purpose, created.channel, "queued").inc()
+    return web.json_response(_created_body(created, now_ms()), status=202)
+
+
+async def verify(request: web.Request) -> web.Response:
+    """Check a code; on success, maybe a trusted-device or step-up token."""
+    svc = services(request, "otp")
+    body = checked(await read_object(request), VERIFY_FIELDS)
+    try:
+        result = await svc.challenges.verify(
+            body["challenge_id"], body["code"], bool(body.get("trust_device")),
+            body.get("device_label") or "",
+        )  # fmt: skip
+    except GatewayError as exc:
+        if exc.status == 400:
+            raise
+        svc.metrics.verifications.labels("unknown", exc.code).inc()
+        if isinstance(exc, RateLimited):
+            svc.metrics.rate_limited.labels(exc.scope).inc()
+        exc.extra = {"verified": False, **exc.extra}
+        raise
+    svc.metrics.verifications.labels(result.purpose, "verified").inc()
+    out: dict[str, Any] = {
+        "verified": True,
+        "account_id": result.account_id,
+        "purpose": result.purpose,
+    }
+    if result.token_kind == "trusted_device":
+        out |= {"trusted_device_token": result.token, "trusted_until": iso_ms(result.until_ms)}
+    elif result.token_kind == "step_up":
+        out |= {"step_up_token": result.token, "step_up_expires_at": iso_ms(result.until_ms)}
+    return web.json_response(out)
+
+
+async def challenge_status(request: web.Request) -> web.Response:
+    """A challenge's state and its delivery state."""
+    svc = services(request, "otp")
+    return web.json_response(await svc.challenges.status(request.match_info["challenge_id"]))
+
+
+async def resend(request: web.Request) -> web.Response:
+    """Send the same code again, on the same or the other channel."""
+    svc = services(request, "otp")
+    body = checked(await read_object(request), RESEND_FIELDS)
+    try:
+        created = await svc.challenges.resend(
+            request.match_info["challenge_id"], _channel(body.get("channel")),
+            _client_ip(body.get("client_ip")),
+        )  # fmt: skip
+    except RateLimited as exc:
+        svc.metrics.rate_limited.labels(exc.scope).inc()
+        raise
+    return web.json_response(_created_body(created, now_ms()), status=202)
+
+
+async def list_trusted_devices(request: web.Request) -> web.Response:
+    """An account's live trusted devices."""
+    svc = services(request, "otp", "operator")
+    account_id = account_id_of(request.match_info["account_id"])
+    devices = await svc.trusted.list(account_id)
+    return web.json_response({
+        "devices": [
+            {"device_id": d.device_id, "label": d.label,
+             "created_at": iso_ms(d.created_ms), "trusted_until": iso_ms(d.until_ms)}
+            for d in devices
+        ]
+    })  # fmt: skip
+
+
+async def revoke_trusted_device(request: web.Request) -> web.Response:
+    """Forget one trusted device."""
+    svc = services(request, "otp", "operator")
+    account_id = account_id_of(request.match_info["account_id"])
+    if not await svc.trusted.revoke(account_id, request.match_info["device_id"]):
+        raise NotFound("no such trusted device", code="not_found")
+    return web.Response(status=204)
+
+
+async def revoke_all_trusted_devices(request: web.Request) -> web.Response:
+    """Forget every trusted device of an account."""
+    svc = services(request, "otp", "operator")
+    account_id = account_id_of(request.match_info["account_id"])
+    return web.json_response({"revoked": await svc.trusted.revoke_all(account_id)})
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_post("/challenge", create_challenge)
+    app.router.add_post("/verify", verify)
+    app.router.add_get("/challenge/{challenge_id}", challenge_status, allow_head=False)
+    app.router.add_post("/challenge/{challenge_id}/resend", resend)
+    app.router.add_get(
+        "/accounts/{account_id}/trusted-devices", list_trusted_devices, allow_head=False
+    )
+    app.router.add_delete("/accounts/{account_id}/trusted-devices", revoke_all_trusted_devices)
+    app.router.add_delete(
+        "/accounts/{account_id}/trusted-devices/{device_id}", revoke_trusted_device
+    )
