@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import secrets
-import signal
 import sys
 from collections.abc import Iterator
 from dataclasses import replace
@@ -68,9 +67,14 @@ def serve(config: Config, *, run_worker: bool) -> None:
     from gateway.app import create_app
 
     app = create_app(config, run_worker=run_worker)
-    print(f"otp-gateway listening on http://{config.server.host}:{config.server.port}", flush=True)
+    address = f"http://{config.server.host}:{config.server.port}"
+
+    def announce(_: str) -> None:
+        # Called by aiohttp once the socket is bound: scripts can wait for this line.
+        print(f"otp-gateway listening on {address}", flush=True)
+
     web.run_app(
-        app, host=config.server.host, port=config.server.port, print=None,
+        app, host=config.server.host, port=config.server.port, print=announce,
         access_log=None, shutdown_timeout=30,
     )  # fmt: skip
 
@@ -127,11 +131,6 @@ def _dev_keys(data: Path) -> tuple[ApiKey, ...]:
     for scope in DEV_SCOPES:
         print(f"  {scope:9} {keys[scope]}", flush=True)
     return tuple(ApiKey(f"dev-{s}", Secret(keys[s]), frozenset({s})) for s in DEV_SCOPES)
-
-
-def _install_stop(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
 
 
 if __name__ == "__main__":  # pragma: no cover
