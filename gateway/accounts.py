@@ -85,7 +85,8 @@ _APPLY_LUA = (
 --       5 account index, 6 establishment set
 -- ARGV: 1 account id, 2 expected version, 3 mode (update|revoke|delete),
 --       4 history maxlen, 5..10 at/actor/action/request_id/before/after,
---       11 number of field/value pairs to set, then the pairs, then fields to delete
+--       11 suspended ('1'/'0'), 12 expires_at ms,
+--       13 number of field/value pairs to set, then the pairs, then fields to delete
 -- Returns 1 when applied, 0 when the record changed since it was read, -1 when gone.
 local version = redis.call('HGET', KEYS[1], 'v')
 if not version then return -1 end
@@ -96,17 +97,22 @@ if mode == 'delete' then
   redis.call('SREM', KEYS[5], ARGV[1])
   redis.call('SREM', KEYS[6], ARGV[1])
 else
-  local nset = tonumber(ARGV[11])
-  local first_del = 12 + 2 * nset
+  local nset = tonumber(ARGV[13])
+  local first_del = 14 + 2 * nset
   if nset > 0 then
     local sets = {}
-    for i = 12, first_del - 1 do sets[#sets + 1] = ARGV[i] end
+    for i = 14, first_del - 1 do sets[#sets + 1] = ARGV[i] end
     redis.call('HSET', KEYS[1], unpack(sets))
   end
   local dels = {}
   for i = first_del, #ARGV do dels[#dels + 1] = ARGV[i] end
   if #dels > 0 then redis.call('HDEL', KEYS[1], unpack(dels)) end
   redis.call('HINCRBY', KEYS[1], 'v', 1)
+  -- verify.lua and resend.lua read these from the runtime hash: a pending
+  -- code dies with a suspension or an expiry and lives again on reactivation.
+  if redis.call('EXISTS', KEYS[4]) == 1 then
+    redis.call('HSET', KEYS[4], 'sus', ARGV[11], 'ax', ARGV[12])
+  end
   if mode == 'revoke' then
     -- A new number: trusted devices and pending challenges to the old one die.
     redis.call('DEL', KEYS[3])
@@ -544,21 +550,21 @@ class AccountStore:
     async def get(self, account_id: str) -> Account | None:
         if not valid_account_id(account_id):
             return None
-        # The last login is written by verify.lua into one hash keyed by the
-        # account tag (verify cannot name the account's key up front).
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.hgetall(keys.account(account_id))
             pipe.hget(keys.LOGINS, self.account_tag(account_id))
             fields, login = await pipe.execute()
         raw = _record(fields)
-        if not raw:
-            return None
-        account = self._decode(account_id, raw)
-        if login is not None:
-            seen = from_ms(int(login))
-            if account.last_login_at is None or seen > account.last_login_at:
-                account = replace(account, last_login_at=seen)
-        return account
+        return _with_login(self._decode(account_id, raw), login) if raw else None
+
+    async def _with_logins(self, accounts: list[Account]) -> list[Account]:
+        """Merge the last logins that verify.lua writes into one hash keyed by
+        account tag (verify cannot name the account's key up front)."""
+        if not accounts:
+            return accounts
+        tags = [self.account_tag(a.account_id) for a in accounts]
+        logins = await self._redis.hmget(keys.LOGINS, tags)
+        return [_with_login(a, seen) for a, seen in zip(accounts, logins, strict=True)]
 
     async def require(self, account_id: str) -> Account:
         account = await self.get(account_id)
@@ -583,7 +589,7 @@ class AccountStore:
             for account_id, raw in zip(chosen, records, strict=True)
             if raw
         ]
-        return accounts, len(ids)
+        return await self._with_logins(accounts), len(ids)
 
     async def history(self, account_id: str, page: int, per_page: int) -> tuple[_Entries, int]:
         """Audit entries, newest first, and their total (kept after deletion)."""
@@ -703,16 +709,16 @@ class AccountStore:
             updated = change(current, now)
             to_set, to_delete = self._diff(raw, updated)
             if mode == "update" and not to_set and not to_delete:
-                return current
+                return (await self._with_logins([current]))[0]
             audit = self._audit(action, actor, request_id, current, updated, mode)
             done = int(
                 await self._apply_script(
                     keys=self._apply_keys(current),
-                    args=self._apply_args(raw, mode, audit, now, to_set, to_delete),
+                    args=self._apply_args(raw, mode, audit, now, updated, to_set, to_delete),
                 )
             )
             if done == 1:
-                return updated
+                return (await self._with_logins([updated]))[0]
             if done == -1:
                 raise NotFound("no such account", code="unknown_account")
         raise Unavailable("the account is being changed by someone else, try again")
@@ -734,6 +740,7 @@ class AccountStore:
         mode: Mode,
         audit: _Audit,
         now: datetime,
+        updated: Account,
         to_set: Mapping[str, bytes],
         to_delete: Sequence[str],
     ) -> _ScriptArgs:
@@ -743,6 +750,8 @@ class AccountStore:
             mode,
             HISTORY_MAXLEN,
             *audit.payload(now),
+            "1" if updated.suspended else "0",
+            to_ms(updated.expires_at),
             len(to_set),
         ]
         for name, value in to_set.items():
@@ -871,3 +880,12 @@ def _history_entry(entry_id: Any, fields: Mapping[Any, Any]) -> dict[str, Any]:
         "before": json.loads(f.get("before") or "{}"),
         "after": json.loads(f.get("after") or "{}"),
     }
+
+
+def _with_login(account: Account, login: Any) -> Account:
+    if login is None:
+        return account
+    seen = from_ms(int(login))
+    if account.last_login_at is not None and account.last_login_at >= seen:
+        return account
+    return replace(account, last_login_at=seen)

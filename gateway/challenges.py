@@ -1,9 +1,11 @@
 """Challenges: create, verify, look up and resend one-time codes.
 
-Each public call makes one or two Redis round trips, the second always a
-single Lua script (gateway/lua) that checks and writes atomically: rate
-limits, the one-live-code-per-purpose rule, attempt counting and single use
-cannot race.
+Each public call makes one or two Redis round trips, the last always a single
+Lua script (gateway/lua) that checks and writes atomically: rate limits, the
+one-live-code-per-purpose rule, attempt counting and single use cannot race.
+A suspended or expired account can neither verify nor resend a code it was
+sent before: the account store mirrors both states into the runtime hash
+that the scripts read anyway.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from gateway import codes, keys
-from gateway.accounts import Account, AccountStore, Status
+from gateway.accounts import Account, AccountStore, Status, to_ms
 from gateway.config import Config, Rate
 from gateway.crypto import CHALLENGE_ID_LENGTH, Keyring, new_challenge_id, new_token
 from gateway.errors import (
@@ -81,7 +83,11 @@ def _limit(rate: Rate) -> tuple[int, int]:
 def _ip_key(keyring: Keyring, client_ip: str | None) -> str:
     if client_ip is None:
         return keys.ip_rate("none")
-    addr = ipaddress.ip_address(client_ip)
+    addr: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(client_ip)
+    # A dual-stack front end reports IPv4 clients as ::ffff:a.b.c.d: these are
+    # IPv4 clients, not one IPv6 /64 (which would put them all in one bucket).
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
     # One IPv6 subscriber usually owns a whole /64: limit the prefix, not the address.
     subject = (
         str(ipaddress.ip_network(f"{addr}/64", strict=False)) if addr.version == 6 else str(addr)
@@ -94,8 +100,22 @@ def _rate_error(scope: bytes, wait_ms: int) -> RateLimited:
     return RateLimited(RATE_MESSAGES[name], retry_after=-(-int(wait_ms) // 1000), scope=name)
 
 
-def _dead_error(state: bytes) -> Gone | NotFound:
+def _require_active(account: Account) -> None:
+    status = account.status(datetime.now(UTC))
+    if status is Status.SUSPENDED:
+        raise Forbidden("this account is suspended", code="account_suspended")
+    if status is Status.EXPIRED:
+        raise Forbidden("this account has expired: an admin must renew it", code="account_expired")
+
+
+def _dead_error(state: bytes) -> Gone | NotFound | Forbidden:
     match state:
+        case b"account_suspended":
+            return Forbidden("this account is suspended", code="account_suspended")
+        case b"account_expired":
+            return Forbidden(
+                "this account has expired: an admin must renew it", code="account_expired"
+            )
         case b"challenge_not_found":
             return NotFound("no such challenge", code="challenge_not_found")
         case b"already_used":
@@ -178,6 +198,7 @@ class ChallengeService:
                 *_limit(self.limits.global_),
                 *(_limit(self.limits.ip) if client_ip else (0, 0)),
                 *_limit(self.limits.failures),
+                to_ms(account.expires_at),
             ],
         )
         if result[0] == b"rate":
@@ -191,13 +212,7 @@ class ChallengeService:
         )
 
     def _usable_phone(self, account: Account) -> Any:
-        status = account.status(datetime.now(UTC))
-        if status is Status.SUSPENDED:
-            raise Forbidden("this account is suspended", code="account_suspended")
-        if status is Status.EXPIRED:
-            raise Forbidden(
-                "this account has expired: an admin must renew it", code="account_expired"
-            )
+        _require_active(account)
         if account.phone is None:
             raise Conflict("this account has no phone number yet", code="phone_required")
         return account.phone
@@ -292,6 +307,9 @@ class ChallengeService:
         account_id, current, accepted, number_tag, region, _state = fields
         if account_id is None:
             raise NotFound("no such challenge", code="challenge_not_found")
+        account = await self.accounts.get(account_id.decode())
+        if account is not None:  # a deleted account's challenges are dead: the script says so
+            _require_active(account)
         channel = channel or current.decode()
         if channel not in accepted.decode().split(",") or channel not in self.channels:
             raise Unprocessable(f"no {channel} delivery to this number", code="channel_unavailable")
@@ -322,7 +340,6 @@ class ChallengeService:
             raise _rate_error(result[1], result[2])
         if result[0] != b"ok":
             raise _dead_error(result[0])
-        account = await self.accounts.get(account_id.decode())
         destination = (
             account.phone.masked(hide_all=account.phone_hidden)
             if account is not None and account.phone is not None

@@ -1,8 +1,11 @@
 """Every Redis key name the gateway uses, in one place.
 
-Keys that concern an account or a number carry a keyed fingerprint
-(`Keyring.tag`), never the account id or the number, so neither shows in
-`redis-cli --scan`, in a slow log or in a key-space notification.
+The keys the OTP hot path touches (challenges, an account's runtime state,
+failures, trusted devices, rate limits) carry a keyed fingerprint
+(`Keyring.tag`) of the account or the number, never the number itself: no
+phone number shows in `redis-cli --scan`, a slow log or a key-space
+notification. The account record, its history and the indexes are keyed by
+the account id, which is not a secret.
 """
 
 from __future__ import annotations

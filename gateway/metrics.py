@@ -29,7 +29,7 @@ class Metrics:
 
     def __init__(self) -> None:
         # `_created` series double every counter for no use of ours.
-        disable_created_metrics()
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry()
         r = self.registry
         self.challenges = Counter(

@@ -19,6 +19,7 @@ from gateway.accounts import (
     Role,
     Status,
     iso,
+    to_ms,
 )
 from gateway.config import AccountsConfig
 from gateway.crypto import Keyring
@@ -336,7 +337,10 @@ async def test_set_phone_revokes_trusted_devices(
     assert updated.phone_hidden is False
     assert await store.get("alice") == updated
     assert await redis.exists(keys.trusted_devices(t)) == 0
-    assert await redis.hgetall(keys.runtime(t)) == {b"s:login": b"1", b"g": b"5"}
+    runtime = await redis.hgetall(keys.runtime(t))
+    assert runtime.pop(b"sus") == b"0"  # the account's state, mirrored for the scripts
+    assert runtime.pop(b"ax") == str(to_ms(updated.expires_at)).encode()
+    assert runtime == {b"s:login": b"1", b"g": b"5"}
     # Other accounts are untouched.
     assert await redis.hgetall(keys.trusted_devices(tag("bob"))) == {b"d3": b"z"}
     assert await redis.hgetall(keys.runtime(tag("bob"))) == {b"c:login": b"ch3"}

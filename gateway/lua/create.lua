@@ -5,7 +5,7 @@
 --       6 channel, 7 number tag, 8 region, 9 channels the number takes,
 --       10 ttl ms, 11 cooldown ms, 12 tombstone ms,
 --       13/14 account limit, 15/16 number, 17/18 country, 19/20 global,
---       21/22 ip (count 0: no client ip), 23/24 failures
+--       21/22 ip (count 0: no client ip), 23/24 failures, 25 account expiry ms
 -- Returns {'ok', expires_at_ms, resend_after_ms} | {'rate', scope, wait_ms}
 local now = now_ms()
 local purpose = ARGV[1]
@@ -44,7 +44,8 @@ redis.call('PEXPIRE', KEYS[2], ttl + tombstone)
 
 -- The previous challenge of this purpose, if any, dies with this write: its
 -- verify finds the pointer moved on.
-redis.call('HSET', KEYS[1], 'c:' .. purpose, ARGV[2], 's:' .. purpose, now, 'g', account_tat)
+redis.call('HSET', KEYS[1], 'c:' .. purpose, ARGV[2], 's:' .. purpose, now, 'g', account_tat,
+  'ax', ARGV[25], 'sus', '0')
 extend(KEYS[1], math.max(ttl + tombstone, account_tat - now + 1))
 
 redis.call('XADD', KEYS[8], '*', 'c', ARGV[2], 'n', 1, 'ch', ARGV[6])

@@ -54,6 +54,16 @@ local function consume_limits(limits, now)
   end
 end
 
+-- The account behind a live challenge stopped being usable: suspended, or
+-- past its expiry ('sus' and 'ax' in the runtime hash, kept in step with the
+-- account record by create.lua and by the account store).
+local function account_block(u, now)
+  local f = redis.call('HMGET', u, 'sus', 'ax')
+  if f[1] == '1' then return {'account_suspended'} end
+  if f[2] and now >= tonumber(f[2]) then return {'account_expired'} end
+  return nil
+end
+
 -- Challenge state: pending (nil), verified, burnt, expired.
 -- Returns an error tuple when the challenge cannot be used any more.
 local function dead_state(c, u, cid, now)

@@ -9,6 +9,8 @@ local c, u = KEYS[1], KEYS[2]
 if redis.call('EXISTS', c) == 0 then return {'challenge_not_found'} end
 local dead = dead_state(c, u, ARGV[1], now)
 if dead then return dead end
+local blocked = account_block(u, now)
+if blocked then return blocked end
 
 local f = redis.call('HMGET', c, 'p', 's', 'x')
 local sends, expires_at = tonumber(f[2]), tonumber(f[3])

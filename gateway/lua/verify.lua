@@ -13,6 +13,8 @@ if redis.call('EXISTS', c) == 0 then return {'challenge_not_found'} end
 
 local dead = dead_state(c, u, ARGV[11], now)
 if dead then return dead end
+local blocked = account_block(u, now)
+if blocked then return blocked end
 
 local fok, ftat, fwait = gcra(redis.call('GET', KEYS[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), now)
 if not fok then return {'rate', 'failures', fwait} end

@@ -1,7 +1,8 @@
 """Strict JSON bodies: one parser, one field checker, clear 400s.
 
 `json.loads` accepts NaN and Infinity and keeps the last of duplicate keys;
-both are refused here. Depth bombs end as a 400, not a RecursionError.
+both are refused here. Depth bombs and integers too long for `int()` end as
+a 400, not a RecursionError or a ValueError.
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ def parse_json(raw: bytes) -> Any:
         raise InvalidRequest(f"malformed JSON: {exc.msg} at position {exc.pos}") from None
     except RecursionError:
         raise InvalidRequest("JSON nested too deeply") from None
+    except ValueError:
+        # An integer past Python's digit limit (sys.get_int_max_str_digits()).
+        raise InvalidRequest("a number in the JSON body is too long") from None
 
 
 async def read_object(request: web.Request) -> dict[str, Any]:

@@ -112,8 +112,7 @@ async def verify(request: web.Request) -> web.Response:
             body.get("device_label") or "",
         )  # fmt: skip
     except GatewayError as exc:
-        if exc.status == 400:
-            raise
+        # The purpose is unknown when verification fails before the script ran.
         svc.metrics.verifications.labels("unknown", exc.code).inc()
         if isinstance(exc, RateLimited):
             svc.metrics.rate_limited.labels(exc.scope).inc()
