@@ -22,7 +22,13 @@ import redis.asyncio as aioredis
 from gateway import codes, keys
 from gateway.accounts import Account, AccountStore, Status, to_ms
 from gateway.config import Config, Rate
-from gateway.crypto import CHALLENGE_ID_LENGTH, Keyring, new_challenge_id, new_token
+from gateway.crypto import (
+    CHALLENGE_ID_LENGTH,
+    Keyring,
+    destination_aad,
+    new_challenge_id,
+    new_token,
+)
 from gateway.errors import (
     Conflict,
     Forbidden,
@@ -32,6 +38,7 @@ from gateway.errors import (
     RateLimited,
     Unprocessable,
 )
+from gateway.phones import Phone
 from gateway.scripts import Scripts
 
 _ID_RE = re.compile(f"[A-Za-z0-9_-]{{{CHALLENGE_ID_LENGTH}}}")
@@ -66,6 +73,7 @@ class Verified:
     token_kind: str  # "none" | "trusted_device" | "step_up"
     token: str | None
     until_ms: int
+    destination: str | None = None  # E.164 of a number proven by this verification
 
 
 def iso_ms(ms: int) -> str:
@@ -158,9 +166,21 @@ class ChallengeService:
         return await TrustedDevices(self.redis, self.keyring).check(account_id, token)
 
     async def create(
-        self, account: Account, purpose: str, channel: str | None, client_ip: str | None
+        self,
+        account: Account,
+        purpose: str,
+        channel: str | None,
+        client_ip: str | None,
+        *,
+        destination: Phone | None = None,
     ) -> Created:
-        phone = self._usable_phone(account)
+        """Queue a code for the account's phone, or for `destination`: a number
+        the account wants to switch to, which must prove itself first."""
+        if destination is None:
+            phone = self._usable_phone(account)
+        else:
+            _require_active(account)
+            phone = destination
         channel = channel or phone.default_channel
         if channel not in phone.channels or channel not in self.channels:
             raise Unprocessable(f"no {channel} delivery to this number", code="channel_unavailable")
@@ -199,6 +219,7 @@ class ChallengeService:
                 *(_limit(self.limits.ip) if client_ip else (0, 0)),
                 *_limit(self.limits.failures),
                 to_ms(account.expires_at),
+                b"" if destination is None else self._seal_destination(challenge_id, destination),
             ],
         )
         if result[0] == b"rate":
@@ -210,6 +231,9 @@ class ChallengeService:
             expires_at_ms=int(result[1]),
             resend_after_ms=int(result[2]),
         )
+
+    def _seal_destination(self, challenge_id: str, phone: Phone) -> bytes:
+        return self.keyring.phones.seal(phone.e164.encode(), destination_aad(challenge_id))
 
     def _usable_phone(self, account: Account) -> Any:
         _require_active(account)
@@ -254,15 +278,22 @@ class ChallengeService:
                 tag,
             ],
         )
-        return self._verify_outcome(result, device_token, step_up_token)
+        return self._verify_outcome(challenge_id, result, device_token, step_up_token)
 
-    @staticmethod
-    def _verify_outcome(result: list[Any], device_token: str, step_up_token: str) -> Verified:
+    def _verify_outcome(
+        self, challenge_id: str, result: list[Any], device_token: str, step_up_token: str
+    ) -> Verified:
         outcome = result[0]
         if outcome == b"verified":
             kind = result[3].decode()
             token = {"trusted_device": device_token, "step_up": step_up_token}.get(kind)
-            return Verified(result[1].decode(), result[2].decode(), kind, token, int(result[4]))
+            destination = None
+            if result[5]:
+                opened = self.keyring.phones.open(result[5], destination_aad(challenge_id))
+                destination = opened.decode()
+            return Verified(
+                result[1].decode(), result[2].decode(), kind, token, int(result[4]), destination
+            )
         if outcome == b"invalid_code":
             raise Unprocessable("wrong code", code="invalid_code", attempts_left=int(result[1]))
         if outcome == b"rate":

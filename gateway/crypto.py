@@ -112,5 +112,10 @@ def new_challenge_id(account_tag: str) -> str:
     return b64(secrets.token_bytes(12)) + account_tag
 
 
+def destination_aad(challenge_id: str) -> bytes:
+    """Binds a challenge's own destination number (a number being proven) to it."""
+    return f"{challenge_id}:to".encode()
+
+
 def account_tag_of(challenge_id: str) -> str:
     return challenge_id[16:]

@@ -48,6 +48,10 @@ class Metrics:
             "otp_delivery_seconds", "Time from challenge created to provider accepted.",
             ["provider", "channel"], buckets=_DELIVERY_BUCKETS, registry=r,
         )  # fmt: skip
+        self.voice_calls = Counter(
+            "otp_voice_calls", "Voice call outcomes (answered, no_answer, busy, machine, failed).",
+            ["outcome"], registry=r,
+        )  # fmt: skip
         self.rate_limited = Counter(
             "otp_rate_limited", "Requests refused by a rate limit.", ["scope"], registry=r
         )

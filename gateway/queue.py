@@ -35,7 +35,7 @@ from redis.exceptions import RedisError, ResponseError
 from gateway import keys, messages
 from gateway.accounts import AccountStore
 from gateway.config import Config
-from gateway.crypto import Keyring
+from gateway.crypto import Keyring, account_tag_of, destination_aad
 from gateway.dispatch import Dispatcher
 from gateway.errors import ProviderRejected, ProviderUnavailable
 from gateway.metrics import Metrics
@@ -97,6 +97,9 @@ class Worker:
             except RedisError as exc:
                 log.warning("worker cannot reach redis", extra={"error": type(exc).__name__})
                 await _wait(stop, 1.0)
+                # Idle pooled connections opened before a Redis restart are dead and
+                # would fail the next jobs, leaving them for claim_idle_seconds.
+                await self.redis.connection_pool.disconnect(inuse_connections=False)
         await self.drain_tasks()
 
     async def drain(self) -> int:
@@ -179,21 +182,28 @@ class Worker:
         self, challenge_id: str, attempt: int, channel: str
     ) -> tuple[OutboundMessage, int] | str:
         """The message to send, or the reason to drop the job."""
-        fields: list[Any] = await self.redis.hmget(
-            keys.challenge(challenge_id), "a", "p", "v", "x", "q", "e", "nh"
-        )
-        account_id, purpose, state, expires, done, sealed, number_tag = fields
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hmget(keys.challenge(challenge_id), "a", "p", "v", "x", "q", "e", "nh", "to")
+            pipe.hgetall(keys.runtime(account_tag_of(challenge_id)))
+            fields, runtime = await pipe.execute()
+        account_id, purpose, state, expires, done, sealed, number_tag, destination = fields
         if account_id is None or state is not None or sealed is None:
             return "not_live"
         if time.time() * 1000 >= int(expires):
             return "expired"
         if done is not None and int(done) >= attempt:
             return "duplicate"
-        account = await self.accounts.get(account_id.decode())
-        if account is None or account.phone is None:
-            return "no_number"
-        if self.keyring.tag("number", account.phone.e164) != number_tag.decode():
-            return "number_changed"
+        if runtime.get(b"sus") == b"1" or time.time() * 1000 >= int(runtime.get(b"ax", b"0")):
+            return "account_inactive"  # suspended or expired since the code was asked for
+        recipient = await self._recipient(
+            challenge_id, account_id.decode(), number_tag, destination
+        )
+        if isinstance(recipient, str):
+            return recipient
+        if runtime.get(b"c:" + purpose) != challenge_id.encode():
+            # A newer challenge of the same purpose replaced this one (or a
+            # phone change revoked it): its code can no longer verify.
+            return "replaced"
         try:
             code = self.keyring.codes.open(sealed, challenge_id.encode()).decode()
         except InvalidTag:
@@ -205,15 +215,34 @@ class Worker:
         message = OutboundMessage(
             challenge_id=challenge_id,
             channel=channel,
-            to=account.phone.e164,
+            to=recipient[0],
             code=code,
             text=text,
             attempt=attempt,
             purpose=purpose.decode(),
             language=self.config.voice.language,
-            extension=account.phone_extension,
+            extension=recipient[1],
         )
         return message, int(expires) - otp.ttl_seconds * 1000
+
+    async def _recipient(
+        self, challenge_id: str, account_id: str, number_tag: bytes, destination: bytes | None
+    ) -> tuple[str, str | None] | str:
+        """The number to call and its extension, or the reason to drop the job."""
+        if destination is not None:
+            # A number the account is switching to: it proves itself with this code.
+            try:
+                return self.keyring.phones.open(
+                    destination, destination_aad(challenge_id)
+                ).decode(), None
+            except InvalidTag:
+                return "undecryptable"
+        account = await self.accounts.get(account_id)
+        if account is None or account.phone is None:
+            return "no_number"
+        if self.keyring.tag("number", account.phone.e164) != number_tag.decode():
+            return "number_changed"
+        return account.phone.e164, account.phone_extension
 
     async def _record(
         self, challenge_id: str, attempt: int, outcome: str, provider: str, entry_id: bytes

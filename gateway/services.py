@@ -6,6 +6,9 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 from aiohttp import web
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from gateway.accounts import AccountStore
 from gateway.challenges import ChallengeService
@@ -44,8 +47,12 @@ METRICS = web.AppKey("metrics", Metrics)
 
 def redis_client(config: Config) -> aioredis.Redis:
     assert config.redis.url is not None, "the CLI starts the embedded Redis first"
+    # A pooled connection that outlived a Redis restart fails once: retry it
+    # on a fresh one rather than answer 503 to a request Redis could serve.
     return aioredis.Redis.from_url(
         config.redis.url,
+        retry=Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.25), retries=2),
+        retry_on_error=[RedisConnectionError],
         socket_timeout=config.redis.timeout_seconds,
         socket_connect_timeout=config.redis.timeout_seconds,
         health_check_interval=30,

@@ -11,7 +11,6 @@ from aiohttp import web
 from gateway.config import Config
 from gateway.metrics import Metrics
 from gateway.provider import build_providers
-from gateway.queue import ensure_group
 from gateway.services import build_services, provider_context, redis_client
 
 log = logging.getLogger("otp_gateway.worker")
@@ -29,7 +28,8 @@ async def run_worker(config: Config) -> None:
         loop.add_signal_handler(sig, stop.set)
     runner = await _metrics_server(config, services.metrics, redis)
     try:
-        await ensure_group(redis)
+        # No Redis call before the loop: `run` creates the group and rides out
+        # a Redis that is not up yet (a worker started before its Redis).
         log.info("worker started", extra={"worker": services.worker.name})
         await services.worker.run(stop)
     finally:

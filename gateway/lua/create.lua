@@ -5,7 +5,8 @@
 --       6 channel, 7 number tag, 8 region, 9 channels the number takes,
 --       10 ttl ms, 11 cooldown ms, 12 tombstone ms,
 --       13/14 account limit, 15/16 number, 17/18 country, 19/20 global,
---       21/22 ip (count 0: no client ip), 23/24 failures, 25 account expiry ms
+--       21/22 ip (count 0: no client ip), 23/24 failures, 25 account expiry ms,
+--       26 sealed destination ('' for the account's own number)
 -- Returns {'ok', expires_at_ms, resend_after_ms} | {'rate', scope, wait_ms}
 local now = now_ms()
 local purpose = ARGV[1]
@@ -40,6 +41,7 @@ local expires_at = now + ttl
 redis.call('HSET', KEYS[2],
   'a', ARGV[3], 'p', purpose, 'h', ARGV[4], 'e', ARGV[5], 'c', ARGV[6],
   'n', 0, 's', 1, 'd', 'queued', 'x', expires_at, 'nh', ARGV[7], 'r', ARGV[8], 'k', ARGV[9])
+if ARGV[26] ~= '' then redis.call('HSET', KEYS[2], 'to', ARGV[26]) end
 redis.call('PEXPIRE', KEYS[2], ttl + tombstone)
 
 -- The previous challenge of this purpose, if any, dies with this write: its

@@ -4,7 +4,7 @@
 -- ARGV: 1 code digest, 2 max attempts, 3 tombstone ms, 4/5 failures limit,
 --       6 trust device ('1'/'0'), 7 trusted-device digest, 8 trusted ms,
 --       9 device label, 10 step-up ttl ms, 11 challenge id, 12 account tag
--- Returns {'verified', account, purpose, token kind, until_ms}
+-- Returns {'verified', account, purpose, token kind, until_ms, sealed destination or ''}
 --       | {'invalid_code', attempts_left} | {'too_many_attempts'} | {'expired'}
 --       | {'already_used'} | {'challenge_not_found'} | {'rate', 'failures', wait}
 local now = now_ms()
@@ -19,7 +19,7 @@ if blocked then return blocked end
 local fok, ftat, fwait = gcra(redis.call('GET', KEYS[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), now)
 if not fok then return {'rate', 'failures', fwait} end
 
-local f = redis.call('HMGET', c, 'h', 'a', 'p')
+local f = redis.call('HMGET', c, 'h', 'a', 'p', 'to')
 local tombstone = tonumber(ARGV[3])
 if ct_equal(f[1], ARGV[1]) then
   redis.call('HSET', c, 'v', 'verified')
@@ -38,7 +38,8 @@ if ct_equal(f[1], ARGV[1]) then
     kind, until_ms = 'step_up', now + tonumber(ARGV[10])
     redis.call('SET', KEYS[5], f[2] .. '|' .. f[3], 'PX', tonumber(ARGV[10]))
   end
-  return {'verified', f[2], f[3], kind, until_ms}
+  -- A challenge sent to a new number returns it (sealed): the number is proven.
+  return {'verified', f[2], f[3], kind, until_ms, f[4] or ''}
 end
 
 redis.call('SET', KEYS[3], ftat, 'PX', ftat - now + 1)
