@@ -64,6 +64,7 @@ class Created:
     destination: str
     expires_at_ms: int
     resend_after_ms: int
+    region: str = ""  # the destination's region code (FR, RE...): for metrics
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +231,7 @@ class ChallengeService:
             destination=phone.masked(hide_all=account.phone_hidden),
             expires_at_ms=int(result[1]),
             resend_after_ms=int(result[2]),
+            region=phone.region,
         )
 
     def _seal_destination(self, challenge_id: str, phone: Phone) -> bytes:
@@ -376,4 +378,6 @@ class ChallengeService:
             if account is not None and account.phone is not None
             else ""
         )
-        return Created(challenge_id, channel, destination, int(result[2]), int(result[3]))
+        return Created(
+            challenge_id, channel, destination, int(result[2]), int(result[3]), region.decode()
+        )

@@ -2,6 +2,7 @@
 
     otp-gateway serve [--config FILE] [--no-worker]
     otp-gateway worker [--config FILE]
+    otp-gateway simulate twilio [--port N]   (a Twilio-compatible API, for demos and tests)
 
 Without a config file and without a Redis URL it starts the embedded default:
 a private redis-server under ./var/, the console provider, and development
@@ -21,6 +22,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -41,12 +43,39 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-worker", action="store_true", help="do not run a send worker")
     worker = sub.add_parser("worker", help="run send workers only")
     worker.add_argument("--config", help="TOML file (default: $OTPGW_CONFIG)")
+    _simulate_parser(sub)
     return parser
+
+
+def _simulate_parser(sub: Any) -> None:
+    from gateway.simulator.twilio import DEFAULT_SID, DEFAULT_TOKEN
+
+    sim = sub.add_parser("simulate", help="run a provider simulator (docs/providers.md)")
+    sim.add_argument("vendor", choices=["twilio"])
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--port", type=int, default=8090)
+    sim.add_argument("--account-sid", default=DEFAULT_SID)
+    sim.add_argument("--auth-token", default=DEFAULT_TOKEN)
+    sim.add_argument("--ring-seconds", type=float, default=2.0, help="ring time before outcomes")
+    sim.add_argument("--seed", type=int, default=None, help="seed of the failure mix")
+
+
+def simulate(args: argparse.Namespace) -> int:
+    from gateway.simulator.twilio import TwilioSimulator
+    from gateway.simulator.twilio import serve as serve_simulator
+
+    simulator = TwilioSimulator(
+        args.account_sid, args.auth_token, ring_seconds=args.ring_seconds, seed=args.seed
+    )
+    serve_simulator(args.host, args.port, simulator)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     command = args.command or "serve"
+    if command == "simulate":
+        return simulate(args)
     try:
         config = load_config(getattr(args, "config", None))
         setup_logging(config.logging)
@@ -72,6 +101,7 @@ def serve(config: Config, *, run_worker: bool) -> None:
     def announce(_: str) -> None:
         # Called by aiohttp once the socket is bound: scripts can wait for this line.
         print(f"otp-gateway listening on {address}", flush=True)
+        log.info("gateway listening", extra={"address": address, "worker": run_worker})
 
     web.run_app(
         app, host=config.server.host, port=config.server.port, print=announce,

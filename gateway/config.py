@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from gateway.errors import ConfigError
+from gateway.messages import BUILTIN, Templates, check_sms_fits, parse_templates
 
 T = TypeVar("T")
 
@@ -118,6 +119,11 @@ class AccountsConfig:
     validity_days: int = 365
     reminder_days: tuple[int, ...] = (30, 7)
     sweep_interval_seconds: int = 3600
+    inactive_days: int = 90  # the account list flags accounts unused this long
+    language: str = "fr"  # reminder and notice e-mails: fr | en
+    last_admin_grace_days: int = 7  # the sweep's reprieve for a last admin about to lapse
+    totp: bool = False  # whether accounts may enrol an authenticator app
+    totp_issuer: str = "otp-gateway"  # the issuer an authenticator app shows
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +143,8 @@ class WorkerConfig:
     claim_idle_seconds: float = 30.0
     max_deliveries: int = 5
     send_timeout_seconds: float = 10.0
+    breaker_threshold: int = 5  # consecutive failures that open a provider's breaker
+    breaker_open_seconds: float = 30.0  # then one probe; doubles while probes fail
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,9 +155,18 @@ class LoggingConfig:
 
 @dataclass(frozen=True, slots=True)
 class VoiceConfig:
-    retry_delay_seconds: int = 30
+    retry_delay_seconds: float = 30.0
     max_calls: int = 3
-    language: str = "fr-FR"
+    language: str = "fr-FR"  # calls and SMS; a [templates] language
+    require_keypress: bool = False
+    repeat: int = 2  # times the code is read in a call
+    service_name: str = ""  # named in the greeting ("" = the language's default)
+
+
+@dataclass(frozen=True, slots=True)
+class SmsConfig:
+    fallback_to_voice: bool = False  # an undelivered SMS becomes a call
+    webotp_host: str = ""  # adds the Web OTP line "@host #code"
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +202,8 @@ class Config:
     api_keys: tuple[ApiKey, ...]
     providers: tuple[ProviderConfig, ...]
     source: str = "<embedded default>"
+    sms: SmsConfig = field(default_factory=SmsConfig)
+    templates: Mapping[str, Templates] = field(default_factory=lambda: dict(BUILTIN))
 
     @property
     def embedded(self) -> bool:
@@ -380,7 +399,14 @@ def _accounts(t: _Table) -> AccountsConfig:
         validity_days=t.int_in("validity_days", 365, 1, 3650),
         reminder_days=tuple(sorted(set(days), reverse=True)),
         sweep_interval_seconds=t.int_in("sweep_interval_seconds", 3600, 1, 86400),
+        inactive_days=t.int_in("inactive_days", 90, 1, 3650),
+        language=t.choice("language", "fr", ("fr", "en")),
+        last_admin_grace_days=t.int_in("last_admin_grace_days", 7, 1, 90),
+        totp=t.get("totp", bool, False),
+        totp_issuer=t.get("totp_issuer", str, "otp-gateway"),
     )
+    if not re.fullmatch(r"[^:\x00-\x1f]{1,64}", cfg.totp_issuer):
+        raise ConfigError(t.key("totp_issuer"), "must be 1-64 characters, no colon")
     t.done()
     return cfg
 
@@ -405,7 +431,11 @@ def _worker(t: _Table) -> WorkerConfig:
         claim_idle_seconds=t.get("claim_idle_seconds", float, 30.0),
         max_deliveries=t.int_in("max_deliveries", 5, 1, 100),
         send_timeout_seconds=t.get("send_timeout_seconds", float, 10.0),
+        breaker_threshold=t.int_in("breaker_threshold", 5, 1, 1000),
+        breaker_open_seconds=t.get("breaker_open_seconds", float, 30.0),
     )
+    if not 0.01 <= cfg.breaker_open_seconds <= 3600:
+        raise ConfigError(t.key("breaker_open_seconds"), "must be between 0.01 and 3600")
     if not 0.1 <= cfg.claim_idle_seconds <= 3600:
         raise ConfigError(t.key("claim_idle_seconds"), "must be between 0.1 and 3600")
     if not 0.1 <= cfg.send_timeout_seconds <= 120:
@@ -425,10 +455,27 @@ def _logging(t: _Table) -> LoggingConfig:
 
 def _voice(t: _Table) -> VoiceConfig:
     cfg = VoiceConfig(
-        retry_delay_seconds=t.int_in("retry_delay_seconds", 30, 0, 600),
+        retry_delay_seconds=t.get("retry_delay_seconds", float, 30.0),
         max_calls=t.int_in("max_calls", 3, 1, 10),
         language=t.get("language", str, "fr-FR"),
+        require_keypress=t.get("require_keypress", bool, False),
+        repeat=t.int_in("repeat", 2, 1, 3),
+        service_name=t.get("service_name", str, ""),
     )
+    if not 0 <= cfg.retry_delay_seconds <= 600:
+        raise ConfigError(t.key("retry_delay_seconds"), "must be between 0 and 600")
+    t.done()
+    return cfg
+
+
+def _sms(t: _Table) -> SmsConfig:
+    cfg = SmsConfig(
+        fallback_to_voice=t.get("fallback_to_voice", bool, False),
+        webotp_host=t.get("webotp_host", str, ""),
+    )
+    host_re = r"[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?"
+    if cfg.webotp_host and not re.fullmatch(host_re, cfg.webotp_host):
+        raise ConfigError(t.key("webotp_host"), "must be a lowercase host name (login.example.org)")
     t.done()
     return cfg
 
@@ -542,6 +589,7 @@ def _build(raw: dict[str, Any], env: Mapping[str, str], *, source: str, has_file
         "worker": _worker,
         "logging": _logging,
         "voice": _voice,
+        "sms": _sms,
     }
     parsed = {name: fn(top.sub(name)) for name, fn in sections.items()}
     cfg = Config(
@@ -550,6 +598,7 @@ def _build(raw: dict[str, Any], env: Mapping[str, str], *, source: str, has_file
         security_secret=_security(top.sub("security"), embedded=redis.url is None),
         api_keys=_api_keys(top.data.pop("api_keys", []), env),
         providers=_providers(top.data.pop("providers", []), env),
+        templates=parse_templates(top.data.pop("templates", {})),
         source=source,
         **parsed,
     )
@@ -559,6 +608,7 @@ def _build(raw: dict[str, Any], env: Mapping[str, str], *, source: str, has_file
 
 
 def _check_whole(cfg: Config) -> None:
+    _check_messages(cfg)
     if cfg.otp.resend_cooldown_seconds >= cfg.otp.ttl_seconds:
         raise ConfigError("otp.resend_cooldown_seconds", "must be shorter than otp.ttl_seconds")
     try:
@@ -566,3 +616,15 @@ def _check_whole(cfg: Config) -> None:
     except ValueError:
         if not re.fullmatch(r"[A-Za-z0-9.-]{1,253}", cfg.server.host):
             raise ConfigError("server.host", "must be an IP address or a host name") from None
+
+
+def _check_messages(cfg: Config) -> None:
+    language = cfg.voice.language
+    if language not in cfg.templates:
+        known = ", ".join(sorted(cfg.templates))
+        raise ConfigError("voice.language", f"no templates for {language!r} (known: {known})")
+    for name, templates in cfg.templates.items():
+        check_sms_fits(
+            templates, cfg.otp.purposes, cfg.otp.code_length, cfg.otp.ttl_seconds,
+            cfg.sms.webotp_host, f"templates.{name}.sms",
+        )  # fmt: skip

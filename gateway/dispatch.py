@@ -1,8 +1,15 @@
 """Hands a message to the providers of its channel, in order, with failover.
 
-The one choke point for every send: the timeout, the metrics and the mapping
-of a provider's failure to "try the next one" or "stop" live here, not in
-providers.
+The one choke point for every send: the timeout, the metrics, the circuit
+breakers and the mapping of a provider's failure to "try the next one" or
+"stop" live here, not in providers.
+
+| provider outcome                        | here                                 |
+|-----------------------------------------|--------------------------------------|
+| returns a receipt                       | accepted, no other provider is tried |
+| ProviderUnavailable, timeout, any bug   | counted by its breaker, next one     |
+| ProviderRejected (about the number)     | final: raised, no failover           |
+| its breaker is open                     | skipped (`circuit_open`), next one   |
 """
 
 from __future__ import annotations
@@ -10,65 +17,115 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
+from gateway.breaker import Breaker, State
 from gateway.errors import ProviderRejected, ProviderUnavailable
 from gateway.metrics import Metrics
-from gateway.provider import OutboundMessage, Provider
+from gateway.provider import OutboundMessage, Provider, SendReceipt
 
 log = logging.getLogger("otp_gateway.dispatch")
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """Which provider took a message, and its own id for it."""
+
+    provider: str
+    ref: str = ""
 
 
 class Dispatcher:
     """Tries each provider of a channel until one accepts."""
 
-    def __init__(self, providers: list[Provider], timeout: float, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        providers: list[Provider],
+        timeout: float,
+        metrics: Metrics,
+        *,
+        breaker_threshold: int = 5,
+        breaker_open_seconds: float = 30.0,
+    ) -> None:
         self.providers = providers
         self.timeout = timeout
         self.metrics = metrics
+        self.breakers = {
+            p.name: Breaker(breaker_threshold, breaker_open_seconds, self._gauge(p.name))
+            for p in providers
+        }
         for provider in providers:
             metrics.provider_up.labels(provider.name).set(1)
+
+    def _gauge(self, name: str) -> Callable[[State], None]:
+        def moved(state: State) -> None:
+            self.metrics.provider_up.labels(name).set(1 if state is State.CLOSED else 0)
+            log.warning("provider breaker", extra={"provider": name, "state": str(state)})
+
+        return moved
 
     @property
     def channels(self) -> frozenset[str]:
         return frozenset(ch for p in self.providers for ch in p.channels)
 
-    async def send(self, message: OutboundMessage, created_ms: int | None = None) -> str:
-        """Send; returns the accepting provider's name.
+    def provider(self, name: str) -> Provider | None:
+        return next((p for p in self.providers if p.name == name), None)
+
+    async def send(self, message: OutboundMessage, created_ms: int | None = None) -> Sent:
+        """Send; returns who took it.
 
         Raises ProviderRejected when a provider refused the message for good,
-        ProviderUnavailable when every provider of the channel failed.
+        ProviderUnavailable when every provider of the channel failed or was skipped.
         """
         for provider in self.providers:
             if message.channel not in provider.channels:
                 continue
-            if await self._try(provider, message):
+            if not self.breakers[provider.name].allow():
+                self.metrics.deliveries.labels(provider.name, message.channel, "circuit_open").inc()
+                continue
+            receipt = await self._try(provider, message)
+            if receipt is not None:
                 if created_ms is not None:
                     self.metrics.delivery_seconds.labels(provider.name, message.channel).observe(
                         max(0.0, time.time() - created_ms / 1000)
                     )
-                return provider.name
+                return Sent(provider.name, receipt.provider_ref)
         raise ProviderUnavailable(f"every {message.channel} provider failed")
 
-    async def _try(self, provider: Provider, message: OutboundMessage) -> bool:
-        outcome = "accepted"
+    async def _try(self, provider: Provider, message: OutboundMessage) -> SendReceipt | None:
+        breaker = self.breakers[provider.name]
+        outcome = "cancelled"
         try:
             async with asyncio.timeout(self.timeout):
-                await provider.send(message)
-            return True
+                receipt = await provider.send(message)
+            outcome = "accepted"
+            return receipt
         except ProviderRejected:
-            outcome = "rejected"
+            outcome = "rejected"  # the provider answered: it is up
             raise
         except (ProviderUnavailable, TimeoutError) as exc:
             outcome = "unavailable"
             log.warning("provider failed", extra={"provider": provider.name, "error": str(exc)})
-            return False
+            return None
         except Exception:
             # A provider bug must not stop failover to the next one.
             outcome = "error"
             log.exception("provider raised", extra={"provider": provider.name})
-            return False
+            return None
         finally:
-            self.metrics.deliveries.labels(provider.name, message.channel, outcome).inc()
+            self._settle(breaker, outcome)
+            if outcome != "cancelled":
+                self.metrics.deliveries.labels(provider.name, message.channel, outcome).inc()
+
+    @staticmethod
+    def _settle(breaker: Breaker, outcome: str) -> None:
+        if outcome in ("accepted", "rejected"):
+            breaker.success()
+        elif outcome == "cancelled":
+            breaker.release()
+        else:
+            breaker.failure()
 
     async def aclose(self) -> None:
         for provider in self.providers:

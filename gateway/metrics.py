@@ -1,12 +1,18 @@
 """Prometheus metrics: one registry per process, labels from bounded sets only.
 
 Never an account id, a phone number, a code or a raw path as a label: purposes
-come from config, channels and outcomes from fixed lists, routes are templates.
+come from config, channels and outcomes from fixed lists, countries from the
+`[phones] allowed_regions` allow-list, routes are templates, methods a fixed
+list. Each process (every gateway, every standalone worker) serves its own
+registry; the queue and Redis gauges are read from Redis at scrape time
+(`refresh`), so any process reports the shared truth.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
+from importlib.metadata import PackageNotFoundError, version
 
 import redis.asyncio as aioredis
 from prometheus_client import (
@@ -14,14 +20,52 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    PlatformCollector,
+    ProcessCollector,
     disable_created_metrics,
     generate_latest,
 )
+from redis.exceptions import RedisError
 
 from gateway import keys
+from gateway.config import Config
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+CHANNELS = ("sms", "voice")
+# Outcomes of a provider call (gateway/dispatch.py); circuit_open: skipped, breaker open.
+DELIVERY_OUTCOMES = ("accepted", "rejected", "unavailable", "error", "circuit_open")
+VOICE_OUTCOMES = ("answered", "no_answer", "busy", "machine", "failed")
+# The scopes of `RateLimited` (gateway/challenges.py RATE_MESSAGES; a test keeps them equal).
+RATE_SCOPES = ("cooldown", "account", "number", "ip", "country", "global", "failures", "sends")
+# Every code POST /verify can fail with: the contract's, plus the generic ones.
+VERIFY_FAILURES = (
+    "invalid_code",
+    "too_many_attempts",
+    "expired",
+    "already_used",
+    "challenge_not_found",
+    "rate_limited",
+    "invalid_request",
+    "account_suspended",
+    "account_expired",
+)
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+OTHER = "other"
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 _DELIVERY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300)
+
+
+def _package_version() -> str:
+    try:
+        return version("otp-gateway")
+    except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+        return "unknown"
+
+
+def method_label(method: str) -> str:
+    """The HTTP method, or "other": a client must not mint label values."""
+    return method if method in HTTP_METHODS else OTHER
 
 
 class Metrics:
@@ -31,15 +75,36 @@ class Metrics:
         # `_created` series double every counter for no use of ours.
         disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry()
-        r = self.registry
+        self._regions: frozenset[str] = frozenset()
+        self._define_otp(self.registry)
+        self._define_delivery(self.registry)
+        self._define_state(self.registry)
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+
+    def _define_otp(self, r: CollectorRegistry) -> None:
         self.challenges = Counter(
-            "otp_challenges", "Challenge requests by outcome.",
+            "otp_challenges", "POST /challenge outcomes: queued, trusted_device or the error code.",
             ["purpose", "channel", "outcome"], registry=r,
         )  # fmt: skip
         self.verifications = Counter(
-            "otp_verifications", "Verification attempts by outcome.",
+            "otp_verifications", "POST /verify outcomes: verified or the error code.",
             ["purpose", "outcome"], registry=r,
         )  # fmt: skip
+        self.rate_limited = Counter(
+            "otp_rate_limited", "Requests refused by a rate limit, by limit.", ["scope"],
+            registry=r,
+        )  # fmt: skip
+        self.sends_by_country = Counter(
+            "otp_sends_by_country", "Sends queued (first sends and resends) by destination region.",
+            ["country"], registry=r,
+        )  # fmt: skip
+        self.http_seconds = Histogram(
+            "otp_http_request_duration_seconds", "HTTP request duration, by route template.",
+            ["route", "method", "status"], buckets=_LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+
+    def _define_delivery(self, r: CollectorRegistry) -> None:
         self.deliveries = Counter(
             "otp_deliveries", "Provider send attempts by outcome.",
             ["provider", "channel", "outcome"], registry=r,
@@ -52,38 +117,94 @@ class Metrics:
             "otp_voice_calls", "Voice call outcomes (answered, no_answer, busy, machine, failed).",
             ["outcome"], registry=r,
         )  # fmt: skip
-        self.rate_limited = Counter(
-            "otp_rate_limited", "Requests refused by a rate limit.", ["scope"], registry=r
-        )
         self.sends_dropped = Counter(
-            "otp_sends_dropped", "Queued sends dropped unsent.", ["reason"], registry=r
-        )
-        self.http_seconds = Histogram(
-            "otp_http_request_duration_seconds", "HTTP request duration.",
-            ["route", "method", "status"], buckets=_LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
-        self.queue_depth = Gauge(
-            "otp_queue_depth", "Sends waiting in the queue or being sent.", registry=r
-        )
-        self.queue_oldest = Gauge(
-            "otp_queue_oldest_seconds", "Age of the oldest send in the queue.", registry=r
+            "otp_sends_dropped", "Queued sends dropped unsent, by reason.", ["reason"], registry=r
         )
         self.provider_up = Gauge(
-            "otp_provider_up", "1 while the provider takes sends.", ["provider"], registry=r
-        )
+            "otp_provider_up", "1 while the provider takes sends (its breaker is closed).",
+            ["provider"], registry=r,
+        )  # fmt: skip
 
-    async def refresh_queue(self, redis: aioredis.Redis) -> None:
-        """Read the queue's state from Redis, so any replica reports the truth."""
-        async with redis.pipeline(transaction=False) as pipe:
-            pipe.xlen(keys.STREAM)
-            pipe.xrange(keys.STREAM, count=1)
-            depth, first = await pipe.execute()
+    def _define_state(self, r: CollectorRegistry) -> None:
+        self.queue_depth = Gauge(
+            "otp_queue_depth", "Sends waiting in the queue or being sent (read from Redis).",
+            registry=r,
+        )  # fmt: skip
+        self.queue_oldest = Gauge(
+            "otp_queue_oldest_seconds", "Age of the oldest send in the queue (read from Redis).",
+            registry=r,
+        )  # fmt: skip
+        self.dead_letters = Gauge(
+            "otp_dead_letters", "Entries in the dead-letter stream (read from Redis).", registry=r
+        )
+        self.redis_up = Gauge(
+            "otp_redis_up", "1 when Redis answered PING at the last scrape.", registry=r
+        )
+        self.build_info = Gauge(
+            "otp_build_info", "Always 1; the running version as a label.", ["version"], registry=r
+        )
+        self.build_info.labels(_package_version()).set(1)
+
+    def prime(self, config: Config) -> None:
+        """Create the expected series at 0, so rates and ratios exist from the start.
+
+        A counter that appears at its first increment loses that increment in
+        `rate()`, and a ratio with no denominator series is no ratio at all.
+        """
+        self._regions = frozenset(config.phones.allowed_regions)
+        for region in self._regions:
+            self.sends_by_country.labels(region)
+        for purpose in config.otp.purposes:
+            self.verifications.labels(purpose, "verified")
+            for channel in CHANNELS:
+                self.challenges.labels(purpose, channel, "queued")
+        for failure in VERIFY_FAILURES:
+            self.verifications.labels("unknown", failure)
+        for scope in RATE_SCOPES:
+            self.rate_limited.labels(scope)
+        for outcome in VOICE_OUTCOMES:
+            self.voice_calls.labels(outcome)
+        for provider in config.providers:
+            for channel in provider.channels:
+                for outcome in DELIVERY_OUTCOMES:
+                    self.deliveries.labels(provider.name, channel, outcome)
+
+    def country_label(self, region: str) -> str:
+        """The region if it is on the allow-list, else "other" (bounded cardinality)."""
+        return region if region in self._regions else OTHER
+
+    def count_send(self, region: str) -> None:
+        """One send queued to a destination in `region`."""
+        self.sends_by_country.labels(self.country_label(region)).inc()
+
+    async def refresh(self, redis: aioredis.Redis, within: float) -> None:
+        """PING Redis and read the queue's state, in one round trip; never raises.
+
+        Without Redis, `otp_redis_up` goes to 0 and the queue gauges keep
+        their last values.
+        """
+        try:
+            async with asyncio.timeout(within), redis.pipeline(transaction=False) as pipe:
+                pipe.ping()
+                pipe.xlen(keys.STREAM)
+                pipe.xrange(keys.STREAM, count=1)
+                pipe.xlen(keys.DEAD_LETTERS)
+                _, depth, first, dead = await pipe.execute()
+        except (RedisError, OSError, TimeoutError):
+            self.redis_up.set(0)
+            return
+        self.redis_up.set(1)
         self.queue_depth.set(depth)
-        oldest = 0.0
-        if first:
-            entry_ms = int(first[0][0].split(b"-")[0])
-            oldest = max(0.0, time.time() - entry_ms / 1000)
-        self.queue_oldest.set(oldest)
+        self.queue_oldest.set(_age_of(first))
+        self.dead_letters.set(dead)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def _age_of(first: list[tuple[bytes, object]]) -> float:
+    """Seconds since the oldest stream entry was added (its id is its time)."""
+    if not first:
+        return 0.0
+    entry_ms = int(first[0][0].split(b"-")[0])
+    return max(0.0, time.time() - entry_ms / 1000)

@@ -16,7 +16,12 @@ A worker's job path is decode -> load -> dispatch -> ack | retry | dead-letter:
 - a job whose worker died stays in the group's pending list and is claimed
   by another worker after `claim_idle_seconds` (XAUTOCLAIM);
 - a job that every provider failed is retried the same way, and after
-  `max_deliveries` goes to the dead-letter stream.
+  `max_deliveries` goes to the dead-letter stream;
+- each turn of the loop also queues the calls that are due again
+  (`Deliveries.promote_due`, see gateway/delivery.py).
+
+A send refused for good (ProviderRejected: the number) or dead-lettered is
+recorded as `failed`; an SMS that failed so may fall back to a call.
 """
 
 from __future__ import annotations
@@ -32,11 +37,12 @@ import redis.asyncio as aioredis
 from cryptography.exceptions import InvalidTag
 from redis.exceptions import RedisError, ResponseError
 
-from gateway import keys, messages
+from gateway import keys, messages, voice
 from gateway.accounts import AccountStore
 from gateway.config import Config
 from gateway.crypto import Keyring, account_tag_of, destination_aad
-from gateway.dispatch import Dispatcher
+from gateway.delivery import Deliveries, DeliveryEvent
+from gateway.dispatch import Dispatcher, Sent
 from gateway.errors import ProviderRejected, ProviderUnavailable
 from gateway.metrics import Metrics
 from gateway.provider import OutboundMessage
@@ -45,6 +51,7 @@ from gateway.scripts import Scripts
 log = logging.getLogger("otp_gateway.worker")
 
 Entry = tuple[bytes, dict[bytes, bytes]]
+READ_BLOCK_MS = 250  # also how often an idle worker looks for calls due again
 
 
 async def ensure_group(redis: aioredis.Redis) -> None:
@@ -78,6 +85,7 @@ class Worker:
         self.metrics = metrics
         self.config = config
         self.name = name or f"{socket.gethostname()}-{os.getpid()}-{id(self):x}"
+        self.deliveries = Deliveries(redis, keyring, metrics, config, dispatcher.channels)
         self._slots = asyncio.Semaphore(config.worker.concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -86,14 +94,18 @@ class Worker:
     async def run(self, stop: asyncio.Event) -> None:
         """Read and deliver until `stop` is set, then finish the jobs in hand."""
         claim_every = self.config.worker.claim_idle_seconds / 2
-        next_claim = 0.0
+        next_claim = next_promote = 0.0
         while not stop.is_set():
             try:
                 await ensure_group(self.redis)
                 if time.monotonic() >= next_claim:
                     await self._spawn_all(await self._claim_idle())
                     next_claim = time.monotonic() + claim_every
-                await self._spawn_all(await self._read(block_ms=500))
+                if time.monotonic() >= next_promote:
+                    # At most once a block period: a busy worker loops far more often.
+                    await self.deliveries.promote_due()
+                    next_promote = time.monotonic() + READ_BLOCK_MS / 1000
+                await self._spawn_all(await self._read(block_ms=READ_BLOCK_MS))
             except RedisError as exc:
                 log.warning("worker cannot reach redis", extra={"error": type(exc).__name__})
                 await _wait(stop, 1.0)
@@ -107,6 +119,7 @@ class Worker:
         await ensure_group(self.redis)
         done = 0
         while True:
+            await self.deliveries.promote_due()
             batch = await self._read(block_ms=None, start="0") + await self._read(block_ms=None)
             if not batch:
                 return done
@@ -169,13 +182,14 @@ class Worker:
             return await self._drop(entry_id, loaded)
         message, created_ms = loaded
         try:
-            provider = await self.dispatcher.send(message, created_ms)
-        except ProviderRejected:
-            await self._record(challenge_id, attempt, "failed", "", entry_id)
+            sent = await self.dispatcher.send(message, created_ms)
+        except ProviderRejected as exc:
+            log.info("send refused", extra={"challenge": challenge_id, "reason": str(exc)})
+            await self._failed(challenge_id, attempt, channel, entry_id, str(exc))
             return "rejected"
         except ProviderUnavailable:
             return await self._retry_or_dead_letter(entry_id, fields)
-        await self._record(challenge_id, attempt, "sent", provider, entry_id)
+        await self._record(challenge_id, attempt, channel, entry_id, sent)
         return "sent"
 
     async def _load(
@@ -208,22 +222,39 @@ class Worker:
             code = self.keyring.codes.open(sealed, challenge_id.encode()).decode()
         except InvalidTag:
             return "undecryptable"
-        otp = self.config.otp
-        text = messages.render(
-            channel, code, purpose.decode(), self.config.voice.language, otp.ttl_seconds
+        message = self._message(
+            challenge_id, attempt, channel, code, purpose.decode(), recipient, int(expires)
         )
-        message = OutboundMessage(
-            challenge_id=challenge_id,
-            channel=channel,
-            to=recipient[0],
-            code=code,
-            text=text,
-            attempt=attempt,
-            purpose=purpose.decode(),
-            language=self.config.voice.language,
-            extension=recipient[1],
-        )
-        return message, int(expires) - otp.ttl_seconds * 1000
+        return message, int(expires) - self.config.otp.ttl_seconds * 1000
+
+    def _message(
+        self,
+        challenge_id: str,
+        attempt: int,
+        channel: str,
+        code: str,
+        purpose: str,
+        recipient: tuple[str, str | None],
+        expires_ms: int,
+    ) -> OutboundMessage:
+        config = self.config
+        templates = config.templates[config.voice.language]
+        if channel != "voice":
+            text = messages.sms_text(
+                templates, code, purpose, config.otp.ttl_seconds, config.sms.webotp_host
+            )
+            return OutboundMessage(
+                challenge_id, channel, recipient[0], code, text, attempt, purpose,
+                templates.language, recipient[1],
+            )  # fmt: skip
+        script = voice.script_for(config, code, purpose)
+        # The TwiML URL dies with the code.
+        until = expires_ms
+        return voice.VoiceMessage(
+            challenge_id, channel, recipient[0], code, voice.plain_text(script), attempt,
+            purpose, templates.language, recipient[1], script=script,
+            session=voice.session_token(self.keyring, challenge_id, attempt, until),
+        )  # fmt: skip
 
     async def _recipient(
         self, challenge_id: str, account_id: str, number_tag: bytes, destination: bytes | None
@@ -245,12 +276,28 @@ class Worker:
         return account.phone.e164, account.phone_extension
 
     async def _record(
-        self, challenge_id: str, attempt: int, outcome: str, provider: str, entry_id: bytes
+        self,
+        challenge_id: str,
+        attempt: int,
+        channel: str,
+        entry_id: bytes,
+        sent: Sent | None,
+        reason: str = "",
     ) -> None:
+        outcome, provider, ref = ("sent", sent.provider, sent.ref) if sent else ("failed", "", "")
         await self.scripts.sent(
             keys=[keys.challenge(challenge_id), keys.STREAM],
-            args=[attempt, outcome, provider, keys.GROUP, entry_id],
+            args=[attempt, outcome, provider, keys.GROUP, entry_id, channel, ref, reason[:200]],
         )
+
+    async def _failed(
+        self, challenge_id: str, attempt: int, channel: str, entry_id: bytes, reason: str
+    ) -> None:
+        """A send that will never go through: failed, and an SMS may become a call."""
+        if channel == "sms":
+            event = DeliveryEvent("message", "failed")
+            await self.deliveries.record(challenge_id, attempt, event)
+        await self._record(challenge_id, attempt, channel, entry_id, None, reason)
 
     async def _drop(self, entry_id: bytes, reason: str) -> str:
         self.metrics.sends_dropped.labels(reason).inc()
@@ -269,8 +316,10 @@ class Worker:
             return "retry"  # stays pending; claimed again after claim_idle_seconds
         dead: dict[Any, Any] = {**fields, b"reason": b"all_providers_failed"}
         await self.redis.xadd(keys.DEAD_LETTERS, dead)
-        challenge_id = fields[b"c"].decode()
-        await self._record(challenge_id, int(fields[b"n"]), "failed", "", entry_id)
+        challenge_id, channel = fields[b"c"].decode(), fields[b"ch"].decode()
+        await self._failed(
+            challenge_id, int(fields[b"n"]), channel, entry_id, "all providers failed"
+        )
         return "dead_letter"
 
 

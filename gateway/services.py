@@ -10,10 +10,13 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from gateway import account_services
+from gateway.account_services import AccountServices
 from gateway.accounts import AccountStore
 from gateway.challenges import ChallengeService
 from gateway.config import Config
 from gateway.crypto import Keyring
+from gateway.delivery import Deliveries
 from gateway.dispatch import Dispatcher
 from gateway.metrics import Metrics
 from gateway.phones import PhonePolicy
@@ -39,6 +42,8 @@ class Services:
     metrics: Metrics
     api_keys: ApiKeys
     worker: Worker
+    deliveries: Deliveries  # provider callbacks, calling again (gateway/delivery.py)
+    account_services: AccountServices  # admins, sweep, mail, TOTP (gateway/account_services.py)
 
 
 SERVICES = web.AppKey("services", Services)
@@ -76,7 +81,11 @@ def build_services(
     keyring = Keyring.from_secret(config.security_secret.reveal())
     scripts = Scripts.load(redis)
     accounts = AccountStore(redis, keyring, phone_policy(config), config.accounts)
-    dispatcher = Dispatcher(providers, config.worker.send_timeout_seconds, metrics)
+    dispatcher = Dispatcher(
+        providers, config.worker.send_timeout_seconds, metrics,
+        breaker_threshold=config.worker.breaker_threshold,
+        breaker_open_seconds=config.worker.breaker_open_seconds,
+    )  # fmt: skip
     challenges = ChallengeService(redis, scripts, keyring, accounts, config, dispatcher.channels)
     worker = Worker(redis, scripts, keyring, accounts, dispatcher, metrics, config)
     return Services(
@@ -91,6 +100,8 @@ def build_services(
         metrics=metrics,
         api_keys=ApiKeys(config.api_keys),
         worker=worker,
+        deliveries=worker.deliveries,
+        account_services=account_services.build(config, redis, keyring, accounts, challenges),
     )
 
 

@@ -1,4 +1,10 @@
-"""The standalone worker process: send workers plus /metrics and /healthz."""
+"""The standalone worker process: send workers plus /metrics and /healthz.
+
+On SIGTERM or SIGINT it stops reading the queue, finishes the sends it holds
+and exits 0. A send it could not finish (the process killed first) stays
+pending in the consumer group and another worker claims it after
+`[worker] claim_idle_seconds`: nothing queued is lost across a restart.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +12,17 @@ import asyncio
 import logging
 import signal
 
+import redis.asyncio as aioredis
 from aiohttp import web
 
+from gateway.account_services import run_background
 from gateway.config import Config
+from gateway.errors import GatewayError
 from gateway.metrics import Metrics
 from gateway.provider import build_providers
 from gateway.services import build_services, provider_context, redis_client
+from gateway.web.auth import ApiKeys
+from gateway.web.ops import scrape
 
 log = logging.getLogger("otp_gateway.worker")
 
@@ -19,37 +30,59 @@ log = logging.getLogger("otp_gateway.worker")
 async def run_worker(config: Config) -> None:
     """Deliver sends until SIGTERM/SIGINT, then finish the jobs in hand."""
     metrics = Metrics()
+    metrics.prime(config)
     providers = build_providers(config.providers, provider_context(config))
     redis = redis_client(config)
     services = build_services(config, redis, providers, metrics)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    runner = await _metrics_server(config, services.metrics, redis)
+        loop.add_signal_handler(sig, _stopping, stop, sig)
+    runner = await _metrics_server(config, services.metrics, redis, services.api_keys)
+    name = services.worker.name
     try:
         # No Redis call before the loop: `run` creates the group and rides out
         # a Redis that is not up yet (a worker started before its Redis).
-        log.info("worker started", extra={"worker": services.worker.name})
-        await services.worker.run(stop)
+        log.info("worker started", extra={"worker": name})
+        # The e-mail outbox and the expiry sweep (gateway/account_services.py).
+        background = asyncio.create_task(run_background(services.account_services, stop))
+        try:
+            await services.worker.run(stop)
+        finally:
+            stop.set()
+            await background
+        log.info("worker stopped", extra={"worker": name})
     finally:
         await runner.cleanup()
         await services.dispatcher.aclose()
         await redis.aclose()
 
 
-async def _metrics_server(config: Config, metrics: Metrics, redis: object) -> web.AppRunner:
+def _stopping(stop: asyncio.Event, sig: signal.Signals) -> None:
+    if not stop.is_set():
+        log.info("worker stopping: finishing the sends in hand", extra={"signal": sig.name})
+    stop.set()
+
+
+async def _metrics_server(
+    config: Config, metrics: Metrics, redis: aioredis.Redis, api_keys: ApiKeys
+) -> web.AppRunner:
+    """`/metrics` and `/healthz` on `[worker] metrics_port` (0: none)."""
+
     async def healthz(request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
-    async def scrape(request: web.Request) -> web.Response:
-        return web.Response(
-            body=metrics.render(), headers={"Content-Type": "text/plain; version=0.0.4"}
-        )
+    async def metrics_route(request: web.Request) -> web.Response:
+        if config.server.metrics_auth:  # the same rule as the gateway's /metrics
+            try:
+                api_keys.require(request, "metrics")
+            except GatewayError as exc:
+                return web.json_response(exc.body(), status=exc.status)
+        return await scrape(metrics, redis, config.redis.timeout_seconds)
 
     app = web.Application()
     app.router.add_get("/healthz", healthz)
-    app.router.add_get("/metrics", scrape)
+    app.router.add_get("/metrics", metrics_route)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     if config.worker.metrics_port:

@@ -18,12 +18,13 @@ from gateway.accounts import (
     NewAccount,
     Role,
     Status,
+    Who,
     iso,
     to_ms,
 )
-from gateway.config import AccountsConfig
+from gateway.config import AccountsConfig, config_from_dict
 from gateway.crypto import Keyring
-from gateway.errors import Conflict, InvalidRequest, NotFound, Unprocessable
+from gateway.errors import ConfigError, Conflict, InvalidRequest, NotFound, Unprocessable
 from gateway.phones import LineType, PhonePolicy
 from tests.conftest import SECRET
 
@@ -56,7 +57,7 @@ def new(account_id: str = "alice", **overrides: Any) -> NewAccount:
 
 
 async def create(store: AccountStore, account_id: str = "alice", **overrides: Any) -> Account:
-    return await store.create(new(account_id, **overrides), actor=ACTOR, request_id="req-1")
+    return await store.create(new(account_id, **overrides), who=Who(ACTOR, "req-1"))
 
 
 def tag(account_id: str) -> str:
@@ -259,11 +260,9 @@ async def test_hidden_number_never_in_clear(store: AccountStore, redis: aioredis
     assert created.phone is not None
     assert created.phone.e164 == MOBILE_E164  # usable for sending
 
-    await store.update("alice", {"first_name": "Alicia"}, actor=ACTOR, request_id="r2")
-    await store.renew("alice", actor=ACTOR, request_id="r3")
-    await store.set_phone(
-        "alice", store.parse_phone(OTHER), hidden=True, actor=ACTOR, request_id="r4"
-    )
+    await store.update("alice", {"first_name": "Alicia"}, who=Who(ACTOR, "r2"))
+    await store.renew("alice", who=Who(ACTOR, "r3"))
+    await store.set_phone("alice", store.parse_phone(OTHER), hidden=True, who=Who(ACTOR, "r4"))
     fetched = await store.require("alice")
     assert fetched.to_json(datetime.now(UTC))["phone"] is None
     assert fetched.phone is not None
@@ -329,7 +328,7 @@ async def test_set_phone_revokes_trusted_devices(
     await redis.hset(keys.runtime(tag("bob")), "c:login", "ch3")
 
     updated = await store.set_phone(
-        "alice", store.parse_phone(OTHER), hidden=None, actor=ACTOR, request_id="r2"
+        "alice", store.parse_phone(OTHER), hidden=None, who=Who(ACTOR, "r2")
     )
     assert updated.phone is not None
     assert updated.phone.e164 == "+33798765432"
@@ -352,9 +351,7 @@ async def test_set_same_phone_still_revokes(store: AccountStore, redis: aioredis
     await create(store)
     t = tag("alice")
     await redis.hset(keys.trusted_devices(t), "d1", "x")
-    await store.set_phone(
-        "alice", store.parse_phone(MOBILE), extension="7", actor=ACTOR, request_id="r2"
-    )
+    await store.set_phone("alice", store.parse_phone(MOBILE), extension="7", who=Who(ACTOR, "r2"))
     assert await redis.exists(keys.trusted_devices(t)) == 0
     assert (await store.require("alice")).phone_extension == "7"
     entries, _ = await store.history("alice", 1, 10)
@@ -368,15 +365,14 @@ async def test_set_phone_hide_and_clear(store: AccountStore, redis: aioredis.Red
         store.parse_phone(MOBILE),
         hidden=True,
         extension=None,
-        actor=ACTOR,
-        request_id="r2",
+        who=Who(ACTOR, "r2"),
     )
     assert hidden.phone_hidden is True
     assert hidden.phone_extension is None
     assert await store.get("alice") == hidden
     assert await redis.hexists(keys.account("alice"), "phone_extension") == 0
 
-    cleared = await store.set_phone("alice", None, actor=ACTOR, request_id="r3")
+    cleared = await store.set_phone("alice", None, who=Who(ACTOR, "r3"))
     assert cleared.phone is None
     assert cleared.phone_hidden is True
     assert await store.get("alice") == cleared
@@ -388,7 +384,7 @@ async def test_set_phone_hide_and_clear(store: AccountStore, redis: aioredis.Red
 
 async def test_set_phone_unknown_account(store: AccountStore) -> None:
     with pytest.raises(NotFound):
-        await store.set_phone("ghost", store.parse_phone(MOBILE), actor=ACTOR, request_id="r1")
+        await store.set_phone("ghost", store.parse_phone(MOBILE), who=Who(ACTOR, "r1"))
 
 
 # --- listing -------------------------------------------------------------------
@@ -440,8 +436,7 @@ async def test_update_fields(store: AccountStore) -> None:
             "phone_extension": "99",
             "expires_at": "2030-01-02T03:04:05Z",
         },
-        actor=ACTOR,
-        request_id="r2",
+        who=Who(ACTOR, "r2"),
     )
     assert await store.get("alice") == updated
     assert updated.last_name == "Durand"
@@ -474,25 +469,25 @@ async def test_update_rejects_bad_changes(store: AccountStore) -> None:
         {"net_entreprises": "yes"},
     ):
         with pytest.raises(InvalidRequest):
-            await store.update("alice", changes, actor=ACTOR, request_id="r")
+            await store.update("alice", changes, who=Who(ACTOR, "r"))
     with pytest.raises(NotFound):
-        await store.update("ghost", {"first_name": "X"}, actor=ACTOR, request_id="r")
+        await store.update("ghost", {"first_name": "X"}, who=Who(ACTOR, "r"))
 
 
 async def test_noop_update_writes_no_history(store: AccountStore) -> None:
     await create(store)
-    await store.update("alice", {"first_name": "Alice"}, actor=ACTOR, request_id="r2")
+    await store.update("alice", {"first_name": "Alice"}, who=Who(ACTOR, "r2"))
     assert (await store.history("alice", 1, 10))[1] == 1
 
 
 async def test_suspend_and_reactivate(store: AccountStore) -> None:
     await create(store)
     now = datetime.now(UTC)
-    suspended = await store.update("alice", {"status": "suspended"}, actor=ACTOR, request_id="r2")
+    suspended = await store.update("alice", {"status": "suspended"}, who=Who(ACTOR, "r2"))
     assert suspended.status(now) is Status.SUSPENDED
     assert (await store.require("alice")).status(now) is Status.SUSPENDED
     assert suspended.to_json(now)["status"] == "suspended"
-    active = await store.update("alice", {"status": "active"}, actor=ACTOR, request_id="r3")
+    active = await store.update("alice", {"status": "active"}, who=Who(ACTOR, "r3"))
     assert active.status(now) is Status.ACTIVE
     assert (await store.require("alice")).status(now) is Status.ACTIVE
 
@@ -505,14 +500,14 @@ async def test_expired_and_renew(store: AccountStore) -> None:
     assert account.to_json(now)["status"] == "expired"
 
     before = datetime.now(UTC)
-    renewed = await store.renew("alice", actor=ACTOR, request_id="r2")
+    renewed = await store.renew("alice", who=Who(ACTOR, "r2"))
     after = datetime.now(UTC)
     assert before + timedelta(days=365, seconds=-1) <= renewed.expires_at
     assert renewed.expires_at <= after + timedelta(days=365)
     assert renewed.status(after) is Status.ACTIVE
     assert await store.get("alice") == renewed
 
-    again = await store.renew("alice", actor=ACTOR, request_id="r3")
+    again = await store.renew("alice", who=Who(ACTOR, "r3"))
     assert again.expires_at == renewed.expires_at + timedelta(days=365)
     entries, _ = await store.history("alice", 1, 10)
     assert entries[0]["action"] == "renew"
@@ -521,14 +516,14 @@ async def test_expired_and_renew(store: AccountStore) -> None:
 
 async def test_renew_keeps_suspension(store: AccountStore) -> None:
     await create(store)
-    await store.update("alice", {"status": "suspended"}, actor=ACTOR, request_id="r2")
-    renewed = await store.renew("alice", actor=ACTOR, request_id="r3")
+    await store.update("alice", {"status": "suspended"}, who=Who(ACTOR, "r2"))
+    renewed = await store.renew("alice", who=Who(ACTOR, "r3"))
     assert renewed.status(datetime.now(UTC)) is Status.SUSPENDED
 
 
 async def test_concurrent_updates_all_land(store: AccountStore) -> None:
     await create(store)
-    await asyncio.gather(*(store.renew("alice", actor=ACTOR, request_id=f"r{i}") for i in range(8)))
+    await asyncio.gather(*(store.renew("alice", who=Who(ACTOR, f"r{i}")) for i in range(8)))
     account = await store.require("alice")
     assert account.expires_at == account.created_at + timedelta(days=365 * 9)
     assert (await store.history("alice", 1, 1))[1] == 9
@@ -544,7 +539,7 @@ async def test_delete_keeps_history(store: AccountStore, redis: aioredis.Redis) 
     await redis.hset(keys.trusted_devices(t), "d1", "x")
     await redis.hset(keys.runtime(t), "c:login", "ch1")
 
-    await store.delete("alice", actor=ACTOR, request_id="r2")
+    await store.delete("alice", who=Who(ACTOR, "r2"))
     assert await store.get("alice") is None
     assert await redis.exists(keys.account("alice")) == 0
     assert await redis.smembers(keys.ACCOUNT_INDEX) == {b"bob"}
@@ -560,16 +555,16 @@ async def test_delete_keeps_history(store: AccountStore, redis: aioredis.Redis) 
     assert entries[0]["after"] == {}
 
     with pytest.raises(NotFound):
-        await store.delete("alice", actor=ACTOR, request_id="r3")
+        await store.delete("alice", who=Who(ACTOR, "r3"))
     # The id can be used again.
     await create(store)
 
 
 async def test_history_newest_first_with_masked_phone(store: AccountStore) -> None:
     await create(store)
-    await store.update("alice", {"first_name": "A1"}, actor=ACTOR, request_id="r2")
-    await store.set_phone("alice", store.parse_phone(OTHER), actor="admin", request_id="r3")
-    await store.renew("alice", actor=ACTOR, request_id="r4")
+    await store.update("alice", {"first_name": "A1"}, who=Who(ACTOR, "r2"))
+    await store.set_phone("alice", store.parse_phone(OTHER), who=Who("admin", "r3"))
+    await store.renew("alice", who=Who(ACTOR, "r4"))
 
     entries, total = await store.history("alice", 1, 10)
     assert total == 4
@@ -602,7 +597,7 @@ async def test_record_login(store: AccountStore) -> None:
     assert before <= account.last_login_at <= datetime.now(UTC)
     assert account.to_json(datetime.now(UTC))["last_login_at"] == iso(account.last_login_at)
     # A later change keeps it, and logins do not fill the audit history.
-    updated = await store.update("alice", {"first_name": "B"}, actor=ACTOR, request_id="r")
+    updated = await store.update("alice", {"first_name": "B"}, who=Who(ACTOR, "r"))
     assert updated.last_login_at == account.last_login_at
     assert (await store.require("alice")).last_login_at == account.last_login_at
     assert (await store.history("alice", 1, 10))[1] == 2
@@ -620,3 +615,81 @@ async def test_injected_clock(redis: aioredis.Redis) -> None:
     assert body["created_at"] == "2026-11-26T18:00:00Z"
     assert body["expires_at"] == "2026-12-26T18:00:00Z"
     assert account.status(fixed + timedelta(days=30)) is Status.EXPIRED
+
+
+# --- configuration ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("values", "key"),
+    [
+        ({"language": "de"}, "accounts.language"),
+        ({"totp": "yes"}, "accounts.totp"),
+        ({"totp_issuer": "a:b"}, "accounts.totp_issuer"),
+        ({"inactive_days": 0}, "accounts.inactive_days"),
+        ({"last_admin_grace_days": 91}, "accounts.last_admin_grace_days"),
+    ],
+)
+def test_accounts_config_keys_are_checked(values: dict[str, Any], key: str) -> None:
+    raw = {"redis": {"url": "redis://127.0.0.1:1/0"}, "security": {"secret": SECRET}}
+    with pytest.raises(ConfigError) as caught:
+        config_from_dict({**raw, "accounts": values})
+    assert caught.value.key == key
+
+
+def test_accounts_config_defaults() -> None:
+    raw = {"redis": {"url": "redis://127.0.0.1:1/0"}, "security": {"secret": SECRET}}
+    accounts = config_from_dict(raw).accounts
+    assert (accounts.language, accounts.totp, accounts.inactive_days) == ("fr", False, 90)
+    assert (accounts.last_admin_grace_days, accounts.totp_issuer) == (7, "otp-gateway")
+
+
+# --- audit, expiry marks, last admin ----------------------------------------------
+
+
+async def test_entries_name_who_acted_for_whom_in_both_streams(store: AccountStore) -> None:
+    await create(store, role="admin")
+    await create(store, "bob")
+    who = Who("admin:backoffice", "req-9", acting_for="alice", step_up="verified")
+    await store.update("bob", {"email": "b@example.org"}, who=who)
+    [entry] = (await store.history("bob", 1, 1))[0]
+    assert entry["account_id"] == "bob" and entry["establishment"] == "Clinique du Parc"
+    assert (entry["actor"], entry["acting_for"], entry["step_up"]) == (
+        "admin:backoffice",
+        "alice",
+        "verified",
+    )
+    assert entry["request_id"] == "req-9"
+    entries, total = await store.establishment_history("Clinique du Parc", 1, 10)
+    assert total == 3
+    assert [(e["account_id"], e["action"]) for e in entries] == [
+        ("bob", "update"),
+        ("bob", "create"),
+        ("alice", "create"),
+    ]
+    assert (await store.history("alice", 1, 1))[0][0]["acting_for"] is None
+
+
+async def test_expiry_is_marked_once_per_expiry(store: AccountStore, redis: aioredis.Redis) -> None:
+    account = await create(store, expires_at=datetime.now(UTC) - timedelta(days=1))
+    await redis.hset(keys.trusted_devices(tag("alice")), "d1", "x")
+    assert await store.mark_expired(account, who=Who("system:sweep", "s")) is True
+    assert await store.mark_expired(account, who=Who("system:sweep", "s")) is False
+    assert await redis.exists(keys.trusted_devices(tag("alice"))) == 0
+    renewed = await store.renew("alice", who=Who(ACTOR, "r"))
+    assert await store.mark_expired(account, who=Who("system:sweep", "s")) is False  # stale
+    assert await store.mark_expired(renewed, who=Who("system:sweep", "s")) is True
+    assert (await store.require("alice")).expires_at == renewed.expires_at  # mark kept apart
+
+
+async def test_last_admin_guard_in_the_store(store: AccountStore) -> None:
+    await create(store, role="admin")
+    await create(store, "bob")
+    for change in ({"role": "user"}, {"status": "suspended"}, {"expires_at": "2001-01-01"}):
+        with pytest.raises(Conflict) as caught:
+            await store.update("alice", change, who=Who(ACTOR, "r"))
+        assert caught.value.code == "last_admin"
+    with pytest.raises(Conflict):
+        await store.delete("alice", who=Who(ACTOR, "r"))
+    await store.delete("bob", who=Who(ACTOR, "r"))
+    await store.delete("alice", who=Who(ACTOR, "r"))  # the last account may go

@@ -24,7 +24,7 @@ from tests.conftest import (
     make_config,
     sink_provider,
 )
-from tests.httpstub import Stub, StubFactory, closed_url, sample, stub_servers
+from tests.httpstub import Stub, StubFactory, closed_url, poll, sample, stub_servers
 
 DEV = ProviderContext(development=True, public_url="http://127.0.0.1:8080")
 
@@ -270,3 +270,50 @@ def test_unknown_kind_stops_the_app_at_build() -> None:
     with pytest.raises(ConfigError) as info:
         create_app(config)
     assert info.value.key == "providers[0].kind"
+
+
+# --- circuit breakers ------------------------------------------------------------------
+
+
+def provider_up(gw: Gateway, provider: str) -> float:
+    return sample(gw.services.metrics.render(), "otp_provider_up", provider=provider)
+
+
+async def test_breaker_skips_a_dead_provider_then_probes_it(
+    make_gateway: GatewayFactory, stubs: StubFactory, sink: Sink
+) -> None:
+    down = await stubs(status=503)
+    gw = await make_gateway(
+        providers=[down.provider("first"), sink_provider(sink, "second")],
+        worker={"breaker_threshold": 2, "breaker_open_seconds": 0.3},
+    )
+    breaker = gw.services.dispatcher.breakers["first"]
+    assert provider_up(gw, "first") == 1
+    for i in range(4):
+        await add_account(gw, account_id=f"u{i}", phone=f"06 12 34 56 {i:02d}")
+        resp = await gw.post("/challenge", {"account_id": f"u{i}"})
+        assert resp.status == 202
+        assert await gw.drain() == 1
+    assert len(down.hits) == 2  # then skipped
+    assert len(sink.received) == 4  # nobody went without their code
+    assert deliveries(gw, "first", "circuit_open") == 2
+    assert provider_up(gw, "first") == 0 and provider_up(gw, "second") == 1
+
+    down.status = 200  # back up: the probe after the open time closes the breaker
+    await poll(lambda: breaker.retry_in() == 0, within=3, what="the open time")
+    await add_account(gw, account_id="u9", phone="06 12 34 56 99")
+    assert (await gw.post("/challenge", {"account_id": "u9"})).status == 202
+    assert await gw.drain() == 1
+    assert len(down.accepted) == 1 and provider_up(gw, "first") == 1
+
+
+async def test_a_refused_number_does_not_trip_the_breaker(
+    make_gateway: GatewayFactory, stubs: StubFactory
+) -> None:
+    refusing = await stubs(status=400)
+    gw = await make_gateway(
+        providers=[refusing.provider("first")], worker={"breaker_threshold": 1}
+    )
+    await send_one(gw)
+    assert str(gw.services.dispatcher.breakers["first"].state) == "closed"
+    assert provider_up(gw, "first") == 1

@@ -38,8 +38,13 @@ from tests.otp_helpers import (
 
 @pytest.fixture
 async def gw(make_gateway: GatewayFactory) -> Gateway:
-    """No resend cooldown: a refused request can be followed by a good one."""
-    return await make_gateway(otp=NO_COOLDOWN)
+    """No resend cooldown: a refused request can be followed by a good one.
+
+    Rate-limit keys live one emission interval (period/count); with the default
+    global "600/1m" that is 100 ms, so a key could expire between the two
+    snapshots of `refused_without_trace`. Day-long intervals keep them still."""
+    still = {name: "100/100d" for name in ("account", "number", "ip", "country", "global")}
+    return await make_gateway(otp=NO_COOLDOWN, rate_limits=still)
 
 
 @pytest.fixture

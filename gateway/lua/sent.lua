@@ -1,12 +1,27 @@
--- Records that a send was accepted by a provider, then acknowledges the job.
--- Recording first means a redelivered job finds the send done and skips it.
+-- Records that a provider took a send (or that it failed for good), then
+-- acknowledges the job. Recording first means a redelivered job finds the
+-- send done and skips it.
+-- The send's state only moves forward: a status callback that came in before
+-- this record (a fast provider) is never overwritten by 'sent'. `d` mirrors
+-- the latest send; `vc` counts calls placed (each once: `cl:<n>`).
 -- KEYS: 1 challenge (c:), 2 stream
--- ARGV: 1 send number, 2 outcome ('sent' or 'failed'), 3 provider, 4 group, 5 entry id
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  local done = tonumber(redis.call('HGET', KEYS[1], 'q')) or 0
-  local attempt = tonumber(ARGV[1])
-  if attempt > done then
-    redis.call('HSET', KEYS[1], 'q', attempt, 'd', ARGV[2], 'pv', ARGV[3])
+-- ARGV: 1 send number, 2 outcome ('sent' or 'failed'), 3 provider, 4 group,
+--       5 entry id, 6 channel, 7 provider's reference, 8 failure reason
+local RANK = {queued = 0, sent = 1, delivered = 2, no_answer = 2, busy = 2, machine = 2, failed = 2}
+local c, n, outcome = KEYS[1], tonumber(ARGV[1]), ARGV[2]
+if redis.call('EXISTS', c) == 1 then
+  local f = redis.call('HMGET', c, 'q', 's', 'd:' .. n)
+  if n > (tonumber(f[1]) or 0) then
+    redis.call('HSET', c, 'q', n, 'pv', ARGV[3])
+    if ARGV[7] ~= '' then redis.call('HSET', c, 'pr', ARGV[7]) end
+    if ARGV[8] ~= '' then redis.call('HSET', c, 'dr', ARGV[8]) end
+    if not f[3] or RANK[f[3]] < RANK[outcome] then
+      redis.call('HSET', c, 'd:' .. n, outcome)
+      if n >= (tonumber(f[2]) or 0) then redis.call('HSET', c, 'd', outcome) end
+    end
+    if outcome == 'sent' and ARGV[6] == 'voice' and redis.call('HSETNX', c, 'cl:' .. n, 1) == 1 then
+      redis.call('HINCRBY', c, 'vc', 1)
+    end
   end
 end
 redis.call('XACK', KEYS[2], ARGV[4], ARGV[5])

@@ -1,8 +1,9 @@
-"""Account routes (scope `operator`): the minimal account management of the contract.
+"""Account routes: scope `operator`, or scope `admin` acting for an admin account.
 
-Admins (scope `admin`, acting for an account of their establishment, with
-step-up for sensitive actions) come with the accounts issue; until then an
-`admin` key is refused with 403 on these routes.
+Who may do what is `gateway.admin`'s business (tenant isolation, step-up,
+the last-admin rule, audit, change notices); these handlers only parse and
+answer. Account responses carry `warnings` (`single_admin`, `no_active_admin`)
+and the `X-Establishment-Admins` header.
 """
 
 from __future__ import annotations
@@ -13,12 +14,19 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.accounts import KEEP, NewAccount, utc_now
-from gateway.errors import InvalidRequest, NotFound
-from gateway.services import Services
+from gateway import listing
+from gateway.accounts import KEEP, NewAccount
+from gateway.errors import InvalidRequest
 from gateway.web.body import Field, checked, read_object
-from gateway.web.middleware import REQUEST_ID
-from gateway.web.otp import account_id_of, services
+from gateway.web.caller import (
+    ADMINS_HEADER,
+    account_caller,
+    account_response,
+    page_of,
+    step_up_token,
+    warnings,
+)
+from gateway.web.otp import account_id_of
 
 CREATE_FIELDS = {
     "account_id": Field(str, required=True, max_len=128),
@@ -66,119 +74,98 @@ def parse_time(name: str, value: str) -> datetime:
     return parsed
 
 
-def _actor(request: web.Request, svc: Services) -> tuple[str, str]:
-    key = svc.api_keys.require(request, "operator")
-    return f"operator:{key.name}", request[REQUEST_ID]
-
-
-def _page(request: web.Request) -> tuple[int, int]:
-    try:
-        page = int(_digits(request.query.get("page", "1")))
-        per_page = int(_digits(request.query.get("per_page", "50")))
-    except ValueError:
-        raise InvalidRequest("page and per_page must be positive integers") from None
-    if page < 1 or not 1 <= per_page <= 200:
-        raise InvalidRequest("page counts from 1; per_page is 1 to 200")
-    return page, per_page
-
-
-def _digits(value: str) -> str:
-    if not re.fullmatch(r"[0-9]{1,6}", value):
-        raise ValueError(value)
-    return value
-
-
 async def create_account(request: web.Request) -> web.Response:
-    """Create an account."""
-    svc = services(request, "operator")
-    actor, request_id = _actor(request, svc)
+    """Create an account (admins: step-up `account.create`)."""
+    svc, caller = await account_caller(request)
     body = checked(await read_object(request), CREATE_FIELDS)
     expires = body.pop("expires_at", None)
     fields = NewAccount(
         **{k: v for k, v in body.items() if v is not None},
         expires_at=parse_time("expires_at", expires) if expires else None,
     )
-    account = await svc.accounts.create(fields, actor=actor, request_id=request_id)
-    return web.json_response(account.to_json(utc_now()), status=201)
+    admin = svc.account_services.admin
+    account = await admin.create(caller, fields, step_up_token(request))
+    return await account_response(svc, account, status=201)
 
 
 async def get_account(request: web.Request) -> web.Response:
     """One account."""
-    svc = services(request, "operator")
-    account = await svc.accounts.require(account_id_of(request.match_info["account_id"]))
-    return web.json_response(account.to_json(utc_now()))
+    svc, caller = await account_caller(request)
+    account_id = account_id_of(request.match_info["account_id"])
+    account = await svc.account_services.admin.target(caller, account_id)
+    return await account_response(svc, account)
 
 
 async def list_accounts(request: web.Request) -> web.Response:
-    """The accounts of one establishment, paginated."""
-    svc = services(request, "operator")
-    establishment = request.query.get("establishment", "")
-    if not establishment or len(establishment) > 128:
-        raise InvalidRequest("establishment is required (query parameter)")
-    page, per_page = _page(request)
-    accounts, total = await svc.accounts.list(establishment, page, per_page)
-    now = utc_now()
-    return web.json_response({
-        "accounts": [a.to_json(now) for a in accounts],
-        "page": page, "per_page": per_page, "total": total,
-    })  # fmt: skip
+    """An establishment's accounts: filtered, flagged, sorted, grouped, paginated."""
+    svc, caller = await account_caller(request)
+    admin = svc.account_services.admin
+    establishment = admin.establishment_of(caller, request.query.get("establishment"))
+    query = listing.parse(request.query, svc.config.accounts.inactive_days)
+    accounts = await svc.accounts.all_in(establishment)
+    now = svc.accounts.now()
+    page = listing.run(accounts, query, now)
+    admins = sum(1 for a in accounts if a.is_active_admin(now))
+    body: dict[str, Any] = {
+        "accounts": page.rows, "page": query.page, "per_page": query.per_page,
+        "total": page.total, "active_admins": admins, "warnings": warnings(admins),
+    }  # fmt: skip
+    if page.groups is not None:
+        body["groups"] = page.groups
+    response = web.json_response(body)
+    response.headers[ADMINS_HEADER] = str(admins)
+    return response
 
 
 async def patch_account(request: web.Request) -> web.Response:
-    """Change fields of an account, status included."""
-    svc = services(request, "operator")
-    actor, request_id = _actor(request, svc)
+    """Change fields, status included (a new e-mail: step-up `contact.update`)."""
+    svc, caller = await account_caller(request)
     changes: dict[str, Any] = checked(await read_object(request), PATCH_FIELDS)
     if not changes:
         raise InvalidRequest("nothing to change")
     if "expires_at" in changes and changes["expires_at"] is not None:
         changes["expires_at"] = parse_time("expires_at", changes["expires_at"])
     account_id = account_id_of(request.match_info["account_id"])
-    account = await svc.accounts.update(account_id, changes, actor=actor, request_id=request_id)
-    return web.json_response(account.to_json(utc_now()))
+    admin = svc.account_services.admin
+    account = await admin.update(caller, account_id, changes, step_up_token(request))
+    return await account_response(svc, account)
 
 
 async def delete_account(request: web.Request) -> web.Response:
     """Delete an account (its history stays)."""
-    svc = services(request, "operator")
-    actor, request_id = _actor(request, svc)
+    svc, caller = await account_caller(request)
     account_id = account_id_of(request.match_info["account_id"])
-    await svc.accounts.delete(account_id, actor=actor, request_id=request_id)
-    return web.Response(status=204)
+    deleted = await svc.account_services.admin.delete(caller, account_id)
+    admins = await svc.account_services.admin.admin_count(deleted.establishment)
+    return web.Response(status=204, headers={ADMINS_HEADER: str(admins)})
 
 
 async def renew_account(request: web.Request) -> web.Response:
     """Push expiry by the configured validity; reactivates an expired account."""
-    svc = services(request, "operator")
-    actor, request_id = _actor(request, svc)
+    svc, caller = await account_caller(request)
     account_id = account_id_of(request.match_info["account_id"])
-    account = await svc.accounts.renew(account_id, actor=actor, request_id=request_id)
-    return web.json_response(account.to_json(utc_now()))
+    account = await svc.account_services.admin.renew(caller, account_id)
+    return await account_response(svc, account)
 
 
 async def set_phone(request: web.Request) -> web.Response:
-    """Switch the number at once; revokes every trusted device."""
-    svc = services(request, "operator")
-    actor, request_id = _actor(request, svc)
+    """Switch the number at once (admins: step-up `contact.update`)."""
+    svc, caller = await account_caller(request)
     body = checked(await read_object(request), PHONE_FIELDS)
     account_id = account_id_of(request.match_info["account_id"])
-    phone = svc.accounts.parse_phone(body["phone"])
-    account = await svc.accounts.set_phone(
-        account_id, phone, hidden=body.get("phone_hidden"),
-        extension=body.get("phone_extension", KEEP),
-        actor=actor, request_id=request_id,
+    account = await svc.account_services.admin.set_phone(
+        caller, account_id, body["phone"], body.get("phone_hidden"),
+        body.get("phone_extension", KEEP), step_up_token(request),
     )  # fmt: skip
-    return web.json_response(account.to_json(utc_now()))
+    return await account_response(svc, account)
 
 
 async def history(request: web.Request) -> web.Response:
     """An account's audit entries, newest first."""
-    svc = services(request, "operator")
+    svc, caller = await account_caller(request)
     account_id = account_id_of(request.match_info["account_id"])
-    page, per_page = _page(request)
-    entries, total = await svc.accounts.history(account_id, page, per_page)
-    if total == 0 and await svc.accounts.get(account_id) is None:
-        raise NotFound("no such account", code="unknown_account")
+    page, per_page = page_of(request)
+    entries, total = await svc.account_services.admin.history(caller, account_id, page, per_page)
     return web.json_response(
         {"entries": entries, "page": page, "per_page": per_page, "total": total}
     )

@@ -1,9 +1,15 @@
-"""Every response passes here: request ids, timing, and the one error mapping.
+"""Every response passes here: request ids, timing, access log, the one error mapping.
 
 A `GatewayError` becomes the contract's `{"error", "message"}` body with its
 status; aiohttp's own HTTP errors (404, 405, 413) get the same shape; a Redis
 outage is a 503 (never a 200 by default: the gateway fails closed); anything
 else is a 500 whose message says nothing of the cause.
+
+Each request gets an id (a well-formed `X-Request-ID` it came with, else a
+new one), returned in `X-Request-ID` and bound to every log line written
+while it is handled. Each request ends with one access line and one
+`otp_http_request_duration_seconds` observation, both by route template: never
+the raw path, the query, the body or a header.
 """
 
 from __future__ import annotations
@@ -18,10 +24,13 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 from redis.exceptions import RedisError
 
+from gateway import logs
 from gateway.errors import GatewayError, RateLimited
-from gateway.metrics import Metrics
+from gateway.metrics import Metrics, method_label
 
 log = logging.getLogger("otp_gateway.http")
+access_log = logging.getLogger("otp_gateway.access")
+CLIENT_GONE = 499  # nginx's code for a client that left before the answer
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 REQUEST_ID = web.RequestKey("request_id", str)
@@ -59,20 +68,50 @@ def _from_http_exception(exc: web.HTTPException) -> web.Response:
 def build_middleware(metrics: Metrics) -> Middleware:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        presented = request.headers.get("X-Request-ID", "")
-        request_id = presented if _REQUEST_ID_RE.fullmatch(presented) else secrets.token_hex(8)
+        request_id = _request_id(request)
         request[REQUEST_ID] = request_id
+        token = logs.bind_request(request_id)
         started = time.perf_counter()
-        response = await _respond(request, handler)
-        response.headers["X-Request-ID"] = request_id
-        resource = request.match_info.route.resource
-        route = resource.canonical if resource is not None else "unmatched"
-        metrics.http_seconds.labels(route, request.method, str(response.status)).observe(
-            time.perf_counter() - started
-        )
-        return response
+        status = CLIENT_GONE  # unless an answer is made: cancelled means the client left
+        try:
+            response = await _respond(request, handler)
+            status = response.status
+            response.headers["X-Request-ID"] = request_id
+            return response
+        except web.HTTPException as exc:  # a redirect, passed on to aiohttp
+            status = exc.status
+            raise
+        finally:
+            _record(metrics, request, status, started)
+            logs.unbind_request(token)
 
     return middleware
+
+
+def _request_id(request: web.Request) -> str:
+    presented = request.headers.get("X-Request-ID", "")
+    return presented if _REQUEST_ID_RE.fullmatch(presented) else secrets.token_hex(8)
+
+
+def route_of(request: web.Request) -> str:
+    """The matched route's template (`/challenge/{challenge_id}`), else "unmatched"."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
+def _record(metrics: Metrics, request: web.Request, status: int, started: float) -> None:
+    elapsed = time.perf_counter() - started
+    route, method = route_of(request), method_label(request.method)
+    metrics.http_seconds.labels(route, method, str(status)).observe(elapsed)
+    access_log.info(
+        "request",
+        extra={
+            "route": route,
+            "method": method,
+            "status": status,
+            "duration_ms": round(elapsed * 1000, 1),
+        },
+    )
 
 
 async def _respond(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -88,11 +127,5 @@ async def _respond(request: web.Request, handler: Handler) -> web.StreamResponse
         log.error("redis unavailable", extra={"error": type(exc).__name__})
         return error_response(503, "unavailable", "the datastore is unreachable; try again")
     except Exception:
-        log.exception(
-            "unhandled error",
-            extra={
-                "path": request.match_info.route.resource
-                and request.match_info.route.resource.canonical
-            },
-        )
+        log.exception("unhandled error", extra={"route": route_of(request)})
         return error_response(500, "internal_error", "internal error")

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 from importlib.resources import files
 
+import redis.asyncio as aioredis
 from aiohttp import web
 from redis.exceptions import RedisError
 
+from gateway.metrics import CONTENT_TYPE, Metrics
 from gateway.services import SERVICES
 
 
@@ -30,16 +31,21 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    """Prometheus text format; queue gauges are read from Redis now."""
+    """Prometheus text format; the Redis and queue gauges are read from Redis now."""
     svc = request.app[SERVICES]
     if svc.config.server.metrics_auth:
         svc.api_keys.require(request, "metrics")
-    # Without Redis the scrape still serves the process's own counters.
-    with contextlib.suppress(RedisError, OSError):
-        await svc.metrics.refresh_queue(svc.redis)
-    return web.Response(
-        body=svc.metrics.render(), headers={"Content-Type": "text/plain; version=0.0.4"}
-    )
+    return await scrape(svc.metrics, svc.redis, svc.config.redis.timeout_seconds)
+
+
+async def scrape(metrics: Metrics, redis: aioredis.Redis, within: float) -> web.Response:
+    """A scrape of one process's registry, gauges refreshed from Redis first.
+
+    Without Redis the scrape still serves the process's own counters, with
+    `otp_redis_up 0`: shared by the gateway and the standalone worker.
+    """
+    await metrics.refresh(redis, within)
+    return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
 
 async def openapi(request: web.Request) -> web.Response:

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
 import re
 from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 
+from gateway import logs
 from gateway.accounts import Status
 from gateway.challenges import Created, iso_ms, now_ms
 from gateway.errors import GatewayError, InvalidRequest, NotFound, RateLimited
 from gateway.services import SERVICES, Services
 from gateway.web.body import Field, checked, read_object
 
+log = logging.getLogger("otp_gateway.otp")
 ACCOUNT_ID_RE = re.compile(r"[A-Za-z0-9._@-]{1,128}")
 CHANNELS = ("sms", "voice")
 
@@ -91,14 +94,23 @@ async def create_challenge(request: web.Request) -> web.Response:
         active = account.status(datetime.now(UTC)) is Status.ACTIVE
         if purpose == "login" and token and active and await svc.trusted.check(account_id, token):
             counter.labels(purpose, channel or "none", "trusted_device").inc()
+            logs.event(log, "challenge not required", purpose=purpose, outcome="trusted_device")
             return web.json_response({"required": False, "reason": "trusted_device"})
         created = await svc.challenges.create(account, purpose, channel, client_ip)
     except GatewayError as exc:
         counter.labels(purpose, channel or "none", exc.code).inc()
         if isinstance(exc, RateLimited):
             svc.metrics.rate_limited.labels(exc.scope).inc()
+        logs.event(
+            log, "challenge refused", purpose=purpose, channel=channel or "none", outcome=exc.code
+        )
         raise
     counter.labels(purpose, created.channel, "queued").inc()
+    svc.metrics.count_send(created.region)
+    logs.event(
+        log, "challenge created", challenge_id=created.challenge_id, purpose=purpose,
+        channel=created.channel, destination=created.destination, outcome="queued",
+    )  # fmt: skip
     return web.json_response(_created_body(created, now_ms()), status=202)
 
 
@@ -112,13 +124,21 @@ async def verify(request: web.Request) -> web.Response:
             body.get("device_label") or "",
         )  # fmt: skip
     except GatewayError as exc:
-        # The purpose is unknown when verification fails before the script ran.
+        # verify.lua names the purpose only on success: failures count as "unknown".
         svc.metrics.verifications.labels("unknown", exc.code).inc()
         if isinstance(exc, RateLimited):
             svc.metrics.rate_limited.labels(exc.scope).inc()
+        logs.event(
+            log, "verification", challenge_id=logs.challenge_id_field(body["challenge_id"]),
+            purpose="unknown", outcome=exc.code,
+        )  # fmt: skip
         exc.extra = {"verified": False, **exc.extra}
         raise
     svc.metrics.verifications.labels(result.purpose, "verified").inc()
+    logs.event(
+        log, "verification", challenge_id=body["challenge_id"], purpose=result.purpose,
+        outcome="verified",
+    )  # fmt: skip
     out: dict[str, Any] = {
         "verified": True,
         "account_id": result.account_id,
@@ -146,9 +166,17 @@ async def resend(request: web.Request) -> web.Response:
             request.match_info["challenge_id"], _channel(body.get("channel")),
             _client_ip(body.get("client_ip")),
         )  # fmt: skip
-    except RateLimited as exc:
-        svc.metrics.rate_limited.labels(exc.scope).inc()
+    except GatewayError as exc:
+        if isinstance(exc, RateLimited):
+            svc.metrics.rate_limited.labels(exc.scope).inc()
+        challenge_id = logs.challenge_id_field(request.match_info["challenge_id"])
+        logs.event(log, "resend refused", challenge_id=challenge_id, outcome=exc.code)
         raise
+    svc.metrics.count_send(created.region)
+    logs.event(
+        log, "challenge resent", challenge_id=created.challenge_id, channel=created.channel,
+        destination=created.destination, outcome="queued",
+    )  # fmt: skip
     return web.json_response(_created_body(created, now_ms()), status=202)
 
 

@@ -1,0 +1,289 @@
+"""Account management with its rules: who may act on which account, step-up, audit, notices.
+
+Three kinds of caller (`Caller.scope`):
+
+- `operator`: support staff. Every establishment. Exempt from step-up, and
+  audited as such (`step_up: "exempt"`).
+- `admin`: the admin back end, acting for the admin account named in
+  `X-Acting-Account`. That account must be an admin (else 403 `forbidden`)
+  that can act (403 `account_expired` / `account_suspended`): so when an
+  establishment's only admin is expired or suspended, only an operator can
+  unblock it. An admin reaches its own establishment only: any other account
+  answers 404 `unknown_account`, exactly as if it did not exist.
+- `otp`: the login front end acting for the signed-in user (self-service).
+
+Sensitive actions need `X-Step-Up-Token`, a single-use grant from a `/verify`
+of the acting account for exactly that purpose: creating an account
+(`account.create`); changing a phone number or an e-mail address
+(`contact.update`). Without it: 401 `step_up_required` naming the purpose.
+The token is spent only once the request is otherwise valid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final, Literal
+
+from gateway.account_records import (
+    KEEP,
+    Account,
+    Keep,
+    NewAccount,
+    Role,
+    Status,
+    check_bool,
+    check_changes,
+    check_extension,
+)
+from gateway.accounts import AccountStore
+from gateway.audit import Who
+from gateway.errors import Forbidden, InvalidRequest, NotFound, StepUpRequired
+from gateway.notices import Notifier
+from gateway.tokens import StepUps, TrustedDevice, TrustedDevices
+
+ACCOUNT_CREATE: Final = "account.create"
+CONTACT_UPDATE: Final = "contact.update"
+_BLANK_CONCURRENCY: Final = 32
+
+
+def require_active(account: Account, now: datetime) -> None:
+    """403 `account_suspended` / `account_expired` unless the account can act."""
+    status = account.status(now)
+    if status is Status.SUSPENDED:
+        raise Forbidden("this account is suspended", code="account_suspended")
+    if status is Status.EXPIRED:
+        raise Forbidden("this account has expired: an admin must renew it", code="account_expired")
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is calling: the key's scope and name, and the account it acts for."""
+
+    scope: Literal["operator", "admin", "otp"]
+    key_name: str
+    request_id: str
+    acting: Account | None = None
+
+    def who(self, step_up: str | None = None) -> Who:
+        acting_for = None if self.acting is None else self.acting.account_id
+        return Who(f"{self.scope}:{self.key_name}", self.request_id, acting_for, step_up)
+
+    def sees(self, account: Account) -> bool:
+        """Whether `account` exists for this caller (tenant isolation)."""
+        if self.acting is None:
+            return True
+        if self.scope == "admin":
+            return account.establishment == self.acting.establishment
+        return account.account_id == self.acting.account_id
+
+    def by(self, account: Account) -> str:
+        """Who made a change, as a change notice tells the account."""
+        if self.acting is not None and self.acting.account_id == account.account_id:
+            return "self"
+        return "admin" if self.scope == "admin" else "operator"
+
+
+@dataclass(frozen=True, slots=True)
+class Blanked:
+    """The outcome of the deployment-day reset."""
+
+    accounts: int
+    blanked: int
+
+
+class AccountAdmin:
+    """The account changes admins and operators make, with their rules."""
+
+    def __init__(
+        self,
+        store: AccountStore,
+        step_ups: StepUps,
+        trusted: TrustedDevices,
+        notifier: Notifier,
+    ) -> None:
+        self.store = store
+        self.step_ups = step_ups
+        self.trusted = trusted
+        self.notifier = notifier
+
+    # --- callers ----------------------------------------------------------------
+
+    async def acting_admin(self, account_id: str) -> Account:
+        """The admin account an `admin` key acts for; 403 when it cannot act."""
+        account = await self.store.get(account_id)
+        if account is None or account.role is not Role.ADMIN:
+            raise Forbidden("X-Acting-Account must name an admin account")
+        require_active(account, self.store.now())
+        return account
+
+    async def target(self, caller: Caller, account_id: str) -> Account:
+        """The account a call is about; 404 when it is not the caller's to see."""
+        account = await self.store.get(account_id)
+        if account is None or not caller.sees(account):
+            raise NotFound("no such account", code="unknown_account")
+        return account
+
+    async def step_up(self, caller: Caller, purpose: str, token: str | None) -> Who:
+        """Spend the caller's step-up grant for `purpose` (operators are exempt)."""
+        if caller.scope == "operator":
+            return caller.who("exempt")
+        assert caller.acting is not None
+        acting = caller.acting.account_id
+        if token and await self.step_ups.consume(token, acting, purpose):
+            return caller.who("verified")
+        raise StepUpRequired(
+            f"this action needs X-Step-Up-Token from a /verify of {acting} for {purpose}",
+            purpose=purpose,
+        )
+
+    def establishment_of(self, caller: Caller, requested: str | None) -> str:
+        """The establishment a call lists: an admin's own, or the operator's choice."""
+        if caller.scope == "admin":
+            assert caller.acting is not None
+            if requested not in (None, caller.acting.establishment):
+                raise NotFound("no such establishment", code="not_found")
+            return caller.acting.establishment
+        if not requested or len(requested) > 200:
+            raise InvalidRequest("establishment is required (query parameter)")
+        return requested
+
+    async def admin_count(self, establishment: str) -> int:
+        return len(await self.store.active_admins(establishment))
+
+    # --- changes ----------------------------------------------------------------
+
+    async def create(self, caller: Caller, fields: NewAccount, token: str | None) -> Account:
+        """Create an account (step-up `account.create`)."""
+        account = self.store.prepare(fields)  # 400 and 422 before the grant is spent
+        if caller.scope == "admin" and not caller.sees(account):
+            raise Forbidden("an admin creates accounts in its own establishment only")
+        who = await self.step_up(caller, ACCOUNT_CREATE, token)
+        return await self.store.insert(account, who=who)
+
+    async def update(
+        self, caller: Caller, account_id: str, changes: Mapping[str, Any], token: str | None
+    ) -> Account:
+        """PATCH; a new e-mail address needs step-up `contact.update` and is announced."""
+        before = await self.target(caller, account_id)
+        attrs = check_changes(changes)
+        sensitive = attrs.get("email", before.email) != before.email
+        who = await self.step_up(caller, CONTACT_UPDATE, token) if sensitive else caller.who()
+        after = await self.store.update(account_id, changes, who=who)
+        if after.email != before.email:
+            await self.notify(caller, after, "email", old_email=before.email)
+        return after
+
+    async def set_phone(
+        self,
+        caller: Caller,
+        account_id: str,
+        raw_phone: str,
+        hidden: bool | None,
+        extension: str | Keep | None,
+        token: str | None,
+    ) -> Account:
+        """Switch the number at once (step-up `contact.update`); announced by e-mail."""
+        await self.target(caller, account_id)
+        phone = self.store.parse_phone(raw_phone)
+        if hidden is not None:
+            check_bool("phone_hidden", hidden)
+        if extension is not KEEP:
+            check_extension(extension)
+        who = await self.step_up(caller, CONTACT_UPDATE, token)
+        after = await self.store.set_phone(
+            account_id, phone, hidden=hidden, extension=extension, who=who
+        )
+        await self.notify(caller, after, "phone")
+        return after
+
+    async def delete(self, caller: Caller, account_id: str) -> Account:
+        before = await self.target(caller, account_id)
+        await self.store.delete(account_id, who=caller.who())
+        return before
+
+    async def renew(self, caller: Caller, account_id: str) -> Account:
+        await self.target(caller, account_id)
+        return await self.store.renew(account_id, who=caller.who())
+
+    async def notify(
+        self, caller: Caller, account: Account, event: str, old_email: str | None = None
+    ) -> None:
+        await self.notifier.changed(
+            account, event, caller.by(account), self.store.now(), old_email=old_email
+        )
+
+    # --- history ------------------------------------------------------------------
+
+    async def history(
+        self, caller: Caller, account_id: str, page: int, per_page: int
+    ) -> tuple[list[dict[str, Any]], int]:
+        """An account's history; a deleted account's for its last establishment's admins."""
+        account = await self.store.get(account_id)
+        if account is not None:
+            visible = caller.sees(account)
+        else:
+            last = await self.store.last_entry(account_id)
+            visible = last is not None and (
+                caller.acting is None or last["establishment"] == caller.acting.establishment
+            )
+        if not visible:
+            raise NotFound("no such account", code="unknown_account")
+        return await self.store.history(account_id, page, per_page)
+
+    # --- trusted devices ------------------------------------------------------------
+
+    async def devices(self, caller: Caller, account_id: str) -> list[TrustedDevice]:
+        await self.target(caller, account_id)
+        return await self.trusted.list(account_id)
+
+    async def revoke_device(self, caller: Caller, account_id: str, device_id: str) -> None:
+        account = await self.target(caller, account_id)
+        if not await self.trusted.revoke(account_id, device_id):
+            raise NotFound("no such trusted device", code="not_found")
+        after = {"device_id": device_id}
+        await self.store.record(account, "devices.revoke", who=caller.who(), after=after)
+
+    async def revoke_devices(self, caller: Caller, account_id: str) -> int:
+        account = await self.target(caller, account_id)
+        revoked = await self.trusted.revoke_all(account_id)
+        after = {"revoked": revoked}
+        await self.store.record(account, "devices.revoke_all", who=caller.who(), after=after)
+        return revoked
+
+    # --- deployment day -------------------------------------------------------------
+
+    async def blank_phones(self, caller: Caller, establishment: str | None) -> Blanked:
+        """Blank every number (of one establishment, or all), revoking trusted devices.
+
+        The next `/challenge` of each account answers 409 `phone_required`; the
+        account then enrols a number, proven by a code (`gateway.phone_change`).
+        """
+        if establishment is not None:
+            batches = [await self.store.all_in(establishment)]
+        else:
+            batches = [batch async for batch in self.store.scan()]
+        seen: set[str] = set()
+        blanked = 0
+        for batch in batches:
+            todo = [a for a in batch if a.account_id not in seen]
+            seen.update(a.account_id for a in todo)
+            blanked += await self._blank(caller, todo)
+        return Blanked(accounts=len(seen), blanked=blanked)
+
+    async def _blank(self, caller: Caller, accounts: list[Account]) -> int:
+        slots = asyncio.Semaphore(_BLANK_CONCURRENCY)
+
+        async def one(account: Account) -> None:
+            async with slots:
+                with contextlib.suppress(NotFound):  # deleted meanwhile
+                    await self.store.set_phone(
+                        account.account_id, None, extension=None, who=caller.who("exempt"),
+                        action="phone.blank",
+                    )  # fmt: skip
+
+        await asyncio.gather(*(one(a) for a in accounts))
+        return sum(1 for a in accounts if a.phone is not None)

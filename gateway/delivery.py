@@ -1,0 +1,175 @@
+"""What became of each send: delivery states, provider callbacks, calling again.
+
+    provider callback ─► web/callbacks.py ─► Deliveries.record ─► status.lua
+                                                  (state, retry or SMS fallback)
+    worker loop ───────► Deliveries.promote_due ─► retry.lua ─► otp:sends
+
+States, per send and for the challenge (`delivery` in `GET /challenge/{id}`):
+`queued` < `sent` < one final state among `delivered`, `no_answer`, `busy`,
+`machine` and `failed`. A send's state only moves forward, so duplicated and
+reordered callbacks are harmless, and only the latest send sets the
+challenge's state.
+
+Calling again: the schedule is a Redis sorted set (`otp:retries`, challenge id
+scored by due time), so it outlives any process and every worker shares it;
+a worker claims a due entry with ZREM inside `retry.lua`, so each call is
+placed once. A call is placed again with the same code, never for a verified,
+burnt, expired or replaced challenge, and at most `[voice] max_calls` times.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib.resources import files
+from typing import Any, Protocol, runtime_checkable
+
+import redis.asyncio as aioredis
+from cryptography.exceptions import InvalidTag
+from redis.commands.core import AsyncScript
+
+from gateway import keys
+from gateway.config import Config
+from gateway.crypto import Keyring, account_tag_of
+from gateway.metrics import Metrics
+
+log = logging.getLogger("otp_gateway.delivery")
+
+# The call-again schedule: challenge id -> due time (unix ms).
+RETRIES = keys.PREFIX + "retries"
+
+FINAL_STATES = frozenset({"delivered", "no_answer", "busy", "machine", "failed"})
+STATES = frozenset({"queued", "sent"}) | FINAL_STATES
+_CALL_OUTCOME = {"delivered": "answered"}  # otp_voice_calls_total{outcome}
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryEvent:
+    """One thing a provider reported about a send."""
+
+    kind: str  # "call" | "message"
+    state: str  # one of STATES
+
+    @property
+    def final(self) -> bool:
+        return self.state in FINAL_STATES
+
+
+@runtime_checkable
+class CallbackProvider(Protocol):
+    """A provider that reports delivery through signed HTTP callbacks."""
+
+    name: str
+
+    def verify_callback(
+        self, url: str, params: list[tuple[str, str]], headers: Mapping[str, str]
+    ) -> bool:
+        """True when the request's signature proves the provider sent `params` to `url`."""
+        ...
+
+    def delivery_event(self, params: Mapping[str, str]) -> DeliveryEvent | None:
+        """The event a status callback reports, or None when it says nothing new."""
+        ...
+
+
+def _script(redis: aioredis.Redis, name: str) -> AsyncScript:
+    lua = files("gateway") / "lua"
+    return redis.register_script((lua / "lib.lua").read_text() + "\n" + (lua / name).read_text())
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Deliveries:
+    """Records delivery events and places the calls that are due again."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        keyring: Keyring,
+        metrics: Metrics,
+        config: Config,
+        channels: frozenset[str],
+    ) -> None:
+        self.redis = redis
+        self.keyring = keyring
+        self.metrics = metrics
+        self.config = config
+        self.voice_available = "voice" in channels
+        self._status = _script(redis, "status.lua")
+        self._retry = _script(redis, "retry.lua")
+
+    async def record(
+        self, challenge_id: str, send: int, event: DeliveryEvent, *, follow_up: bool = True
+    ) -> str:
+        """Apply one event; returns "unknown", "unchanged" or the follow-up taken."""
+        voice, otp = self.config.voice, self.config.otp
+        fallback = self.config.sms.fallback_to_voice and self.voice_available
+        result: list[Any] = await self._status(
+            keys=[
+                keys.challenge(challenge_id),
+                keys.runtime(account_tag_of(challenge_id)),
+                RETRIES,
+                keys.STREAM,
+            ],
+            args=[
+                challenge_id, send, event.state, event.kind,
+                int(voice.retry_delay_seconds * 1000), voice.max_calls, otp.max_sends,
+                "1" if fallback else "0", "1" if follow_up else "0",
+            ],
+        )  # fmt: skip
+        outcome: str = result[0].decode()
+        if outcome != "changed":
+            return outcome
+        if event.kind == "call" and event.final:
+            self.metrics.voice_calls.labels(_CALL_OUTCOME.get(event.state, event.state)).inc()
+        action: str = result[1].decode()
+        return action
+
+    async def promote_due(self, limit: int = 64) -> int:
+        """Queue the calls whose retry time has come; returns how many were queued."""
+        due: list[Any] = await self.redis.zrangebyscore(
+            RETRIES, "-inf", now_ms(), start=0, num=limit
+        )
+        queued = 0
+        for member in due:
+            challenge_id = member.decode()
+            result: list[Any] = await self._retry(
+                keys=[
+                    RETRIES,
+                    keys.challenge(challenge_id),
+                    keys.runtime(account_tag_of(challenge_id)),
+                    keys.STREAM,
+                ],
+                args=[challenge_id, self.config.otp.max_sends, self.config.voice.max_calls],
+            )
+            if result[0] == b"queued":
+                queued += 1
+            elif result[0] != b"not_due":
+                self.metrics.sends_dropped.labels(f"retry_{result[0].decode()}").inc()
+        return queued
+
+    async def live_code(self, challenge_id: str) -> tuple[str, str] | None:
+        """(code, purpose) of a challenge that can still be verified; else None."""
+        fields: list[Any] = await self.redis.hmget(keys.challenge(challenge_id), "p", "v", "x", "e")
+        purpose, state, expires, sealed = fields
+        if purpose is None or state is not None or sealed is None or expires is None:
+            return None
+        if now_ms() >= int(expires):
+            return None
+        runtime: list[Any] = await self.redis.hmget(
+            keys.runtime(account_tag_of(challenge_id)), f"c:{purpose.decode()}", "sus", "ax"
+        )
+        live, suspended, account_expiry = runtime
+        if live != challenge_id.encode() or suspended == b"1":
+            return None  # replaced, or the account was suspended since
+        if now_ms() >= int(account_expiry or 0):
+            return None
+        try:
+            code = self.keyring.codes.open(sealed, challenge_id.encode()).decode()
+        except InvalidTag:
+            return None
+        return code, purpose.decode()

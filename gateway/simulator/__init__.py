@@ -1,0 +1,1 @@
+"""Simulators of providers' APIs, for demos, tests and benchmarks (`otp-gateway simulate`)."""

@@ -1,0 +1,111 @@
+"""Authenticator-app routes (see `gateway.totp`; `[accounts] totp = true` to allow).
+
+- `GET /accounts/{id}/totp`: whether the account has one (the user, its admins,
+  operators).
+- `POST /accounts/{id}/totp`: enrol (the user, step-up `contact.update`):
+  the `otpauth://` URI to scan, shown this once.
+- `POST /accounts/{id}/totp/confirm`: the app's first code.
+- `POST /accounts/{id}/totp/verify`: an app code instead of a phone code;
+  answers like `/verify`.
+- `DELETE /accounts/{id}/totp`: remove (the user with step-up
+  `contact.update`, its admins, operators).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from gateway.admin import CONTACT_UPDATE
+from gateway.challenges import iso_ms
+from gateway.errors import GatewayError, InvalidRequest, NotFound
+from gateway.web.body import Field, checked, read_object
+from gateway.web.caller import any_caller, step_up_token, user_caller
+from gateway.web.otp import account_id_of
+
+CODE_FIELDS = {"code": Field(str, required=True, max_len=32)}
+TOTP_VERIFY_FIELDS = {
+    "code": Field(str, required=True, max_len=32),
+    "purpose": Field(str, max_len=40),
+    "trust_device": Field(bool),
+    "device_label": Field(str, max_len=64),
+}
+
+
+async def totp_status(request: web.Request) -> web.Response:
+    """Whether the account has an authenticator app (or one being enrolled)."""
+    account_id = account_id_of(request.match_info["account_id"])
+    svc, caller = await any_caller(request, account_id)
+    await svc.account_services.admin.target(caller, account_id)
+    return web.json_response(await svc.account_services.totp.status(account_id))
+
+
+async def enrol(request: web.Request) -> web.Response:
+    """Start enrolling an app: the otpauth:// URI (shown once)."""
+    account_id = account_id_of(request.match_info["account_id"])
+    svc, caller = await user_caller(request, account_id)
+    totp, admin = svc.account_services.totp, svc.account_services.admin
+    totp.require_allowed()
+    who = await admin.step_up(caller, CONTACT_UPDATE, step_up_token(request))
+    assert caller.acting is not None
+    uri = await totp.enrol(caller.acting, who)
+    return web.json_response({"otpauth_uri": uri, "confirmed": False}, status=201)
+
+
+async def confirm(request: web.Request) -> web.Response:
+    """Confirm the app with its first code; announced by e-mail."""
+    account_id = account_id_of(request.match_info["account_id"])
+    svc, caller = await user_caller(request, account_id)
+    body = checked(await read_object(request), CODE_FIELDS)
+    assert caller.acting is not None
+    await svc.account_services.totp.confirm(caller.acting, body["code"], caller.who())
+    await svc.account_services.admin.notify(caller, caller.acting, "totp_added")
+    return web.json_response({"confirmed": True})
+
+
+async def verify(request: web.Request) -> web.Response:
+    """An app code instead of a phone code: the same answer as `/verify`."""
+    account_id = account_id_of(request.match_info["account_id"])
+    svc, caller = await user_caller(request, account_id)
+    body = checked(await read_object(request), TOTP_VERIFY_FIELDS)
+    purpose = body.get("purpose") or "login"
+    if purpose not in svc.config.otp.purposes:
+        raise InvalidRequest(f"purpose must be one of {', '.join(svc.config.otp.purposes)}")
+    assert caller.acting is not None
+    try:
+        result = await svc.account_services.totp.verify(
+            caller.acting, body["code"], purpose, bool(body.get("trust_device")),
+            body.get("device_label") or "",
+        )  # fmt: skip
+    except GatewayError as exc:
+        exc.extra = {"verified": False, **exc.extra}
+        raise
+    out: dict[str, Any] = {"verified": True, "account_id": account_id, "purpose": purpose}
+    if result.token_kind == "trusted_device":
+        out |= {"trusted_device_token": result.token, "trusted_until": iso_ms(result.until_ms)}
+    elif result.token_kind == "step_up":
+        out |= {"step_up_token": result.token, "step_up_expires_at": iso_ms(result.until_ms)}
+    return web.json_response(out)
+
+
+async def remove(request: web.Request) -> web.Response:
+    """Remove the account's app (the user needs step-up `contact.update`)."""
+    account_id = account_id_of(request.match_info["account_id"])
+    svc, caller = await any_caller(request, account_id)
+    admin = svc.account_services.admin
+    account = await admin.target(caller, account_id)
+    token = step_up_token(request)
+    who = await admin.step_up(caller, CONTACT_UPDATE, token) if caller.scope == "otp" else None
+    if not await svc.account_services.totp.remove(account, who or caller.who()):
+        raise NotFound("this account has no authenticator app", code="not_found")
+    await admin.notify(caller, account, "totp_removed")
+    return web.Response(status=204)
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_get("/accounts/{account_id}/totp", totp_status, allow_head=False)
+    app.router.add_post("/accounts/{account_id}/totp", enrol)
+    app.router.add_delete("/accounts/{account_id}/totp", remove)
+    app.router.add_post("/accounts/{account_id}/totp/confirm", confirm)
+    app.router.add_post("/accounts/{account_id}/totp/verify", verify)

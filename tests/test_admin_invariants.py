@@ -1,0 +1,152 @@
+"""Every establishment keeps an active admin; expired accounts wait for a renewal."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from gateway.accounts import AccountStore, Role, Who
+from gateway.errors import Conflict
+from tests.admin_helpers import (
+    ESTABLISHMENT,
+    Inbox,
+    admin_gateway,
+    as_admin,
+    as_operator,
+    smtp_server,
+)
+from tests.conftest import ACCOUNT, Gateway, GatewayFactory
+from tests.otp_helpers import assert_error, call
+
+PAST = "2020-01-01T00:00:00Z"
+BREAKERS: list[tuple[str, str, Any]] = [
+    ("DELETE", "/accounts/boss", None),
+    ("PATCH", "/accounts/boss", {"role": "user"}),
+    ("PATCH", "/accounts/boss", {"status": "suspended"}),
+    ("PATCH", "/accounts/boss", {"expires_at": PAST}),
+]
+
+
+@pytest.fixture
+async def inbox() -> AsyncIterator[Inbox]:
+    async with smtp_server() as box:
+        yield box
+
+
+@pytest.fixture
+async def agw(make_gateway: GatewayFactory, inbox: Inbox) -> Gateway:
+    return await admin_gateway(make_gateway, inbox)
+
+
+async def add_admin(gw: Gateway, account_id: str, **fields: Any) -> None:
+    body = {**ACCOUNT, "account_id": account_id, "role": "admin", **fields}
+    assert (await as_operator(gw, "POST", "/accounts", body)).status == 201
+
+
+@pytest.mark.parametrize(("method", "path", "body"), BREAKERS)
+async def test_the_last_admin_cannot_go(agw: Gateway, method: str, path: str, body: Any) -> None:
+    for caller in (as_admin, as_operator):
+        assert_error(await caller(agw, method, path, body), 409, "last_admin")
+    boss = await as_operator(agw, "GET", "/accounts/boss")
+    assert boss.body["role"] == "admin" and boss.body["status"] == "active"
+    assert boss.body["warnings"] == ["single_admin"]
+    assert boss.headers["X-Establishment-Admins"] == "1"
+    # With a second admin, the same change is fine, and the warning moves.
+    await add_admin(agw, "boss2")
+    reply = await as_admin(agw, method, path, body, acting="boss2")
+    assert reply.status in (200, 204), reply.body
+    assert_error(
+        await as_admin(agw, method, path.replace("boss", "boss2"), body, acting="boss2"),
+        409,
+        "last_admin",
+    )
+
+
+async def test_harmless_changes_to_the_last_admin_pass(agw: Gateway) -> None:
+    for change in ({"first_name": "B"}, {"expires_at": "2099-01-01"}, {"status": "active"}):
+        assert (await as_admin(agw, "PATCH", "/accounts/boss", change)).status == 200
+    assert (await as_admin(agw, "POST", "/accounts/boss/renew")).status == 200
+
+
+async def test_the_last_account_of_an_establishment_can_go(agw: Gateway) -> None:
+    reply = await as_operator(
+        agw,
+        "POST",
+        "/accounts",
+        {
+            **ACCOUNT,
+            "account_id": "solo",
+            "role": "admin",
+            "establishment": "Ferme",
+        },
+    )
+    assert reply.body["warnings"] == ["single_admin"]
+    assert (await as_admin(agw, "DELETE", "/accounts/solo", acting="solo")).status == 204
+
+
+async def test_demoting_each_other_at_once_leaves_an_admin(agw: Gateway) -> None:
+    store: AccountStore = agw.services.accounts
+    await add_admin(agw, "boss2")
+    await add_admin(agw, "boss3")
+    for round_ in range(10):
+        who = Who("test", f"r{round_}")
+        results = await asyncio.gather(
+            *(store.update(a, {"role": "user"}, who=who) for a in ("boss", "boss2", "boss3")),
+            return_exceptions=True,
+        )
+        refused = [r for r in results if isinstance(r, Conflict)]
+        assert all(r.code == "last_admin" for r in refused)
+        assert len(refused) >= 1, results
+        admins = await store.active_admins(ESTABLISHMENT)
+        assert len(admins) == len(refused) >= 1  # the refused ones are still admins
+        for account_id in ("boss", "boss2", "boss3"):  # promote them all again
+            await store.update(account_id, {"role": "admin"}, who=who)
+        assert {a.role for a in await store.all_in(ESTABLISHMENT) if a.account_id != "alice"} == {
+            Role.ADMIN
+        }
+
+
+async def test_expired_accounts_wait_for_an_admin(agw: Gateway) -> None:
+    await as_operator(agw, "PATCH", "/accounts/alice", {"expires_at": PAST})
+    reply = await call(agw, "POST", "/challenge", {"account_id": "alice"})
+    assert_error(reply, 403, "account_expired")
+    account = await as_admin(agw, "GET", "/accounts/alice")
+    assert account.body["status"] == "expired"
+    renewed = await as_admin(agw, "POST", "/accounts/alice/renew")
+    assert renewed.body["status"] == "active"
+    assert (await call(agw, "POST", "/challenge", {"account_id": "alice"})).status == 202
+
+
+async def test_only_an_operator_unblocks_an_expired_only_admin(agw: Gateway) -> None:
+    await as_operator(
+        agw,
+        "POST",
+        "/accounts",
+        {
+            **ACCOUNT,
+            "account_id": "head",
+            "role": "admin",
+            "establishment": "École",
+            "expires_at": PAST,
+        },
+    )
+    user = {**ACCOUNT, "account_id": "pupil", "establishment": "École"}
+    reply = await as_operator(agw, "POST", "/accounts", user)
+    assert reply.body["warnings"] == ["no_active_admin"]
+    assert reply.headers["X-Establishment-Admins"] == "0"
+    assert_error(
+        await as_admin(agw, "POST", "/accounts/head/renew", acting="head"), 403, "account_expired"
+    )
+    assert_error(
+        await as_admin(agw, "GET", "/accounts/pupil", acting="head"), 403, "account_expired"
+    )
+    assert_error(
+        await call(agw, "POST", "/challenge", {"account_id": "head"}), 403, "account_expired"
+    )
+    # Another establishment's admin cannot either: for it, head does not exist.
+    assert_error(await as_admin(agw, "POST", "/accounts/head/renew"), 404, "unknown_account")
+    assert (await as_operator(agw, "POST", "/accounts/head/renew")).status == 200
+    assert (await as_admin(agw, "GET", "/accounts/pupil", acting="head")).status == 200

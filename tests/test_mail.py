@@ -1,0 +1,106 @@
+"""The e-mail outbox and its SMTP transport, against a real SMTP server (aiosmtpd)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from gateway import admin_keys
+from gateway.config import SmtpConfig
+from gateway.embedded import free_port
+from gateway.mail import MAX_DELIVERIES, Mail, MailError, MailQueue, SmtpTransport
+from tests.admin_helpers import Inbox, parts, poll, smtp_server
+
+MAIL = Mail(
+    to=("a@example.org", "b@example.org"),
+    subject="Comptes à renouveler : Mairie",
+    text="Bonjour,\n\nligne é\n",
+    html="<p>Bonjour <b>é</b></p>",
+    kind="reminder",
+)
+
+
+@pytest.fixture
+async def inbox() -> AsyncIterator[Inbox]:
+    async with smtp_server() as box:
+        yield box
+
+
+def transport(port: int) -> SmtpTransport:
+    return SmtpTransport(SmtpConfig(port=port, sender="pep@example.org"), timeout=2.0)
+
+
+async def test_a_mail_has_text_and_html_parts(inbox: Inbox) -> None:
+    await transport(inbox.port).send(MAIL)
+    [message] = inbox.messages
+    assert inbox.recipients == [["a@example.org", "b@example.org"]]
+    assert message["From"] == "pep@example.org"
+    assert message["Subject"] == MAIL.subject
+    assert message["Auto-Submitted"] == "auto-generated"
+    assert message["Message-ID"].endswith("@example.org>")
+    assert message.get_content_type() == "multipart/alternative"
+    text, html = (part.replace("\r\n", "\n") for part in parts(message))
+    assert (text, html) == (MAIL.text, MAIL.html + "\n")
+
+
+async def test_an_unreachable_server_is_a_mail_error() -> None:
+    with pytest.raises(MailError) as caught:
+        await transport(free_port()).send(MAIL)
+    assert "a@example.org" not in str(caught.value)
+
+
+async def test_outbox_delivers_once(redis: aioredis.Redis, inbox: Inbox) -> None:
+    queue = MailQueue(redis, transport(inbox.port))
+    await queue.enqueue(MAIL)
+    await queue.enqueue(Mail((), "nobody", "x", "y"))  # no recipient: nothing queued
+    assert await queue.drain() == 1
+    assert await queue.drain() == 0
+    assert len(inbox.messages) == 1
+    assert await redis.xlen(admin_keys.MAIL_STREAM) == 0
+
+
+async def test_refused_mail_is_retried_then_dead_lettered(
+    redis: aioredis.Redis, inbox: Inbox
+) -> None:
+    queue = MailQueue(redis, transport(inbox.port))
+    await queue.enqueue(MAIL)
+    inbox.refuse = True
+    assert await queue.drain() == 0
+    inbox.refuse = False
+    assert await queue.drain() == 1  # the pending mail, delivered on the next round
+    assert len(inbox.messages) == 1
+
+    await queue.enqueue(MAIL)
+    inbox.refuse = True
+    for _ in range(MAX_DELIVERIES):
+        assert await queue.drain() == 0
+    assert await redis.xlen(admin_keys.MAIL_DEAD) == 1
+    assert await redis.xlen(admin_keys.MAIL_STREAM) == 0
+    inbox.refuse = False
+    assert await queue.drain() == 0
+
+
+async def test_malformed_entries_are_dropped(redis: aioredis.Redis, inbox: Inbox) -> None:
+    queue = MailQueue(redis, transport(inbox.port))
+    await redis.xadd(admin_keys.MAIL_STREAM, {"to": "not json"})
+    await queue.enqueue(MAIL)
+    assert await queue.drain() == 1
+    assert await redis.xlen(admin_keys.MAIL_STREAM) == 0
+
+
+async def test_the_loop_delivers_in_the_background(redis: aioredis.Redis, inbox: Inbox) -> None:
+    queue = MailQueue(redis, transport(inbox.port), name="loop")
+    stop = asyncio.Event()
+    task = asyncio.create_task(queue.run(stop))
+    await queue.enqueue(MAIL)
+
+    async def arrived() -> bool:
+        return len(inbox.messages) == 1
+
+    await poll(arrived, what="the mail")
+    stop.set()
+    async with asyncio.timeout(5):
+        await task
