@@ -7,6 +7,7 @@ a 400, not a RecursionError or a ValueError.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -104,3 +105,20 @@ def checked(body: Mapping[str, Any], spec: Mapping[str, Field]) -> dict[str, Any
 def _json_type(kind: type) -> str:
     names: dict[type, str] = {str: "a string", bool: "a boolean", int: "an integer", list: "a list"}
     return names.get(kind, "an object")
+
+
+def parse_channel(value: str | None) -> str | None:
+    """A requested channel: None (the number's default), sms or voice."""
+    if value is not None and value not in ("sms", "voice"):
+        raise InvalidRequest("channel must be sms or voice")
+    return value
+
+
+def parse_client_ip(value: str | None) -> str | None:
+    """The end user's address as the front end saw it, normalised."""
+    if value is None:
+        return None
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise InvalidRequest("client_ip must be an IPv4 or IPv6 address") from None

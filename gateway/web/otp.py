@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import re
 from datetime import UTC, datetime
@@ -15,11 +14,10 @@ from gateway.accounts import Status
 from gateway.challenges import Created, iso_ms, now_ms
 from gateway.errors import GatewayError, InvalidRequest, NotFound, RateLimited
 from gateway.services import SERVICES, Services
-from gateway.web.body import Field, checked, read_object
+from gateway.web.body import Field, checked, parse_channel, parse_client_ip, read_object
 
 log = logging.getLogger("otp_gateway.otp")
 ACCOUNT_ID_RE = re.compile(r"[A-Za-z0-9._@-]{1,128}")
-CHANNELS = ("sms", "voice")
 
 CHALLENGE_FIELDS = {
     "account_id": Field(str, required=True, max_len=128),
@@ -49,21 +47,6 @@ def account_id_of(value: str) -> str:
     return value
 
 
-def _channel(value: str | None) -> str | None:
-    if value is not None and value not in CHANNELS:
-        raise InvalidRequest("channel must be sms or voice")
-    return value
-
-
-def _client_ip(value: str | None) -> str | None:
-    if value is None:
-        return None
-    try:
-        return str(ipaddress.ip_address(value))
-    except ValueError:
-        raise InvalidRequest("client_ip must be an IPv4 or IPv6 address") from None
-
-
 def _created_body(created: Created, now_ms: int) -> dict[str, Any]:
     return {
         "challenge_id": created.challenge_id,
@@ -83,8 +66,8 @@ async def create_challenge(request: web.Request) -> web.Response:
     purpose = body.get("purpose") or "login"
     if purpose not in svc.config.otp.purposes:
         raise InvalidRequest(f"purpose must be one of {', '.join(svc.config.otp.purposes)}")
-    channel = _channel(body.get("channel"))
-    client_ip = _client_ip(body.get("client_ip"))
+    channel = parse_channel(body.get("channel"))
+    client_ip = parse_client_ip(body.get("client_ip"))
     counter = svc.metrics.challenges
     try:
         account = await svc.accounts.get(account_id)
@@ -163,8 +146,8 @@ async def resend(request: web.Request) -> web.Response:
     body = checked(await read_object(request), RESEND_FIELDS)
     try:
         created = await svc.challenges.resend(
-            request.match_info["challenge_id"], _channel(body.get("channel")),
-            _client_ip(body.get("client_ip")),
+            request.match_info["challenge_id"], parse_channel(body.get("channel")),
+            parse_client_ip(body.get("client_ip")),
         )  # fmt: skip
     except GatewayError as exc:
         if isinstance(exc, RateLimited):

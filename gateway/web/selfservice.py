@@ -11,15 +11,13 @@
 
 from __future__ import annotations
 
-import ipaddress
-
 from aiohttp import web
 
 from gateway.challenges import iso_ms, now_ms
-from gateway.errors import GatewayError, InvalidRequest
-from gateway.web.body import Field, checked, read_object
+from gateway.errors import GatewayError
+from gateway.web.body import Field, checked, parse_channel, parse_client_ip, read_object
 from gateway.web.caller import account_response, step_up_token, user_caller
-from gateway.web.otp import CHANNELS, account_id_of
+from gateway.web.otp import account_id_of
 
 PHONE_CHANGE_FIELDS = {
     "phone": Field(str, required=True, max_len=64),
@@ -35,29 +33,14 @@ PHONE_PROOF_FIELDS = {
 EMAIL_FIELDS = {"email": Field(str, required=True, max_len=254)}
 
 
-def _channel(value: str | None) -> str | None:
-    if value is not None and value not in CHANNELS:
-        raise InvalidRequest("channel must be sms or voice")
-    return value
-
-
-def _client_ip(value: str | None) -> str | None:
-    if value is None:
-        return None
-    try:
-        return str(ipaddress.ip_address(value))
-    except ValueError:
-        raise InvalidRequest("client_ip must be an IPv4 or IPv6 address") from None
-
-
 async def start_phone_change(request: web.Request) -> web.Response:
     """Send a code to the new number; it replaces the old one once verified."""
     account_id = account_id_of(request.match_info["account_id"])
     svc, caller = await user_caller(request, account_id)
     body = checked(await read_object(request), PHONE_CHANGE_FIELDS)
     phone = svc.accounts.parse_phone(body.pop("phone"))
-    body["channel"] = _channel(body.get("channel"))
-    body["client_ip"] = _client_ip(body.get("client_ip"))
+    body["channel"] = parse_channel(body.get("channel"))
+    body["client_ip"] = parse_client_ip(body.get("client_ip"))
     assert caller.acting is not None
     started = await svc.account_services.phone_changes.start(
         caller, caller.acting, phone, body, step_up_token(request)
