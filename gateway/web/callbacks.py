@@ -12,6 +12,7 @@ request that fails the check, or names no provider that takes callbacks, gets
 
 from __future__ import annotations
 
+import logging
 import re
 
 from aiohttp import web
@@ -22,6 +23,7 @@ from gateway.delivery import CallbackProvider, DeliveryEvent, now_ms
 from gateway.errors import Forbidden, InvalidRequest
 from gateway.services import SERVICES, Services
 
+log = logging.getLogger("otp_gateway.callbacks")
 _CHALLENGE_RE = re.compile(f"[A-Za-z0-9_-]{{{CHALLENGE_ID_LENGTH}}}")
 _SEND_RE = re.compile(r"[1-9][0-9]?")
 XML = "application/xml"
@@ -40,6 +42,9 @@ async def _signed(request: web.Request) -> tuple[Services, CallbackProvider, dic
     if not isinstance(provider, CallbackProvider) or not provider.verify_callback(
         callback_url(svc, request), params, request.headers
     ):
+        # The provider's name comes from the URL: only a known one is logged.
+        name = provider.name if provider is not None else "unknown"
+        log.warning("callback refused: bad signature", extra={"provider": name})
         raise Forbidden("the callback's signature does not match")
     return svc, provider, dict(params)
 

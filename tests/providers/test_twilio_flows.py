@@ -245,6 +245,16 @@ async def test_two_gateways_place_each_call_again_once(world: World) -> None:
     assert [c.outcome for c in calls] == ["busy", "busy", "answer"]
 
 
+async def test_an_accounts_extension_is_dialled_after_pick_up(world: World) -> None:
+    sim = await world.simulator()
+    gw = await world.gateway(providers=[sim.provider()])
+    await add_account(gw, phone=LANDLINE, phone_extension="4021")
+    challenge_id = await challenge(gw)
+    await wait_delivery(gw, challenge_id, "delivered")
+    [call] = sim.calls_to(LANDLINE_E164)
+    assert call.send_digits == "ww4021" and not call.machine_detection
+
+
 # --- callbacks: signatures, duplicates ----------------------------------------------------------
 
 

@@ -1,0 +1,350 @@
+"""The load generator: one phase at a fixed concurrency, every latency recorded.
+
+    python bench/load.py SPEC.json OUT.json
+
+It runs in its own process (started by run.py), away from the servers it
+measures. SPEC is a JSON object (see `Spec`); OUT receives the raw samples
+(seconds per call), error counts, the phase's wall time and this process's
+CPU use over the measured window, its own and that of the processes named
+in `watch` (% of one core). Every loop is bounded by a deadline and by an operation budget.
+
+Modes:
+  bare       POST /bare on the baseline app
+  ready      GET /readyz (opens the gateway's Redis connections before a measurement)
+  accounts   POST /accounts (operator key), one per account id, then stop
+  challenge  POST /challenge, round robin over the accounts (each used once
+             unless the phase outlasts them); keeps the last challenge id per
+             account (the live one)
+  flows      POST /challenge, long-poll the sink for the code (not timed),
+             POST /verify with it
+  verify     POST /verify over a pool of (challenge id, code) pairs, each once
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import sys
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (
+    account_body,
+    account_id,
+    phone_for,
+    proc_cpu_seconds,
+    read_json,
+    write_json,
+)
+
+SINK_WAIT_MS = 2000
+REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=10)
+Op = Callable[["Recorder"], Awaitable[bool]]
+
+
+@dataclass(frozen=True)
+class Spec:
+    mode: str
+    base_url: str
+    seconds: float
+    concurrency: int
+    api_key: str = ""
+    account_prefix: str = ""
+    account_start: int = 0
+    account_count: int = 0
+    phone_offset: int = 0
+    sink_url: str = ""
+    pool: list[list[str]] = field(default_factory=list)
+    max_ops: int = 10_000_000
+    warmup_seconds: float = 0.0
+    watch: dict[str, int] = field(default_factory=dict)  # name -> pid, for CPU use
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> Spec:
+        return cls(**raw)
+
+    @property
+    def accounts(self) -> list[str]:
+        indexes = range(self.account_start, self.account_start + self.account_count)
+        return [account_id(self.account_prefix, i) for i in indexes]
+
+
+@dataclass
+class Recorder:
+    """What one run of a phase saw; `measuring` is off during the warm-up.
+
+    `calls` counts every call, warm-up included (to divide Redis's command
+    counts by); samples and errors are kept for the measured window only.
+    """
+
+    measuring: bool = False
+    samples: dict[str, list[float]] = field(default_factory=dict)
+    errors: Counter[str] = field(default_factory=Counter)
+    calls: Counter[str] = field(default_factory=Counter)
+    flows: int = 0
+
+    def record(self, call: str, seconds: float, outcome: str | None) -> None:
+        """`outcome` None is a success; otherwise it names the failure."""
+        self.calls[call] += 1
+        if not self.measuring:
+            return
+        if outcome is None:
+            self.samples.setdefault(call, []).append(seconds)
+        else:
+            self.errors[f"{call}:{outcome}"] += 1
+
+
+class Client:
+    """Two sessions: the measured target (connector limited to the concurrency) and the sink."""
+
+    def __init__(self, spec: Spec) -> None:
+        self.spec = spec
+        self.headers = {"Authorization": f"Bearer {spec.api_key}"} if spec.api_key else {}
+        self.target = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=spec.concurrency),
+            timeout=REQUEST_TIMEOUT,
+        )
+        self.sink = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=spec.concurrency),
+            timeout=REQUEST_TIMEOUT,
+        )
+
+    async def close(self) -> None:
+        await self.target.close()
+        await self.sink.close()
+
+    async def post(self, path: str, body: dict[str, Any]) -> tuple[int, Any, float]:
+        """Status, parsed JSON body (or None) and the seconds the call took."""
+        started = time.perf_counter()
+        async with self.target.post(
+            self.spec.base_url + path, data=json.dumps(body), headers=self._json_headers()
+        ) as resp:
+            raw = await resp.read()
+        elapsed = time.perf_counter() - started
+        return resp.status, _parse(raw), elapsed
+
+    def _json_headers(self) -> dict[str, str]:
+        return {**self.headers, "Content-Type": "application/json"}
+
+    async def code(self, challenge_id: str) -> str | None:
+        """The code the sink received for a challenge, waiting for it a little."""
+        url = f"{self.spec.sink_url}/code/{challenge_id}?wait_ms={SINK_WAIT_MS}"
+        async with self.sink.get(url) as resp:
+            if resp.status != 200:
+                return None
+            found: str = (await resp.json())["code"]
+            return found
+
+    async def open_connections(self) -> None:
+        """Open `concurrency` keep-alive connections before anything is timed."""
+
+        async def one() -> None:
+            async with self.target.get(self.spec.base_url + "/healthz") as resp:
+                await resp.read()
+
+        await asyncio.gather(*(one() for _ in range(self.spec.concurrency)))
+
+
+def _parse(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
+
+
+def _failure(status: int, expected: int) -> str | None:
+    return None if status == expected else f"http_{status}"
+
+
+# --- operations: each returns False when it has nothing left to do ---------------
+
+
+def bare_op(client: Client) -> Op:
+    counter = itertools.count()
+
+    async def op(rec: Recorder) -> bool:
+        status, _, took = await client.post("/bare", {"n": next(counter)})
+        rec.record("bare", took, _failure(status, 200))
+        return True
+
+    return op
+
+
+def ready_op(client: Client) -> Op:
+    async def op(rec: Recorder) -> bool:
+        started = time.perf_counter()
+        async with client.target.get(f"{client.spec.base_url}/readyz") as resp:
+            await resp.read()
+        rec.record("ready", time.perf_counter() - started, _failure(resp.status, 200))
+        return True
+
+    return op
+
+
+def accounts_op(client: Client) -> Op:
+    spec = client.spec
+    counter = itertools.count()
+
+    async def op(rec: Recorder) -> bool:
+        i = next(counter)
+        if i >= spec.account_count:
+            return False
+        index = spec.account_start + i
+        body = account_body(spec.account_prefix, index, phone_for(spec.phone_offset + index))
+        status, _, took = await client.post("/accounts", body)
+        rec.record("accounts", took, _failure(status, 201))
+        return True
+
+    return op
+
+
+def challenge_op(client: Client, created: dict[str, str]) -> Op:
+    accounts = client.spec.accounts
+    counter = itertools.count()
+
+    async def op(rec: Recorder) -> bool:
+        account = accounts[next(counter) % len(accounts)]
+        status, body, took = await client.post("/challenge", {"account_id": account})
+        rec.record("challenge", took, _failure(status, 202))
+        if status == 202:
+            created[account] = body["challenge_id"]
+        return True
+
+    return op
+
+
+def flow_op(client: Client) -> Op:
+    accounts = client.spec.accounts
+    counter = itertools.count()
+
+    async def op(rec: Recorder) -> bool:
+        account = accounts[next(counter) % len(accounts)]
+        status, body, took = await client.post("/challenge", {"account_id": account})
+        rec.record("challenge", took, _failure(status, 202))
+        if status != 202:
+            return True
+        challenge_id = body["challenge_id"]
+        code = await client.code(challenge_id)  # not timed: the SMS leg
+        if code is None:
+            rec.record("sink", 0.0, "no_code_in_time")
+            return True
+        if await _verify(client, rec, challenge_id, code) and rec.measuring:
+            rec.flows += 1
+        return True
+
+    return op
+
+
+def verify_op(client: Client) -> Op:
+    pool = client.spec.pool
+    counter = itertools.count()
+
+    async def op(rec: Recorder) -> bool:
+        i = next(counter)
+        if i >= len(pool):
+            return False
+        challenge_id, code = pool[i]
+        await _verify(client, rec, challenge_id, code)
+        return True
+
+    return op
+
+
+async def _verify(client: Client, rec: Recorder, challenge_id: str, code: str) -> bool:
+    status, body, took = await client.post("/verify", {"challenge_id": challenge_id, "code": code})
+    ok = status == 200 and isinstance(body, dict) and body.get("verified") is True
+    rec.record("verify", took, None if ok else f"http_{status}")
+    return ok
+
+
+# --- the driver -------------------------------------------------------------------
+
+
+async def drive(op: Op, rec: Recorder, concurrency: int, seconds: float, max_ops: int) -> float:
+    """Run `op` from `concurrency` workers until the deadline or the budget; wall seconds."""
+    deadline = time.monotonic() + seconds
+    issued = itertools.count()
+
+    async def worker() -> None:
+        while time.monotonic() < deadline and next(issued) < max_ops:
+            try:
+                if not await op(rec):
+                    return
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                rec.record("client", 0.0, type(exc).__name__)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return time.perf_counter() - started
+
+
+def build_op(client: Client, created: dict[str, str]) -> Op:
+    mode = client.spec.mode
+    if mode == "bare":
+        return bare_op(client)
+    if mode == "ready":
+        return ready_op(client)
+    if mode == "accounts":
+        return accounts_op(client)
+    if mode == "challenge":
+        return challenge_op(client, created)
+    if mode == "flows":
+        return flow_op(client)
+    if mode == "verify":
+        return verify_op(client)
+    raise SystemExit(f"unknown mode {mode!r}")
+
+
+async def run(spec: Spec) -> dict[str, Any]:
+    client = Client(spec)
+    created: dict[str, str] = {}
+    rec = Recorder()
+    try:
+        op = build_op(client, created)
+        await client.open_connections()
+        if spec.warmup_seconds > 0:
+            await drive(op, rec, spec.concurrency, spec.warmup_seconds, spec.max_ops)
+        rec.measuring = True
+        watched = {"loadgen": time.process_time()} | _cpu(spec.watch)
+        elapsed = await drive(op, rec, spec.concurrency, spec.seconds, spec.max_ops)
+        used = {"loadgen": time.process_time()} | _cpu(spec.watch)
+    finally:
+        await client.close()
+    return {
+        "mode": spec.mode,
+        "elapsed": elapsed,
+        "cpu": {k: 100 * (used[k] - watched[k]) / max(elapsed, 1e-9) for k in used},
+        "samples": rec.samples,
+        "errors": dict(rec.errors),
+        "calls": dict(rec.calls),
+        "flows": rec.flows,
+        "created": created,
+    }
+
+
+def _cpu(pids: dict[str, int]) -> dict[str, float]:
+    return {name: proc_cpu_seconds(pid) for name, pid in pids.items()}
+
+
+async def bounded(spec: Spec) -> dict[str, Any]:
+    async with asyncio.timeout(spec.warmup_seconds + spec.seconds + 60):
+        return await run(spec)
+
+
+def main() -> None:
+    if len(sys.argv) != 3:
+        raise SystemExit("usage: python bench/load.py SPEC.json OUT.json")
+    spec = Spec.from_json(read_json(Path(sys.argv[1])))
+    write_json(Path(sys.argv[2]), asyncio.run(bounded(spec)))
+
+
+if __name__ == "__main__":
+    main()

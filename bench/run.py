@@ -1,0 +1,851 @@
+"""otp-gateway benchmark: gateway calls as ratios of a bare aiohttp+Redis baseline.
+
+    python bench/run.py [--seconds 10] [--concurrency 50] [--quick] [--skip-always]
+                        [--profile DIR]
+
+Starts, on 127.0.0.1 only and all in a temporary directory: a redis-server
+(gateway.embedded.RedisServer), the provider sink (bench/sink.py), the
+baseline app (bench/bare.py) and the gateway (`otp-gateway serve`), then
+drives them with bench/load.py in its own process. Prints throughput and
+latency per call next to the baseline measured in the same run, the targets'
+PASS/FAIL, and the Redis memory held per live challenge. See bench/README.md.
+Everything it starts is stopped before it exits, whatever happens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+from common import (  # noqa: E402
+    HOST,
+    account_body,
+    account_id,
+    phone_for,
+    proc_cpu_seconds,
+    read_json,
+    write_json,
+)
+
+from gateway import keys  # noqa: E402
+from gateway.accounts import AccountStore, NewAccount  # noqa: E402
+from gateway.audit import Who  # noqa: E402
+from gateway.config import load_config  # noqa: E402
+from gateway.crypto import Keyring  # noqa: E402
+from gateway.embedded import RedisServer, free_port  # noqa: E402
+from gateway.phones import LineType, PhonePolicy, parse_phone  # noqa: E402
+
+# The targets (bench/README.md).
+VERIFY_MIN_RATIO = 0.60
+CHALLENGE_MIN_RATIO = 0.50
+P99_MAX_MS = 25.0
+BYTES_PER_CHALLENGE_MAX = 512
+
+GENEROUS = "1000000/1m"
+TTL_SECONDS = 600  # the longest allowed: the /verify pool must outlive the whole run
+# Phone number ranges per account group, so that no two accounts share a number.
+FLOW_PHONES, MEMORY_PHONES = 0, 1_000_000
+# Of the memory phase's live challenges, this share of each setting's slice
+# becomes its /verify pool; the rest of the slice's accounts serve /challenge
+# (after the number-rate keys are cleared), so no /challenge replaces a live
+# pool challenge.
+POOL_SHARE = 0.6
+DIRECT_CONNECTIONS = 32  # Redis connections per process writing accounts directly
+DIRECT_PROCESSES = 2
+BENCH_ACTOR = Who("operator:bench", "bench")
+
+
+@dataclass(frozen=True)
+class Options:
+    seconds: float
+    concurrency: int
+    flow_accounts: int
+    memory_challenges: int
+    always: bool
+    profile: Path | None
+
+
+def parse_options(argv: list[str] | None = None) -> Options:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=None, help="per phase (default 10)")
+    parser.add_argument("--concurrency", type=int, default=50, help="connections (default 50)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 3 s phases, 10k memory")
+    parser.add_argument(
+        "--skip-always", action="store_true", help='no repeat under appendfsync "always"'
+    )
+    parser.add_argument("--profile", type=Path, help="py-spy the gateway's phases into DIR")
+    args = parser.parse_args(argv)
+    seconds = args.seconds if args.seconds is not None else (3.0 if args.quick else 10.0)
+    if not 0.5 <= seconds <= 120 or not 1 <= args.concurrency <= 1000:
+        parser.error("--seconds must be 0.5-120 and --concurrency 1-1000")
+    return Options(
+        seconds=seconds,
+        concurrency=args.concurrency,
+        flow_accounts=500 if args.quick else 2000,
+        memory_challenges=10_000 if args.quick else 100_000,
+        always=not args.skip_always,
+        profile=args.profile,
+    )
+
+
+# --- child processes -------------------------------------------------------------
+
+
+def http_ok(url: str, timeout: float = 1.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return bool(resp.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+class Service:
+    """One child process we started, with its log file and readiness URL."""
+
+    def __init__(self, name: str, argv: list[str], logs: Path, ready_url: str) -> None:
+        self.name = name
+        self.argv = argv
+        self.log_path = logs / f"{name}.log"
+        self.ready_url = ready_url
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid if self.process is not None else 0
+
+    def start(self, timeout: float = 30.0) -> None:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited at start:\n{self.log_tail()}")
+            if http_ok(self.ready_url):
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.name} not ready after {timeout:.0f} s:\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after 15 s; safe to call twice."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+        self.process = None
+
+    def log_tail(self) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return text[-2000:]
+
+
+def gateway_command() -> list[str]:
+    script = Path(sys.executable).parent / "otp-gateway"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "gateway"]
+
+
+# --- statistics --------------------------------------------------------------------
+
+
+def percentile(sorted_samples: list[float], q: float) -> float:
+    """Nearest-rank percentile of already sorted samples."""
+    if not sorted_samples:
+        return float("nan")
+    rank = max(1, -(-len(sorted_samples) * q // 100))
+    return sorted_samples[int(rank) - 1]
+
+
+@dataclass(frozen=True)
+class Calls:
+    """One call's figures in one phase."""
+
+    count: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+    @property
+    def rate(self) -> float:
+        return self.count / self.seconds if self.seconds > 0 else 0.0
+
+    @classmethod
+    def of(cls, result: dict[str, Any], call: str) -> Calls:
+        samples = sorted(s * 1000 for s in result["samples"].get(call, []))
+        errors = sum(n for k, n in result["errors"].items() if k.startswith(f"{call}:"))
+        return cls(
+            len(samples), result["elapsed"], percentile(samples, 50), percentile(samples, 99),
+            errors,
+        )  # fmt: skip
+
+
+@dataclass
+class Phase:
+    """One load run: its result, each process's CPU (% of one core) and Redis commands."""
+
+    result: dict[str, Any]
+    cpu: dict[str, float] = field(default_factory=dict)
+    commands: dict[str, int] = field(default_factory=dict)
+    backlog: int = 0  # sends still queued when the load stopped
+    drain_seconds: float = 0.0  # until the worker had sent them all
+
+    def commands_per(self, call: str) -> str:
+        """Redis commands per call (scripts' own commands included), most frequent first."""
+        calls = max(int(self.result["calls"].get(call, 0)), 1)
+        top = sorted(self.commands.items(), key=lambda kv: -kv[1])[:10]
+        return " ".join(f"{name} {n / calls:.2f}" for name, n in top if n / calls >= 0.005)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One appendfsync setting's run: phase length, whether flows run, its accounts."""
+
+    fsync: str
+    seconds: float
+    flows: bool
+    pool: list[list[str]]  # (challenge id, code) for /verify
+    fresh: range  # indexes of memory-phase accounts for /challenge
+
+
+@dataclass
+class SettingResults:
+    setting: Setting
+    bare: Calls
+    challenge: Calls
+    verify: Calls
+    phases: dict[str, Phase]
+
+    def flows(self) -> tuple[float, Calls, Calls] | None:
+        """flows/s and the flows' /challenge and /verify, when the phase ran."""
+        if "flows" not in self.phases:
+            return None
+        result = self.phases["flows"].result
+        rate = result["flows"] / result["elapsed"]
+        return rate, Calls.of(result, "challenge"), Calls.of(result, "verify")
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Redis memory at rest: used_memory, clients, key tables (main + expires)."""
+
+    used: int
+    clients: int
+    tables: int
+
+
+@dataclass(frozen=True)
+class MemoryResults:
+    challenges: int
+    accounts_seconds: float
+    create_rate: float
+    create_cpu_ms: float  # gateway CPU per POST /challenge with the worker off
+    before: Snapshot
+    with_stream: Snapshot
+    without_stream: Snapshot
+    stream_length: int
+
+    def per_challenge(self, after: Snapshot) -> tuple[float, float]:
+        """Bytes per challenge: all of used_memory, and the key tables' part of it."""
+        n = self.challenges
+        return (after.used - self.before.used) / n, (after.tables - self.before.tables) / n
+
+
+def command_counts(admin: redis.Redis) -> dict[str, int]:
+    """INFO commandstats as {command: calls} (commands run by scripts included)."""
+    stats: dict[str, Any] = admin.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
+
+
+# --- accounts written directly (the memory phase's 100k) ----------------------------
+
+
+def new_account(prefix: str, index: int, phone_offset: int) -> NewAccount:
+    return NewAccount(**account_body(prefix, index, phone_for(phone_offset + index)))
+
+
+async def create_accounts(
+    config_path: Path, prefix: str, indexes: range, phone_offset: int, batch: int = 500
+) -> None:
+    """AccountStore.create for each index, as the gateway itself would write them."""
+    config = load_config(str(config_path))  # the gateway's own file: same Redis, same secret
+    assert config.redis.url is not None and config.security_secret is not None
+    client = aioredis.Redis.from_url(config.redis.url, max_connections=DIRECT_CONNECTIONS)
+    slots = asyncio.Semaphore(DIRECT_CONNECTIONS)
+    try:
+        keyring = Keyring.from_secret(config.security_secret.reveal())
+        store = AccountStore.from_config(client, keyring, config)
+
+        async def one(i: int) -> None:
+            async with slots:
+                fields = new_account(prefix, i, phone_offset)
+                await store.create(fields, who=BENCH_ACTOR)
+
+        for start in range(indexes.start, indexes.stop, batch):
+            stop = min(indexes.stop, start + batch)
+            await asyncio.gather(*(one(i) for i in range(start, stop)))
+    finally:
+        await client.aclose()
+
+
+def create_accounts_sync(config_path: Path, prefix: str, indexes: range, offset: int) -> None:
+    asyncio.run(create_accounts(config_path, prefix, indexes, offset))
+
+
+def split(count: int, parts: int) -> list[range]:
+    """range(count) in `parts` contiguous slices."""
+    bounds = [count * i // parts for i in range(parts + 1)]
+    return [range(a, b) for a, b in itertools.pairwise(bounds)]
+
+
+def check_phones(offset: int, count: int, step: int = 1) -> None:
+    """Benchmark numbers must pass gateway/phones.py as metropolitan mobiles (every
+    `step`-th is checked; AccountStore parses every one anyway)."""
+    policy = PhonePolicy()
+    for i in range(offset, offset + count, step):
+        phone = parse_phone(phone_for(i), policy)
+        if phone.region != "FR" or phone.line_type is not LineType.MOBILE:
+            raise RuntimeError(f"bench number {i} is not a French mobile: {phone.region}")
+
+
+# --- the benchmark -------------------------------------------------------------------
+
+
+class Bench:
+    """Owns the children (through `stack`) and runs the phases."""
+
+    def __init__(self, opts: Options, work: Path, stack: contextlib.ExitStack) -> None:
+        self.opts = opts
+        self.work = work
+        self.stack = stack
+        self.secret = secrets.token_urlsafe(40)
+        self.otp_key = "otp-" + secrets.token_urlsafe(24)
+        self.operator_key = "ops-" + secrets.token_urlsafe(24)
+        self.sink_secret = secrets.token_urlsafe(24)
+        self.redis_server = RedisServer(work / "redis", appendfsync="everysec")
+        self.ports = {name: free_port() for name in ("gateway", "sink", "bare")}
+        self.gateway: Service | None = None
+        self.servers: list[Service] = []
+        self._runs = 0
+
+    def print_logs(self) -> None:
+        """The end of each child's log, to stderr (the temporary directory goes away)."""
+        for path in sorted(self.work.glob("*.log")):
+            tail = path.read_text(errors="replace")[-3000:]
+            print(f"--- {path.name} (end) ---\n{tail}", file=sys.stderr)
+
+    def url(self, name: str) -> str:
+        return f"http://{HOST}:{self.ports[name]}"
+
+    # --- set-up -------------------------------------------------------------------
+
+    def start_all(self) -> None:
+        self.stack.callback(self.redis_server.stop)
+        self.redis_server.start()
+        self.admin = redis.Redis.from_url(self.redis_server.url)
+        self.stack.callback(self.admin.close)
+        self.write_config("throughput.toml", default_number_limit=False)
+        self.write_config("memory.toml", default_number_limit=True)
+        sink = [f"{BENCH}/sink.py", "--secret", self.sink_secret]
+        bare = [f"{BENCH}/bare.py", "--redis-url", self.redis_server.url]
+        for name, argv in (("sink", sink), ("bare", bare)):
+            command = [sys.executable, *argv, "--port", str(self.ports[name])]
+            service = Service(name, command, self.work, f"{self.url(name)}/healthz")
+            self.stack.callback(service.stop)
+            service.start()
+            self.servers.append(service)
+
+    def start_gateway(self, config: str, *, worker: bool) -> None:
+        self.stop_gateway()
+        argv = [*gateway_command(), "serve", "--config", str(self.work / config)]
+        if not worker:
+            argv.append("--no-worker")
+        self.gateway = Service("gateway", argv, self.work, f"{self.url('gateway')}/readyz")
+        self.stack.callback(self.gateway.stop)  # stop() is idempotent
+        self.gateway.start()
+
+    def stop_gateway(self) -> None:
+        if self.gateway is not None:
+            self.gateway.stop()
+            self.gateway = None
+
+    def write_config(self, name: str, *, default_number_limit: bool) -> None:
+        """The gateway's TOML, every rate limit generous.
+
+        With `default_number_limit`, the per-number limit keeps its default, so its
+        key lives as long as in production (a generous GCRA key expires at once).
+        The per-account limit lives in the runtime hash whatever its setting.
+        """
+        names = ["account", "ip", "country", "global", "failures"]
+        if not default_number_limit:
+            names.append("number")
+        limits = "\n".join(f'{n} = "{GENEROUS}"' for n in names)
+        path = self.work / name
+        path.write_text(
+            f"""
+[server]
+host = "{HOST}"
+port = {self.ports["gateway"]}
+public_url = "{self.url("gateway")}"
+
+[redis]
+url = "{self.redis_server.url}"
+
+[otp]
+ttl_seconds = {TTL_SECONDS}
+resend_cooldown_seconds = 0
+
+[security]
+secret = "{self.secret}"
+
+[rate_limits]
+{limits}
+
+[logging]
+level = "warning"
+
+[[api_keys]]
+name = "bench-otp"
+key = "{self.otp_key}"
+scopes = ["otp"]
+
+[[api_keys]]
+name = "bench-operator"
+key = "{self.operator_key}"
+scopes = ["operator"]
+
+[[providers]]
+name = "sink"
+kind = "http"
+channels = ["sms", "voice"]
+url = "{self.url("sink")}/send"
+secret = "{self.sink_secret}"
+timeout_seconds = 5
+""",
+            encoding="utf-8",
+        )
+        load_config(str(path))  # fail now, naming the key, if it is wrong
+
+    # --- load runs -----------------------------------------------------------------
+
+    def load(self, mode: str, **spec: Any) -> dict[str, Any]:
+        """Run bench/load.py in its own process; its result."""
+        self._runs += 1
+        spec_path = self.work / f"load-{self._runs}-{mode}.json"
+        out_path = self.work / f"result-{self._runs}-{mode}.json"
+        spec = {"mode": mode, "concurrency": self.opts.concurrency, **spec}
+        write_json(spec_path, spec)
+        timeout = float(spec["seconds"]) + float(spec.get("warmup_seconds", 0)) + 120
+        subprocess.run(
+            [sys.executable, str(BENCH / "load.py"), str(spec_path), str(out_path)],
+            check=True, timeout=timeout, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        result: dict[str, Any] = read_json(out_path)
+        return result
+
+    def pids(self) -> dict[str, int]:
+        pids = {s.name: s.pid for s in self.servers}
+        if self.gateway is not None:
+            pids["gateway"] = self.gateway.pid
+        if self.redis_server.process is not None:
+            pids["redis"] = self.redis_server.process.pid
+        return pids
+
+    def measured(self, label: str, mode: str, *, drain: bool = False, **spec: Any) -> Phase:
+        """A load run, with each process's CPU and Redis's commands over it.
+
+        With `drain`, the commands are counted until the worker has sent every
+        send the phase queued (so they include the sends).
+        """
+        commands = command_counts(self.admin)
+        with self.profiled(label, float(spec["seconds"])):
+            result = self.load(mode, watch=self.pids(), **spec)
+        backlog = int(self.admin.xlen(keys.STREAM))
+        waited = self.drain_queue() if drain else 0.0
+        after = command_counts(self.admin)
+        used = {k: n - commands.get(k, 0) for k, n in after.items() if k != "info"}
+        return Phase(result, result["cpu"], used, backlog, waited)
+
+    @contextlib.contextmanager
+    def profiled(self, label: str, seconds: float) -> Iterator[None]:
+        """With --profile, py-spy samples the gateway during the phase."""
+        spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        idle = label.endswith("-bare")  # the gateway is not under load then
+        if self.opts.profile is None or self.gateway is None or idle or not Path(spy).exists():
+            yield
+            return
+        self.opts.profile.mkdir(parents=True, exist_ok=True)
+        out = self.opts.profile / f"{label}.txt"
+        argv = [spy, "record", "-p", str(self.gateway.pid), "-d", str(int(seconds) + 2),
+                "-r", "250", "-f", "raw", "-o", str(out), "--nonblocking"]  # fmt: skip
+        spying = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            yield
+        finally:
+            try:
+                spying.wait(timeout=seconds + 30)
+            except subprocess.TimeoutExpired:
+                spying.kill()
+                spying.wait()
+
+    def wait_gateway_idle(self, timeout: float = 120.0) -> float:
+        """Wait until the gateway uses under 5% of a core (its start-up work is done)."""
+        started = time.monotonic()
+        pid = self.gateway.pid if self.gateway is not None else 0
+        used = proc_cpu_seconds(pid)
+        while time.monotonic() - started < timeout:
+            time.sleep(0.5)
+            now = proc_cpu_seconds(pid)
+            if now - used < 0.025:
+                break
+            used = now
+        return time.monotonic() - started
+
+    def drain_queue(self, timeout: float = 60.0) -> float:
+        """Wait until the worker has sent (and deleted) every queued send; seconds waited."""
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            if int(self.admin.xlen(keys.STREAM)) == 0:
+                break
+            time.sleep(0.1)
+        return time.monotonic() - started
+
+    # --- memory (and the /verify pool) ----------------------------------------------
+
+    def run_memory(self) -> tuple[MemoryResults, dict[str, str]]:
+        count = self.opts.memory_challenges
+        self.stop_gateway()
+        print(f"[memory] {count} accounts through AccountStore.create ...", flush=True)
+        check_phones(MEMORY_PHONES, count, step=97)
+        accounts_seconds = self.create_direct_accounts("m", count, MEMORY_PHONES)
+        self.start_gateway("memory.toml", worker=False)
+        # Open the gateway's Redis connections first: their buffers are not challenges.
+        self.load("ready", base_url=self.url("gateway"), seconds=1.0)
+        before = self.settled_memory()
+        print(f"[memory] {count} challenges through POST /challenge, worker off ...", flush=True)
+        result = self.load(
+            "challenge", base_url=self.url("gateway"), api_key=self.otp_key,
+            account_prefix="m", account_count=count, seconds=300, max_ops=count,
+            watch=self.pids(),
+        )  # fmt: skip
+        created: dict[str, str] = result["created"]
+        if len(created) != count:
+            raise RuntimeError(f"created {len(created)} of {count}: {result['errors']}")
+        with_stream = self.settled_memory()
+        stream_length = int(self.admin.xlen(keys.STREAM))
+        self.admin.delete(keys.STREAM)
+        without_stream = self.settled_memory()
+        self.stop_gateway()
+        self.clear_number_limits()
+        memory = MemoryResults(
+            challenges=count, accounts_seconds=accounts_seconds,
+            create_rate=count / result["elapsed"],
+            create_cpu_ms=10 * result["cpu"]["gateway"] * result["elapsed"] / count,
+            before=before, with_stream=with_stream,
+            without_stream=without_stream, stream_length=stream_length,
+        )  # fmt: skip
+        return memory, created
+
+    def clear_number_limits(self) -> None:
+        """Forget the per-number rate state, so /challenge may reuse these accounts."""
+        batch: list[bytes] = []
+        for key in self.admin.scan_iter(match=keys.number_rate("*"), count=1000):
+            batch.append(key)
+            if len(batch) >= 1000:
+                self.admin.unlink(*batch)
+                batch.clear()
+        if batch:
+            self.admin.unlink(*batch)
+
+    def create_direct_accounts(self, prefix: str, count: int, offset: int) -> float:
+        """AccountStore.create in DIRECT_PROCESSES processes (far faster than HTTP); seconds."""
+        started = time.perf_counter()
+        config = self.work / "memory.toml"
+        with ProcessPoolExecutor(DIRECT_PROCESSES, mp_context=get_context("spawn")) as pool:
+            futures = [
+                pool.submit(create_accounts_sync, config, prefix, part, offset)
+                for part in split(count, DIRECT_PROCESSES)
+            ]
+            for future in futures:
+                future.result(timeout=600)
+        return time.perf_counter() - started
+
+    def known_codes(self, challenge_ids: list[str]) -> list[list[str]]:
+        """(id, code) pairs: the sealed codes read back and opened with the gateway's keys."""
+        keyring = Keyring.from_secret(self.secret)
+        pairs: list[list[str]] = []
+        for start in range(0, len(challenge_ids), 1000):
+            chunk = challenge_ids[start : start + 1000]
+            with self.admin.pipeline(transaction=False) as pipe:
+                for cid in chunk:
+                    pipe.hget(keys.challenge(cid), "e")
+                sealed = pipe.execute()
+            for cid, box in zip(chunk, sealed, strict=True):
+                pairs.append([cid, keyring.codes.open(box, cid.encode()).decode()])
+        return pairs
+
+    def settled_memory(self) -> Snapshot:
+        """Memory once Redis is idle (no AOF rewrite, idle buffers shrunk, rehash done)."""
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if not int(self.admin.info("persistence")["aof_rewrite_in_progress"]):
+                break
+            time.sleep(0.2)
+        time.sleep(2.5)  # Redis shrinks an idle client's query buffer after 2 s
+        db: dict[str, int] = self.admin.memory_stats().get("db.0", {})
+        return Snapshot(
+            used=int(self.admin.info("memory")["used_memory"]),
+            clients=int(self.admin.info("clients")["connected_clients"]),
+            tables=int(db.get("overhead.hashtable.main", 0))
+            + int(db.get("overhead.hashtable.expires", 0)),
+        )
+
+    # --- throughput ------------------------------------------------------------------
+
+    def create_flow_accounts(self) -> float:
+        """The flows' accounts, through POST /accounts with the operator key; rate/s."""
+        count = self.opts.flow_accounts
+        check_phones(FLOW_PHONES, count)
+        result = self.load(
+            "accounts", base_url=self.url("gateway"), api_key=self.operator_key,
+            account_prefix="f", account_count=count, phone_offset=FLOW_PHONES,
+            seconds=120, max_ops=count,
+        )  # fmt: skip
+        made = len(result["samples"].get("accounts", []))
+        if made != count:
+            raise RuntimeError(f"created {made} of {count} accounts: {result['errors']}")
+        return float(made / result["elapsed"])
+
+    def run_setting(self, setting: Setting) -> SettingResults:
+        """bare, /challenge, flows (optional) and /verify under one appendfsync."""
+        fsync, seconds, fresh = setting.fsync, setting.seconds, setting.fresh
+        self.admin.config_set("appendfsync", fsync)
+        if self.admin.config_get("appendfsync")["appendfsync"] != fsync:
+            raise RuntimeError(f"redis refused appendfsync {fsync}")
+        warm = min(1.0, seconds / 4)
+        gateway: dict[str, Any] = {
+            "base_url": self.url("gateway"),
+            "api_key": self.otp_key,
+            "seconds": seconds,
+        }
+        flows = {"account_prefix": "f", "account_count": self.opts.flow_accounts}
+        phases: dict[str, Phase] = {}
+        print(f"[{fsync}] bare baseline ...", flush=True)
+        phases["bare"] = self.measured(
+            f"{fsync}-bare", "bare", base_url=self.url("bare"), seconds=seconds,
+            warmup_seconds=warm,
+        )  # fmt: skip
+        print(f"[{fsync}] /challenge ...", flush=True)
+        phases["challenge"] = self.measured(
+            f"{fsync}-challenge", "challenge", **gateway, account_prefix="m",
+            account_start=fresh.start, account_count=len(fresh), warmup_seconds=warm, drain=True,
+        )  # fmt: skip
+        if setting.flows:
+            print(f"[{fsync}] challenge-then-verify flows ...", flush=True)
+            phases["flows"] = self.measured(
+                f"{fsync}-flows", "flows", **gateway, **flows, sink_url=self.url("sink"),
+                warmup_seconds=warm, drain=True,
+            )  # fmt: skip
+        pool = setting.pool
+        print(f"[{fsync}] /verify over up to {len(pool)} fresh challenges ...", flush=True)
+        phases["verify"] = self.measured(f"{fsync}-verify", "verify", **gateway, pool=pool)
+        return SettingResults(
+            setting=setting,
+            bare=Calls.of(phases["bare"].result, "bare"),
+            challenge=Calls.of(phases["challenge"].result, "challenge"),
+            verify=Calls.of(phases["verify"].result, "verify"),
+            phases=phases,
+        )
+
+
+# --- report --------------------------------------------------------------------------
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def call_line(name: str, calls: Calls, base: Calls, min_ratio: float | None) -> str:
+    ratio = calls.rate / base.rate if base.rate else 0.0
+    line = f"  {name:<20}{calls.count:>8}{calls.rate:>9.0f}{calls.p50_ms:>9.2f}{calls.p99_ms:>9.2f}"
+    line += f"{ratio:>8.2f}"
+    if min_ratio is not None:
+        line += f"   >={min_ratio:.0%} {verdict(ratio >= min_ratio)}"
+        line += f"  p99<{P99_MAX_MS:.0f}ms {verdict(calls.p99_ms < P99_MAX_MS)}"
+    return line + (f"  [{calls.errors} errors]" if calls.errors else "")
+
+
+def print_setting(res: SettingResults, opts: Options) -> None:
+    setting = res.setting
+    skipped = "" if setting.flows else ", flows skipped"
+    print(
+        f"\nappendfsync {setting.fsync}  ({opts.concurrency} connections, "
+        f"{setting.seconds:g} s/phase{skipped})"
+    )
+    print(f"  {'call':<20}{'count':>8}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'x bare':>8}")
+    print(call_line("bare (POST+INCR)", res.bare, res.bare, None) + "   baseline")
+    print(call_line("/challenge", res.challenge, res.bare, CHALLENGE_MIN_RATIO))
+    print(call_line("/verify", res.verify, res.bare, VERIFY_MIN_RATIO))
+    flows = res.flows()
+    if flows is not None:
+        rate, flow_challenge, flow_verify = flows
+        print(call_line("flows: /challenge", flow_challenge, res.bare, None))
+        print(call_line("flows: /verify", flow_verify, res.bare, None))
+        print(f"  flows/s (challenge, code from the sink, verify): {rate:.0f}")
+    print_details(res)
+
+
+def print_details(res: SettingResults) -> None:
+    phase = res.phases["challenge"]
+    sustained = res.challenge.count / (res.challenge.seconds + phase.drain_seconds)
+    print(
+        f"  /challenge left {phase.backlog} sends queued, sent {phase.drain_seconds:.1f} s "
+        f"after the phase: ~{sustained:.0f} challenges/s sustained with their sends"
+    )
+    for name, phase in res.phases.items():
+        cpu = " ".join(f"{k} {v:.0f}%" for k, v in sorted(phase.cpu.items()) if v >= 1)
+        server = "bare" if name == "bare" else "gateway"
+        calls = phase.result["flows"] if name == "flows" else len(phase.result["samples"][name])
+        per_call = 10 * phase.cpu.get(server, 0.0) * phase.result["elapsed"] / max(calls, 1)
+        unit = "flow" if name == "flows" else "call"
+        errors = phase.result["errors"]
+        print(
+            f"  {name:<9} cpu: {cpu}  ({server} {per_call:.2f} ms CPU per {unit})"
+            + (f"  errors: {errors}" if errors else "")
+        )
+        if name != "flows":
+            print(f"  {'':<9} redis commands per call: {phase.commands_per(name)}")
+
+
+def print_memory(mem: MemoryResults) -> None:
+    n = mem.challenges
+    print(f"\nmemory: {n} live challenges across {n} accounts (INFO memory used_memory)")
+    print(
+        f"  {n} accounts written by AccountStore.create in {mem.accounts_seconds:.1f} s "
+        f"(not counted); challenges made over HTTP, worker off, at {mem.create_rate:.0f}/s, "
+        f"gateway {mem.create_cpu_ms:.2f} ms CPU each"
+    )
+    print(
+        f"  used_memory before {mem.before.used:,} B, with stream {mem.with_stream.used:,} B, "
+        f"stream deleted {mem.without_stream.used:,} B; "
+        f"clients {mem.before.clients} -> {mem.with_stream.clients}"
+    )
+    for label, after in (
+        (f"queued: with its {mem.stream_length} stream entries", mem.with_stream),
+        ("sent: stream entries deleted", mem.without_stream),
+    ):
+        per, tables = mem.per_challenge(after)
+        ok = verdict(per <= BYTES_PER_CHALLENGE_MAX)
+        print(
+            f"  {label:<40}{per:>7.0f} B/challenge   <={BYTES_PER_CHALLENGE_MAX} {ok}"
+            f"   (key tables {tables:.0f} B of it)"
+        )
+
+
+# --- main --------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def terminate_as_exit() -> Iterator[None]:
+    """SIGTERM unwinds like Ctrl-C, so every finally block runs."""
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def measure(opts: Options, bench: Bench) -> tuple[list[SettingResults], MemoryResults]:
+    bench.start_all()
+    # The flows' accounts first, while the database is small: a gateway with its
+    # worker sweeps every account at start-up, then not again for an hour.
+    bench.start_gateway("throughput.toml", worker=True)
+    bench.wait_gateway_idle()
+    rate = bench.create_flow_accounts()
+    print(f"[setup] {opts.flow_accounts} flow accounts via POST /accounts at {rate:.0f}/s")
+    memory, created = bench.run_memory()
+    settings = plan_settings(opts, bench, created)
+    bench.start_gateway("throughput.toml", worker=True)
+    busy = bench.wait_gateway_idle()
+    print(f"[setup] gateway with worker restarted, idle after {busy:.1f} s")
+    return [bench.run_setting(setting) for setting in settings], memory
+
+
+def plan_settings(opts: Options, bench: Bench, created: dict[str, str]) -> list[Setting]:
+    """everysec in full, then "always" at half length without flows (~25 s more).
+
+    Each setting gets a slice of the memory phase's accounts, in proportion to
+    its length: the first POOL_SHARE of it for /verify, the rest for /challenge.
+    """
+    plans = [("everysec", opts.seconds, True)]
+    if opts.always:
+        plans.append(("always", max(opts.seconds / 2, 1.0), False))
+    total = sum(seconds for _, seconds, _ in plans)
+    count, start, settings = opts.memory_challenges, 0, []
+    for fsync, seconds, flows in plans:
+        size = int(count * seconds / total)
+        pooled = int(size * POOL_SHARE)
+        ids = [created[account_id("m", i)] for i in range(start, start + pooled)]
+        fresh = range(start + pooled, start + size)
+        settings.append(Setting(fsync, seconds, flows, bench.known_codes(ids), fresh))
+        start += size
+    return settings
+
+
+def run(opts: Options) -> None:
+    started = time.monotonic()
+    print(
+        f"otp-gateway benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}",
+        flush=True,
+    )
+    with contextlib.ExitStack() as stack:
+        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="otp-bench-")))
+        bench = Bench(opts, work, stack)
+        try:
+            results, memory = measure(opts, bench)
+        except Exception:
+            bench.print_logs()
+            raise
+    for res in results:
+        print_setting(res, opts)
+    print_memory(memory)
+    print(f"\ntotal {time.monotonic() - started:.0f} s")
+
+
+def main() -> None:
+    with terminate_as_exit():
+        run(parse_options())
+
+
+if __name__ == "__main__":
+    main()
