@@ -1,13 +1,13 @@
 """The account store: one Redis hash per account, indexes, and audit streams.
 
-Layout (key names from `gateway.keys` and `gateway.admin_keys`):
+Layout (key names from `gateway.keys`):
 
 - `keys.account(id)`: the record (`gateway.account_codec`: phone sealed). A
   version field `v` is bumped by every change and guards the
   read-modify-write cycle (optimistic concurrency, checked in Lua).
 - `keys.ACCOUNT_INDEX`: set of every account id.
 - `keys.establishment(tag)`: set of the account ids of one establishment.
-- `keys.history(id)` and `admin_keys.establishment_history(tag)`: audit
+- `keys.history(id)` and `keys.establishment_history(tag)`: audit
   streams (`gateway.audit`), kept after the account is deleted.
 
 Every change that touches more than one key is one Lua script, so indexes,
@@ -32,7 +32,7 @@ from typing import Any, Final, Literal
 
 import redis.asyncio as aioredis
 
-from gateway import admin_keys, keys
+from gateway import keys
 from gateway.account_codec import Codec, as_record, names
 from gateway.account_records import (
     KEEP,
@@ -636,8 +636,8 @@ class AccountStore:
             keys.ACCOUNT_INDEX,
             self._establishment_key(account.establishment),
             self._establishment_history_key(account.establishment),
-            admin_keys.totp(tag),
-            admin_keys.reminders(tag),
+            keys.totp(tag),
+            keys.reminders(tag),
             own if guard is None else guard[0],
         ]
 
@@ -645,7 +645,7 @@ class AccountStore:
         return keys.establishment(self.establishment_tag(establishment))
 
     def _establishment_history_key(self, establishment: str) -> str:
-        return admin_keys.establishment_history(self.establishment_tag(establishment))
+        return keys.establishment_history(self.establishment_tag(establishment))
 
 
 def _apply_args(

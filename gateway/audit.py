@@ -2,7 +2,7 @@
 
 An entry is appended, in the same Lua script as the change it records, to two
 streams: the account's (`keys.history`, kept after deletion) and its
-establishment's (`admin_keys.establishment_history`). Both are capped and read
+establishment's (`keys.establishment_history`). Both are capped and read
 newest first. Entries show phone numbers only masked (fully when hidden) and
 never hold a code, a token or a secret.
 

@@ -37,9 +37,6 @@ from gateway.metrics import Metrics
 
 log = logging.getLogger("otp_gateway.delivery")
 
-# The call-again schedule: challenge id -> due time (unix ms).
-RETRIES = keys.PREFIX + "retries"
-
 FINAL_STATES = frozenset({"delivered", "no_answer", "busy", "machine", "failed"})
 STATES = frozenset({"queued", "sent"}) | FINAL_STATES
 _CALL_OUTCOME = {"delivered": "answered"}  # otp_voice_calls_total{outcome}
@@ -112,7 +109,7 @@ class Deliveries:
             keys=[
                 keys.challenge(challenge_id),
                 keys.runtime(account_tag_of(challenge_id)),
-                RETRIES,
+                keys.RETRIES,
                 keys.STREAM,
             ],
             args=[
@@ -132,14 +129,14 @@ class Deliveries:
     async def promote_due(self, limit: int = 64) -> int:
         """Queue the calls whose retry time has come; returns how many were queued."""
         due: list[Any] = await self.redis.zrangebyscore(
-            RETRIES, "-inf", now_ms(), start=0, num=limit
+            keys.RETRIES, "-inf", now_ms(), start=0, num=limit
         )
         queued = 0
         for member in due:
             challenge_id = member.decode()
             result: list[Any] = await self._retry(
                 keys=[
-                    RETRIES,
+                    keys.RETRIES,
                     keys.challenge(challenge_id),
                     keys.runtime(account_tag_of(challenge_id)),
                     keys.STREAM,

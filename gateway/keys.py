@@ -19,6 +19,15 @@ GLOBAL_RATE = PREFIX + "rl:global"
 ACCOUNT_INDEX = PREFIX + "accounts"  # set of all account ids
 WORKERS = PREFIX + "workers"  # hash: worker name -> last heartbeat (ms)
 LOGINS = PREFIX + "logins"  # hash: account tag -> last login (ms)
+RETRIES = PREFIX + "retries"  # sorted set: challenge id -> when to call again (unix ms)
+SWEEP_LOCK = PREFIX + "sweep:lock"  # string: the token of the sweeper running now
+SWEEP_LAST = PREFIX + "sweep:last"  # string: when the last sweep finished (ms)
+MAIL_STREAM = PREFIX + "mail"  # stream: the e-mail outbox
+MAIL_GROUP = "mailers"  # its consumer group
+MAIL_DEAD = PREFIX + "mail:dead"  # mails that could not be delivered
+# SCAN patterns of the live state a secret rotation drops (`gateway.rotate`):
+# challenges, runtime hashes, rate limits, pending phone changes.
+TRANSIENT_PATTERNS = (PREFIX + "c:*", PREFIX + "u:*", PREFIX + "rl:*", PREFIX + "pc:*")
 
 
 def challenge(challenge_id: str) -> str:
@@ -47,14 +56,17 @@ def step_up(token_digest: str) -> str:
 
 
 def number_rate(number_tag: str) -> str:
+    """String: the rate state of one number."""
     return f"{PREFIX}rl:n:{number_tag}"
 
 
 def ip_rate(ip_tag: str) -> str:
+    """String: the rate state of one client address."""
     return f"{PREFIX}rl:ip:{ip_tag}"
 
 
 def country_rate(region: str) -> str:
+    """String: the rate state of one country (region code)."""
     return f"{PREFIX}rl:cc:{region}"
 
 
@@ -71,3 +83,23 @@ def establishment(name_tag: str) -> str:
 def history(account_id: str) -> str:
     """Stream: audit entries of one account."""
     return f"{PREFIX}h:{account_id}"
+
+
+def establishment_history(establishment_tag: str) -> str:
+    """Stream: audit entries of every account of one establishment."""
+    return f"{PREFIX}eh:{establishment_tag}"
+
+
+def totp(account_tag: str) -> str:
+    """Hash: an account's authenticator app (sealed secrets, last used step)."""
+    return f"{PREFIX}totp:{account_tag}"
+
+
+def reminders(account_tag: str) -> str:
+    """Hash: reminders already sent, one field per threshold and expiry."""
+    return f"{PREFIX}rem:{account_tag}"
+
+
+def phone_change(challenge_id: str) -> str:
+    """String (JSON): a number change waiting for the code sent to the new number."""
+    return f"{PREFIX}pc:{challenge_id}"

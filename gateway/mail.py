@@ -2,7 +2,7 @@
 
 Request handlers and the sweep never talk SMTP: they `enqueue` a `Mail` (one
 XADD) and carry on, so a slow or down mail server delays no API call. The mail
-loop, run next to the send worker (`gateway.background`), reads the outbox in
+loop, run next to the send worker (`account_services.run_background`), reads the outbox in
 a consumer group: a mail is acknowledged once the SMTP server accepted it; a
 failure leaves it pending, to be claimed again after `CLAIM_IDLE_MS`, and
 after `MAX_DELIVERIES` it moves to the dead-letter stream. Delivery is at
@@ -30,7 +30,7 @@ import aiosmtplib
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
-from gateway import admin_keys
+from gateway import keys
 from gateway.config import SmtpConfig
 
 log = logging.getLogger("otp_gateway.mail")
@@ -129,7 +129,7 @@ class MailQueue:
     async def enqueue(self, mail: Mail) -> None:
         if mail.to:
             await self.redis.xadd(
-                admin_keys.MAIL_STREAM, mail.fields(), maxlen=OUTBOX_MAXLEN, approximate=True
+                keys.MAIL_STREAM, mail.fields(), maxlen=OUTBOX_MAXLEN, approximate=True
             )
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -157,7 +157,7 @@ class MailQueue:
     async def _ensure_group(self) -> None:
         try:
             await self.redis.xgroup_create(
-                admin_keys.MAIL_STREAM, admin_keys.MAIL_GROUP, id="0", mkstream=True
+                keys.MAIL_STREAM, keys.MAIL_GROUP, id="0", mkstream=True
             )
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
@@ -165,9 +165,9 @@ class MailQueue:
 
     async def _read(self, start: str, block_ms: int | None) -> list[Entry]:
         reply: Any = await self.redis.xreadgroup(
-            admin_keys.MAIL_GROUP,
+            keys.MAIL_GROUP,
             self.name,
-            {admin_keys.MAIL_STREAM: start},
+            {keys.MAIL_STREAM: start},
             count=32,
             block=block_ms,
         )
@@ -175,7 +175,7 @@ class MailQueue:
 
     async def _claim_idle(self) -> list[Entry]:
         reply = await self.redis.xautoclaim(
-            admin_keys.MAIL_STREAM, admin_keys.MAIL_GROUP, self.name, CLAIM_IDLE_MS, count=32
+            keys.MAIL_STREAM, keys.MAIL_GROUP, self.name, CLAIM_IDLE_MS, count=32
         )
         return [(eid, f) for eid, f in reply[1] if f]
 
@@ -200,18 +200,18 @@ class MailQueue:
 
     async def _done(self, entry_id: bytes) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xack(admin_keys.MAIL_STREAM, admin_keys.MAIL_GROUP, entry_id)
-            pipe.xdel(admin_keys.MAIL_STREAM, entry_id)
+            pipe.xack(keys.MAIL_STREAM, keys.MAIL_GROUP, entry_id)
+            pipe.xdel(keys.MAIL_STREAM, entry_id)
             await pipe.execute()
 
     async def _retry_or_dead_letter(self, entry_id: bytes, fields: dict[bytes, bytes]) -> str:
         pending: Any = await self.redis.xpending_range(
-            admin_keys.MAIL_STREAM, admin_keys.MAIL_GROUP, min=entry_id, max=entry_id, count=1
+            keys.MAIL_STREAM, keys.MAIL_GROUP, min=entry_id, max=entry_id, count=1
         )
         if pending and pending[0]["times_delivered"] < MAX_DELIVERIES:
             return "retry"
         dead: dict[Any, Any] = {**fields}
-        await self.redis.xadd(admin_keys.MAIL_DEAD, dead, maxlen=10_000, approximate=True)
+        await self.redis.xadd(keys.MAIL_DEAD, dead, maxlen=10_000, approximate=True)
         await self._done(entry_id)
         return "dead_letter"
 

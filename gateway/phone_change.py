@@ -6,7 +6,7 @@
    account without one (new, or blanked on deployment day) enrols without:
    it has no other factor to prove. A code goes to the *new* number (challenge
    purpose `phone.change`), and the wanted settings wait in
-   `admin_keys.phone_change(challenge_id)` as long as the challenge lives.
+   `keys.phone_change(challenge_id)` as long as the challenge lives.
 2. `finish`: the code from the new number. `ChallengeService.verify` checks it
    and hands back the number it was sent to (`Verified.destination`); only
    then does that number replace the old one (trusted devices and pending
@@ -25,7 +25,7 @@ from typing import Any, Final
 
 import redis.asyncio as aioredis
 
-from gateway import admin_keys
+from gateway import keys
 from gateway.account_records import KEEP, Account, check_bool, check_extension
 from gateway.accounts import AccountStore
 from gateway.admin import CONTACT_UPDATE, AccountAdmin, Caller
@@ -93,7 +93,7 @@ class PhoneChanges:
         pending = {"hidden": hidden, "extension": extension, "enrolment": enrolment}
         if extension is KEEP:
             pending["extension"] = "keep"
-        key = admin_keys.phone_change(created.challenge_id)
+        key = keys.phone_change(created.challenge_id)
         await self.redis.set(key, json.dumps(pending), px=self.ttl_ms)
         masked = phone.masked(hide_all=account.phone_hidden if hidden is None else hidden)
         action = "phone.enrol.start" if enrolment else "phone.change.start"
@@ -106,7 +106,7 @@ class PhoneChanges:
         """Verify the code sent to the new number; then, and only then, switch to it."""
         if account_tag_of(challenge_id) != self.store.account_tag(account_id):
             raise NotFound("no such challenge", code="challenge_not_found")
-        raw: Any = await self.redis.get(admin_keys.phone_change(challenge_id))
+        raw: Any = await self.redis.get(keys.phone_change(challenge_id))
         if raw is None:
             raise NotFound("no such challenge", code="challenge_not_found")
         pending = json.loads(raw)
@@ -115,7 +115,7 @@ class PhoneChanges:
             await self.step_ups.consume(result.token, result.account_id, result.purpose)
         if result.destination is None or result.purpose != PURPOSE:
             raise NotFound("no such challenge", code="challenge_not_found")
-        await self.redis.delete(admin_keys.phone_change(challenge_id))
+        await self.redis.delete(keys.phone_change(challenge_id))
         current = await self.admin.target(caller, account_id)
         if pending["enrolment"] and current.phone is not None:
             raise Conflict("this account already has a number", code="phone_already_set")

@@ -30,13 +30,11 @@ from typing import Any
 import redis.asyncio as aioredis
 from cryptography.exceptions import InvalidTag
 
-from gateway import admin_keys, keys
+from gateway import keys
 from gateway.account_codec import names
 from gateway.config import load_config
 from gateway.crypto import Keyring, Sealer
 from gateway.totp import totp_sealer
-
-_TRANSIENT = ("c:*", "u:*", "rl:*", "pc:*")
 
 
 @dataclass
@@ -73,7 +71,7 @@ async def rotate(redis: aioredis.Redis, old_secret: str, new_secret: str) -> Rot
         if establishment is not None:
             establishments.add(establishment)
     for name in establishments:
-        for key in (keys.establishment, admin_keys.establishment_history):
+        for key in (keys.establishment, keys.establishment_history):
             await _rename(
                 redis,
                 key(old.keyring.tag("establishment", name)),
@@ -85,8 +83,8 @@ async def rotate(redis: aioredis.Redis, old_secret: str, new_secret: str) -> Rot
 
 async def _drop_transient(redis: aioredis.Redis) -> int:
     dropped = 0
-    for pattern in _TRANSIENT:
-        async for key in redis.scan_iter(match=keys.PREFIX + pattern, count=1000):
+    for pattern in keys.TRANSIENT_PATTERNS:
+        async for key in redis.scan_iter(match=pattern, count=1000):
             dropped += int(await redis.delete(key))
     return dropped
 
@@ -112,7 +110,7 @@ async def _account(
     before, after = old.account_tag(account_id), new.account_tag(account_id)
     if await _totp(redis, account_id, before, old, new):
         done.totp += 1
-    for key in (keys.trusted_devices, keys.failures, admin_keys.totp, admin_keys.reminders):
+    for key in (keys.trusted_devices, keys.failures, keys.totp, keys.reminders):
         await _rename(redis, key(before), key(after))
     login: Any = await redis.hget(keys.LOGINS, before)
     if login is not None:
@@ -122,7 +120,7 @@ async def _account(
 
 
 async def _totp(redis: aioredis.Redis, account_id: str, tag: str, old: _Keys, new: _Keys) -> bool:
-    key = admin_keys.totp(tag)
+    key = keys.totp(tag)
     aad = f"totp:{account_id}".encode()
     fields: dict[Any, Any] = await redis.hgetall(key)
     resealed: dict[Any, Any] = {}

@@ -35,7 +35,7 @@ from typing import Final
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from gateway import admin_keys
+from gateway import keys
 from gateway.account_records import Account, Status, to_ms
 from gateway.accounts import AccountStore
 from gateway.audit import SWEEP
@@ -95,19 +95,19 @@ class Sweeper:
     async def sweep_once(self, *, force: bool = False) -> SweepReport | None:
         """Sweep if this worker gets the lock and a sweep is due (or `force`)."""
         token = secrets.token_hex(16)
-        if not await self.redis.set(admin_keys.SWEEP_LOCK, token, nx=True, px=LOCK_MS):
+        if not await self.redis.set(keys.SWEEP_LOCK, token, nx=True, px=LOCK_MS):
             return None
         try:
-            last = await self.redis.get(admin_keys.SWEEP_LAST)
+            last = await self.redis.get(keys.SWEEP_LAST)
             now_ms = to_ms(self.store.now())
             if not force and last is not None and now_ms - int(last) < self.interval_ms:
                 return None
             report = await self._sweep()
-            await self.redis.set(admin_keys.SWEEP_LAST, to_ms(self.store.now()))
+            await self.redis.set(keys.SWEEP_LAST, to_ms(self.store.now()))
             log.info("sweep done", extra=vars(report))
             return report
         finally:
-            await self._release(keys=[admin_keys.SWEEP_LOCK], args=[token])
+            await self._release(keys=[keys.SWEEP_LOCK], args=[token])
 
     async def _sweep(self) -> SweepReport:
         report = SweepReport()
@@ -169,7 +169,7 @@ class Sweeper:
         return due
 
     async def _claim_thresholds(self, account: Account, crossed: list[int], now: datetime) -> bool:
-        key = admin_keys.reminders(self.store.account_tag(account.account_id))
+        key = keys.reminders(self.store.account_tag(account.account_id))
         expiry = to_ms(account.expires_at)
         async with self.redis.pipeline(transaction=True) as pipe:
             for days in crossed:

@@ -8,7 +8,7 @@ would do (login, with an optional trusted device; or a sensitive purpose,
 giving a step-up token): for the remote worker whose office line is out of
 reach.
 
-Storage, `admin_keys.totp(tag)`: `pending` and `secret`, each sealed with
+Storage, `keys.totp(tag)`: `pending` and `secret`, each sealed with
 AES-GCM under a key derived from `[security] secret` (HKDF label
 `otp-gateway/totp-seal/v1`) and bound to the account id; `last`, the last time
 step accepted. A code matches the current 30-second step or one either side
@@ -31,7 +31,7 @@ import redis.asyncio as aioredis
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from gateway import admin_keys, keys
+from gateway import keys
 from gateway.account_records import Account
 from gateway.accounts import AccountStore
 from gateway.audit import Who
@@ -119,7 +119,7 @@ class TotpService:
         self._confirm_script = redis.register_script(_CONFIRM_LUA)
 
     def _key(self, account_id: str) -> str:
-        return admin_keys.totp(self.store.account_tag(account_id))
+        return keys.totp(self.store.account_tag(account_id))
 
     def require_allowed(self) -> None:
         if not self.allowed:

@@ -11,7 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from gateway import keys
-from gateway.delivery import RETRIES, DeliveryEvent
+from gateway.delivery import DeliveryEvent
 from tests.conftest import Gateway, GatewayFactory, add_account
 from tests.httpstub import StubFactory, sample, stub_servers
 
@@ -85,12 +85,12 @@ async def test_a_call_again_is_claimed_once_by_competing_workers(
     challenge_id = await challenge(one)
     await one.drain()
     assert await one.services.deliveries.record(challenge_id, 1, CALL_NO_ANSWER) == "retry"
-    assert await redis.zcard(RETRIES) == 1
+    assert await redis.zcard(keys.RETRIES) == 1
     queued = await asyncio.gather(
         *(gw.services.deliveries.promote_due() for gw in (one, two, one, two))
     )
     assert sum(queued) == 1
-    assert await redis.zcard(RETRIES) == 0
+    assert await redis.zcard(keys.RETRIES) == 0
     [(_, job)] = await redis.xrange(keys.STREAM)
     assert job == {b"c": challenge_id.encode(), b"n": b"2", b"ch": b"voice"}
     assert await fields(redis, challenge_id, "s", "d", "c") == ["2", "queued", "voice"]
@@ -105,7 +105,7 @@ async def test_a_call_again_waits_for_its_time(
     await gw.drain()
     assert await gw.services.deliveries.record(challenge_id, 1, CALL_NO_ANSWER) == "retry"
     assert await gw.services.deliveries.promote_due() == 0
-    [(member, due)] = await redis.zrange(RETRIES, 0, -1, withscores=True)
+    [(member, due)] = await redis.zrange(keys.RETRIES, 0, -1, withscores=True)
     assert member == challenge_id.encode()
     [expires] = await fields(redis, challenge_id, "x")
     assert abs(int(expires) - due - 240_000) < 2_000  # scored at now + 60 s (TTL 300 s)
@@ -134,7 +134,7 @@ async def test_no_call_again_after_max_sends(
     challenge_id = await challenge(gw)
     await gw.drain()
     assert await gw.services.deliveries.record(challenge_id, 1, CALL_NO_ANSWER) == "none"
-    assert await redis.zcard(RETRIES) == 0
+    assert await redis.zcard(keys.RETRIES) == 0
 
 
 async def test_a_failed_sms_with_fallback_is_called_at_once(

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from gateway import admin_keys
+from gateway import keys
 from gateway.config import SmtpConfig
 from gateway.embedded import free_port
 from gateway.mail import MAX_DELIVERIES, Mail, MailError, MailQueue, SmtpTransport
@@ -59,7 +59,7 @@ async def test_outbox_delivers_once(redis: aioredis.Redis, inbox: Inbox) -> None
     assert await queue.drain() == 1
     assert await queue.drain() == 0
     assert len(inbox.messages) == 1
-    assert await redis.xlen(admin_keys.MAIL_STREAM) == 0
+    assert await redis.xlen(keys.MAIL_STREAM) == 0
 
 
 async def test_refused_mail_is_retried_then_dead_lettered(
@@ -77,18 +77,18 @@ async def test_refused_mail_is_retried_then_dead_lettered(
     inbox.refuse = True
     for _ in range(MAX_DELIVERIES):
         assert await queue.drain() == 0
-    assert await redis.xlen(admin_keys.MAIL_DEAD) == 1
-    assert await redis.xlen(admin_keys.MAIL_STREAM) == 0
+    assert await redis.xlen(keys.MAIL_DEAD) == 1
+    assert await redis.xlen(keys.MAIL_STREAM) == 0
     inbox.refuse = False
     assert await queue.drain() == 0
 
 
 async def test_malformed_entries_are_dropped(redis: aioredis.Redis, inbox: Inbox) -> None:
     queue = MailQueue(redis, transport(inbox.port))
-    await redis.xadd(admin_keys.MAIL_STREAM, {"to": "not json"})
+    await redis.xadd(keys.MAIL_STREAM, {"to": "not json"})
     await queue.enqueue(MAIL)
     assert await queue.drain() == 1
-    assert await redis.xlen(admin_keys.MAIL_STREAM) == 0
+    assert await redis.xlen(keys.MAIL_STREAM) == 0
 
 
 async def test_the_loop_delivers_in_the_background(redis: aioredis.Redis, inbox: Inbox) -> None:

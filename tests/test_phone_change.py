@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from gateway import admin_keys, keys
+from gateway import keys
 from gateway.accounts import Who
 from tests.admin_helpers import (
     BOSS,
@@ -214,7 +214,7 @@ async def test_phone_already_set(agw: Gateway) -> None:
     await store._mutate("alice", "test", lambda a, _: replace(a, phone=boss), who=Who("t", "t"))
     assert_error(await finish(agw, challenge_id, code), 409, "phone_already_set")
     assert await phone_of(agw, "alice") == "+33698765431"
-    assert await agw.services.redis.exists(admin_keys.phone_change(challenge_id)) == 0
+    assert await agw.services.redis.exists(keys.phone_change(challenge_id)) == 0
 
 
 async def test_own_email_change(agw: Gateway, inbox: Inbox) -> None:

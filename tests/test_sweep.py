@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from gateway import admin_keys
+from gateway import keys
 from gateway.account_services import run_background
 from gateway.accounts import AccountStore, Status
 from gateway.sweep import Sweeper
@@ -149,13 +149,13 @@ async def test_two_workers_sweeping_at_once_remind_once(sw: Sweep, inbox: Inbox)
 
 async def test_one_sweeper_at_a_time_and_once_an_interval(sw: Sweep) -> None:
     redis = sw.gw.services.redis
-    await redis.set(admin_keys.SWEEP_LOCK, "another-worker", px=60_000)
+    await redis.set(keys.SWEEP_LOCK, "another-worker", px=60_000)
     assert await sw.sweeper().sweep_once(force=True) is None  # someone else is sweeping
-    assert await redis.get(admin_keys.SWEEP_LOCK) == b"another-worker"  # not ours to free
-    await redis.delete(admin_keys.SWEEP_LOCK)
+    assert await redis.get(keys.SWEEP_LOCK) == b"another-worker"  # not ours to free
+    await redis.delete(keys.SWEEP_LOCK)
     assert await sw.sweeper().sweep_once() is not None
     assert await sw.sweeper().sweep_once() is None  # not due for an interval
-    assert await redis.exists(admin_keys.SWEEP_LOCK) == 0
+    assert await redis.exists(keys.SWEEP_LOCK) == 0
 
 
 async def test_a_renewal_rearms_the_reminders(sw: Sweep, inbox: Inbox) -> None:

@@ -11,7 +11,7 @@ from urllib.parse import parse_qs, urlparse
 import pyotp
 import pytest
 
-from gateway import admin_keys
+from gateway import keys
 from gateway.totp import matching_step
 from tests.admin_helpers import (
     Inbox,
@@ -227,9 +227,9 @@ async def test_remove(tgw: Gateway, inbox: Inbox) -> None:
 async def test_deleting_the_account_forgets_the_app(tgw: Gateway) -> None:
     await enrolled(tgw)
     tag = tgw.services.accounts.account_tag("alice")
-    assert await tgw.services.redis.exists(admin_keys.totp(tag)) == 1
+    assert await tgw.services.redis.exists(keys.totp(tag)) == 1
     assert (await as_admin(tgw, "DELETE", "/accounts/alice")).status == 204
-    assert await tgw.services.redis.exists(admin_keys.totp(tag)) == 0
+    assert await tgw.services.redis.exists(keys.totp(tag)) == 0
 
 
 async def test_confirm_without_enrolment(tgw: Gateway) -> None:
