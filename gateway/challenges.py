@@ -32,6 +32,7 @@ from gateway.crypto import (
 from gateway.errors import (
     Conflict,
     Forbidden,
+    GatewayError,
     Gone,
     InvalidRequest,
     NotFound,
@@ -296,11 +297,17 @@ class ChallengeService:
             return Verified(
                 result[1].decode(), result[2].decode(), kind, token, int(result[4]), destination
             )
+        error: GatewayError
         if outcome == b"invalid_code":
-            raise Unprocessable("wrong code", code="invalid_code", attempts_left=int(result[1]))
-        if outcome == b"rate":
-            raise _rate_error(result[1], result[2])
-        raise _dead_error(outcome)
+            error = Unprocessable("wrong code", code="invalid_code", attempts_left=int(result[1]))
+            error.purpose = result[2].decode()
+        elif outcome == b"rate":
+            error = _rate_error(result[1], result[2])
+        else:
+            error = _dead_error(outcome)
+            if len(result) > 1:  # the attempt that burnt the challenge names its purpose
+                error.purpose = result[1].decode()
+        raise error
 
     # --- GET /challenge/{id} --------------------------------------------------
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from gateway.breaker import Breaker, State
 from gateway.errors import ProviderRejected, ProviderUnavailable
+from gateway.logs import elapsed_ms
 from gateway.metrics import Metrics
 from gateway.provider import OutboundMessage, Provider, SendReceipt
 
@@ -96,6 +97,7 @@ class Dispatcher:
     async def _try(self, provider: Provider, message: OutboundMessage) -> SendReceipt | None:
         breaker = self.breakers[provider.name]
         outcome = "cancelled"
+        started = time.perf_counter()
         try:
             async with asyncio.timeout(self.timeout):
                 receipt = await provider.send(message)
@@ -117,6 +119,19 @@ class Dispatcher:
             self._settle(breaker, outcome)
             if outcome != "cancelled":
                 self.metrics.deliveries.labels(provider.name, message.channel, outcome).inc()
+            # One line per provider call. No destination here: the worker does not
+            # know whether the number is hidden; "challenge created" logs it masked.
+            log.info(
+                "delivery",
+                extra={
+                    "challenge_id": message.challenge_id,
+                    "provider": provider.name,
+                    "channel": message.channel,
+                    "attempt": message.attempt,
+                    "outcome": outcome,
+                    "duration_ms": elapsed_ms(started),
+                },
+            )
 
     @staticmethod
     def _settle(breaker: Breaker, outcome: str) -> None:

@@ -35,6 +35,7 @@ class GatewayError(Exception):
 
     status = 500
     code = "internal_error"
+    purpose: str | None = None  # a failed verification's purpose, when known (metrics only)
 
     def __init__(self, message: str, *, code: str | None = None, **extra: Any) -> None:
         super().__init__(message)

@@ -184,7 +184,7 @@ class Worker:
         try:
             sent = await self.dispatcher.send(message, created_ms)
         except ProviderRejected as exc:
-            log.info("send refused", extra={"challenge": challenge_id, "reason": str(exc)})
+            log.info("send refused", extra={"challenge_id": challenge_id, "reason": str(exc)})
             await self._failed(challenge_id, attempt, channel, entry_id, str(exc))
             return "rejected"
         except ProviderUnavailable:

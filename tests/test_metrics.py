@@ -156,7 +156,7 @@ async def test_otp_flow_moves_the_counters_with_bounded_labels(
         ("otp_sends_by_country_total", "country=FR"): 2,
         ("otp_sends_by_country_total", "country=RE"): 2,
         ("otp_verifications_total", "purpose=login,outcome=verified"): 1,
-        ("otp_verifications_total", "purpose=unknown,outcome=invalid_code"): 1,
+        ("otp_verifications_total", "purpose=login,outcome=invalid_code"): 1,
         ("otp_verifications_total", "purpose=unknown,outcome=challenge_not_found"): 1,
         ("otp_verifications_total", "purpose=unknown,outcome=invalid_request"): 1,
         ("otp_http_request_duration_seconds_count", "route=/verify,method=POST,status=200"): 1,

@@ -5,7 +5,7 @@
 --       6 trust device ('1'/'0'), 7 trusted-device digest, 8 trusted ms,
 --       9 device label, 10 step-up ttl ms, 11 challenge id, 12 account tag
 -- Returns {'verified', account, purpose, token kind, until_ms, sealed destination or ''}
---       | {'invalid_code', attempts_left} | {'too_many_attempts'} | {'expired'}
+--       | {'invalid_code', attempts_left, purpose} | {'too_many_attempts', purpose} | {'expired'}
 --       | {'already_used'} | {'challenge_not_found'} | {'rate', 'failures', wait}
 local now = now_ms()
 local c, u = KEYS[1], KEYS[2]
@@ -50,6 +50,6 @@ if left <= 0 then
   redis.call('HDEL', c, 'h', 'e')
   redis.call('PEXPIRE', c, tombstone)
   redis.call('HDEL', u, 'c:' .. f[3])
-  return {'too_many_attempts'}
+  return {'too_many_attempts', f[3]}
 end
-return {'invalid_code', left}
+return {'invalid_code', left, f[3]}

@@ -108,7 +108,7 @@ async def verify(request: web.Request) -> web.Response:
         )  # fmt: skip
     except GatewayError as exc:
         # verify.lua names the purpose only on success: failures count as "unknown".
-        svc.metrics.verifications.labels("unknown", exc.code).inc()
+        svc.metrics.verifications.labels(exc.purpose or "unknown", exc.code).inc()
         if isinstance(exc, RateLimited):
             svc.metrics.rate_limited.labels(exc.scope).inc()
         logs.event(
