@@ -55,7 +55,7 @@ from gateway import keys  # noqa: E402
 from gateway.accounts import AccountStore, NewAccount  # noqa: E402
 from gateway.audit import Who  # noqa: E402
 from gateway.config import load_config  # noqa: E402
-from gateway.crypto import Keyring  # noqa: E402
+from gateway.crypto import Keyring, open_code  # noqa: E402
 from gateway.embedded import RedisServer, free_port  # noqa: E402
 from gateway.phones import LineType, PhonePolicy, parse_phone  # noqa: E402
 
@@ -610,7 +610,7 @@ timeout_seconds = 5
                     pipe.hget(keys.challenge(cid), "e")
                 sealed = pipe.execute()
             for cid, box in zip(chunk, sealed, strict=True):
-                pairs.append([cid, keyring.codes.open(box, cid.encode()).decode()])
+                pairs.append([cid, open_code(keyring, cid, box)])
         return pairs
 
     def settled_memory(self) -> Snapshot:

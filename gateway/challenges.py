@@ -28,6 +28,7 @@ from gateway.crypto import (
     destination_aad,
     new_challenge_id,
     new_token,
+    seal_code,
 )
 from gateway.errors import (
     Conflict,
@@ -206,7 +207,7 @@ class ChallengeService:
                 challenge_id,
                 account.account_id,
                 self.keyring.code_digest(challenge_id, code),
-                self.keyring.codes.seal(code.encode(), challenge_id.encode()),
+                seal_code(self.keyring, challenge_id, code),
                 channel,
                 number_tag,
                 phone.region,
@@ -328,8 +329,8 @@ class ChallengeService:
             "challenge_id": challenge_id,
             "status": status,
             "channel": channel.decode(),
-            "delivery": delivery.decode(),
-            "attempts": int(attempts),
+            "delivery": delivery.decode() if delivery is not None else "queued",
+            "attempts": int(attempts or 0),
             "purpose": purpose.decode(),
             "expires_at": iso_ms(int(expires)),
         }
@@ -342,16 +343,21 @@ class ChallengeService:
         if not _ID_RE.fullmatch(challenge_id):
             raise NotFound("no such challenge", code="challenge_not_found")
         fields: list[Any] = await self.redis.hmget(
-            keys.challenge(challenge_id), "a", "c", "k", "nh", "r", "v"
+            keys.challenge(challenge_id), "a", "c", "nh", "to"
         )
-        account_id, current, accepted, number_tag, region, _state = fields
+        account_id, current, number_tag, sealed_to = fields
         if account_id is None:
             raise NotFound("no such challenge", code="challenge_not_found")
         account = await self.accounts.get(account_id.decode())
         if account is not None:  # a deleted account's challenges are dead: the script says so
             _require_active(account)
+        # The number the code goes to: the one being proven, else the account's
+        # (a number change since revoked the challenge: the script says so).
+        phone = self._challenge_phone(challenge_id, account, sealed_to)
+        accepted = phone.channels if phone is not None else (current.decode(),)
+        region = phone.region if phone is not None else ""
         channel = channel or current.decode()
-        if channel not in accepted.decode().split(",") or channel not in self.channels:
+        if channel not in accepted or channel not in self.channels:
             raise Unprocessable(f"no {channel} delivery to this number", code="channel_unavailable")
         tag = challenge_id[16:]
         result = await self.scripts.resend(
@@ -359,7 +365,7 @@ class ChallengeService:
                 keys.challenge(challenge_id),
                 keys.runtime(tag),
                 keys.number_rate(number_tag.decode()),
-                keys.country_rate(region.decode()),
+                keys.country_rate(region),
                 keys.GLOBAL_RATE,
                 _ip_key(self.keyring, client_ip),
                 keys.STREAM,
@@ -385,6 +391,12 @@ class ChallengeService:
             if account is not None and account.phone is not None
             else ""
         )
-        return Created(
-            challenge_id, channel, destination, int(result[2]), int(result[3]), region.decode()
-        )
+        return Created(challenge_id, channel, destination, int(result[2]), int(result[3]), region)
+
+    def _challenge_phone(
+        self, challenge_id: str, account: Account | None, sealed_to: bytes | None
+    ) -> Phone | None:
+        if sealed_to is not None:
+            e164 = self.keyring.phones.open(sealed_to, destination_aad(challenge_id)).decode()
+            return self.accounts.parse_phone(e164)
+        return account.phone if account is not None else None

@@ -32,7 +32,7 @@ from redis.commands.core import AsyncScript
 
 from gateway import keys
 from gateway.config import Config
-from gateway.crypto import Keyring, account_tag_of
+from gateway.crypto import Keyring, account_tag_of, open_code
 from gateway.metrics import Metrics
 
 log = logging.getLogger("otp_gateway.delivery")
@@ -166,7 +166,7 @@ class Deliveries:
         if now_ms() >= int(account_expiry or 0):
             return None
         try:
-            code = self.keyring.codes.open(sealed, challenge_id.encode()).decode()
+            code = open_code(self.keyring, challenge_id, sealed)
         except InvalidTag:
             return None
         return code, purpose.decode()

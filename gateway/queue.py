@@ -40,7 +40,7 @@ from redis.exceptions import RedisError, ResponseError
 from gateway import keys, messages, voice
 from gateway.accounts import AccountStore
 from gateway.config import Config
-from gateway.crypto import Keyring, account_tag_of, destination_aad
+from gateway.crypto import Keyring, account_tag_of, destination_aad, open_code
 from gateway.delivery import Deliveries, DeliveryEvent
 from gateway.dispatch import Dispatcher, Sent
 from gateway.errors import ProviderRejected, ProviderUnavailable
@@ -219,7 +219,7 @@ class Worker:
             # phone change revoked it): its code can no longer verify.
             return "replaced"
         try:
-            code = self.keyring.codes.open(sealed, challenge_id.encode()).decode()
+            code = open_code(self.keyring, challenge_id, sealed)
         except InvalidTag:
             return "undecryptable"
         message = self._message(

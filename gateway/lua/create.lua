@@ -38,16 +38,22 @@ consume_limits(limits, now)
 
 local ttl, tombstone = tonumber(ARGV[10]), tonumber(ARGV[12])
 local expires_at = now + ttl
+-- Fields at their default are not written (readers default them): attempts
+-- 'n' 0, sends 's' 1, delivery 'd' queued. The channels the number takes and
+-- its region come from the account (or the sealed 'to') when needed; 'nv'
+-- marks a number that takes no calls (no SMS-to-voice fallback).
 redis.call('HSET', KEYS[2],
   'a', ARGV[3], 'p', purpose, 'h', ARGV[4], 'e', ARGV[5], 'c', ARGV[6],
-  'n', 0, 's', 1, 'd', 'queued', 'x', expires_at, 'nh', ARGV[7], 'r', ARGV[8], 'k', ARGV[9])
+  'x', expires_at, 'nh', ARGV[7])
+if not string.find(ARGV[9], 'voice', 1, true) then redis.call('HSET', KEYS[2], 'nv', 1) end
 if ARGV[26] ~= '' then redis.call('HSET', KEYS[2], 'to', ARGV[26]) end
 redis.call('PEXPIRE', KEYS[2], ttl + tombstone)
 
 -- The previous challenge of this purpose, if any, dies with this write: its
 -- verify finds the pointer moved on.
 redis.call('HSET', KEYS[1], 'c:' .. purpose, ARGV[2], 's:' .. purpose, now, 'g', account_tat,
-  'ax', ARGV[25], 'sus', '0')
+  'ax', ARGV[25])
+redis.call('HDEL', KEYS[1], 'sus')  -- the account is active: absent means not suspended
 extend(KEYS[1], math.max(ttl + tombstone, account_tat - now + 1))
 
 redis.call('XADD', KEYS[8], '*', 'c', ARGV[2], 'n', 1, 'ch', ARGV[6])

@@ -13,7 +13,7 @@ local blocked = account_block(u, now)
 if blocked then return blocked end
 
 local f = redis.call('HMGET', c, 'p', 's', 'x')
-local sends, expires_at = tonumber(f[2]), tonumber(f[3])
+local sends, expires_at = tonumber(f[2]) or 1, tonumber(f[3])  -- 's' absent: 1 send
 if sends >= tonumber(ARGV[4]) then return {'rate', 'sends', expires_at - now} end
 
 local cooldown = tonumber(ARGV[3])

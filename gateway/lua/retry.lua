@@ -16,8 +16,8 @@ if not f[2] then return {'not_live'} end
 if f[1] then return {'not_live'} end
 if now >= tonumber(f[2]) then return {'expired'} end
 if redis.call('HGET', KEYS[3], 'c:' .. f[3]) ~= cid then return {'replaced'} end
-if f[4] ~= f[5] then return {'superseded'} end
-local sends = tonumber(f[4])
+local sends = tonumber(f[4]) or 1  -- 's' absent: the first send only
+if sends ~= tonumber(f[5]) then return {'superseded'} end
 if sends >= tonumber(ARGV[2]) or (tonumber(f[6]) or 0) >= tonumber(ARGV[3]) then
   return {'exhausted'}
 end

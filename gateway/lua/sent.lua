@@ -17,7 +17,7 @@ if redis.call('EXISTS', c) == 1 then
     if ARGV[8] ~= '' then redis.call('HSET', c, 'dr', ARGV[8]) end
     if not f[3] or RANK[f[3]] < RANK[outcome] then
       redis.call('HSET', c, 'd:' .. n, outcome)
-      if n >= (tonumber(f[2]) or 0) then redis.call('HSET', c, 'd', outcome) end
+      if n >= (tonumber(f[2]) or 1) then redis.call('HSET', c, 'd', outcome) end
     end
     if outcome == 'sent' and ARGV[6] == 'voice' and redis.call('HSETNX', c, 'cl:' .. n, 1) == 1 then
       redis.call('HINCRBY', c, 'vc', 1)

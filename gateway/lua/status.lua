@@ -17,9 +17,10 @@
 local RANK = {queued = 0, sent = 1, delivered = 2, no_answer = 2, busy = 2, machine = 2, failed = 2}
 local c, cid = KEYS[1], ARGV[1]
 local n, state, kind = tonumber(ARGV[2]), ARGV[3], ARGV[4]
-local f = redis.call('HMGET', c, 's', 'v', 'x', 'p', 'vc', 'k', 'd:' .. n)
-local sends = tonumber(f[1])
-if not sends or n > sends or not RANK[state] then return {'unknown'} end
+local f = redis.call('HMGET', c, 's', 'v', 'x', 'p', 'vc', 'nv', 'd:' .. n)
+if not f[3] then return {'unknown'} end
+local sends = tonumber(f[1]) or 1  -- 's' absent: the first send only
+if n > sends or not RANK[state] then return {'unknown'} end
 if f[7] and RANK[f[7]] >= RANK[state] then return {'unchanged', f[7]} end
 
 redis.call('HSET', c, 'd:' .. n, state)
@@ -46,7 +47,7 @@ if kind == 'call' then
   redis.call('ZADD', KEYS[3], due, cid)
   return {'changed', 'retry'}
 end
-if ARGV[8] == '1' and string.find(f[6] or '', 'voice', 1, true) then
+if ARGV[8] == '1' and not f[6] then  -- 'nv': the number takes no calls
   sends = sends + 1
   redis.call('HSET', c, 's', sends, 'c', 'voice', 'd', 'queued')
   redis.call('XADD', KEYS[4], '*', 'c', cid, 'n', sends, 'ch', 'voice')
