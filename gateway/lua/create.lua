@@ -1,6 +1,7 @@
 -- Creates a challenge and queues its first send, or says why not.
 -- KEYS: 1 runtime hash (u:), 2 new challenge (c:), 3 failures (f:),
---       4 number limit, 5 country limit, 6 global limit, 7 ip limit, 8 stream
+--       4 number limit (a bucket hash: keys.number_rate; field: the tag after 2 chars),
+--       5 country limit, 6 global limit, 7 ip limit, 8 stream
 -- ARGV: 1 purpose, 2 challenge id, 3 account id, 4 code digest, 5 sealed code,
 --       6 channel, 7 number tag, 8 region, 9 channels the number takes,
 --       10 ttl ms, 11 cooldown ms, 12 tombstone ms,
@@ -25,7 +26,7 @@ local aok, account_tat, await = gcra(redis.call('HGET', KEYS[1], 'g'), tonumber(
 if not aok then return {'rate', 'account', await} end
 
 local limits = {
-  {KEYS[4], tonumber(ARGV[15]), tonumber(ARGV[16]), 'number'},
+  {KEYS[4], tonumber(ARGV[15]), tonumber(ARGV[16]), 'number', field = string.sub(ARGV[7], 3)},
   {KEYS[5], tonumber(ARGV[17]), tonumber(ARGV[18]), 'country'},
   {KEYS[6], tonumber(ARGV[19]), tonumber(ARGV[20]), 'global'},
 }

@@ -37,11 +37,14 @@ local function extend(key, ms)
   if redis.call('PTTL', key) < ms then redis.call('PEXPIRE', key, ms) end
 end
 
--- Checks a list of rate limits {key, count, period_ms, scope} without
--- writing; all must pass before any is consumed.
+-- Checks a list of rate limits {key, count, period_ms, scope[, field = f]}
+-- without writing; all must pass before any is consumed. With `field`, the
+-- state is one field of a hash of several subjects (the number buckets).
 local function check_limits(limits, now)
   for _, l in ipairs(limits) do
-    local ok, new_tat, wait = gcra(redis.call('GET', l[1]), l[2], l[3], now)
+    local tat
+    if l.field then tat = redis.call('HGET', l[1], l.field) else tat = redis.call('GET', l[1]) end
+    local ok, new_tat, wait = gcra(tat, l[2], l[3], now)
     if not ok then return {'rate', l[4], wait} end
     l[5] = new_tat
   end
@@ -50,7 +53,17 @@ end
 
 local function consume_limits(limits, now)
   for _, l in ipairs(limits) do
-    redis.call('SET', l[1], l[5], 'PX', l[5] - now + 1)
+    if l.field then
+      -- A state at or before now counts as none: drop those, then write ours.
+      local all = redis.call('HGETALL', l[1])
+      for i = 1, #all, 2 do
+        if tonumber(all[i + 1]) <= now then redis.call('HDEL', l[1], all[i]) end
+      end
+      redis.call('HSET', l[1], l.field, l[5])
+      extend(l[1], l[5] - now + 1)
+    else
+      redis.call('SET', l[1], l[5], 'PX', l[5] - now + 1)
+    end
   end
 end
 

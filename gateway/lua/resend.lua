@@ -1,5 +1,5 @@
 -- Queues the same code again, on the same or the other channel.
--- KEYS: 1 challenge (c:), 2 runtime hash (u:), 3 number limit,
+-- KEYS: 1 challenge (c:), 2 runtime hash (u:), 3 number limit (bucket of 'nh'),
 --       4 country limit, 5 global limit, 6 ip limit, 7 stream
 -- ARGV: 1 challenge id, 2 channel, 3 cooldown ms, 4 max sends,
 --       5/6 account limit, 7/8 number, 9/10 country, 11/12 global, 13/14 ip
@@ -12,7 +12,7 @@ if dead then return dead end
 local blocked = account_block(u, now)
 if blocked then return blocked end
 
-local f = redis.call('HMGET', c, 'p', 's', 'x')
+local f = redis.call('HMGET', c, 'p', 's', 'x', 'nh')
 local sends, expires_at = tonumber(f[2]) or 1, tonumber(f[3])  -- 's' absent: 1 send
 if sends >= tonumber(ARGV[4]) then return {'rate', 'sends', expires_at - now} end
 
@@ -23,7 +23,7 @@ if last and now - last < cooldown then return {'rate', 'cooldown', cooldown - (n
 local aok, account_tat, await = gcra(redis.call('HGET', u, 'g'), tonumber(ARGV[5]), tonumber(ARGV[6]), now)
 if not aok then return {'rate', 'account', await} end
 local limits = {
-  {KEYS[3], tonumber(ARGV[7]), tonumber(ARGV[8]), 'number'},
+  {KEYS[3], tonumber(ARGV[7]), tonumber(ARGV[8]), 'number', field = string.sub(f[4], 3)},
   {KEYS[4], tonumber(ARGV[9]), tonumber(ARGV[10]), 'country'},
   {KEYS[5], tonumber(ARGV[11]), tonumber(ARGV[12]), 'global'},
 }
