@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
+from gateway import keys
 from tests.conftest import OPERATOR_KEY, Gateway, GatewayFactory, add_account
 from tests.otp_helpers import (
     NO_COOLDOWN,
@@ -80,6 +81,32 @@ async def test_number_limit_is_shared_by_accounts(make_gateway: GatewayFactory) 
     assert_rate_limited(await post_challenge(gw, "bob", purpose="rncps"), "number")
     await assert_nothing_sent(gw, sent + 2)
     assert (await post_challenge(gw, "carol")).status == 202
+
+
+async def test_numbers_sharing_a_bucket_keep_their_own_state(make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway(otp=NO_COOLDOWN, rate_limits={"number": "1/1h"})
+    keyring = gw.services.keyring
+    # Two mobiles whose tags fall in the same bucket hash (4096 buckets).
+    seen: dict[str, str] = {}
+    for i in range(100_000):
+        e164 = f"+3361234{i:04d}"
+        bucket = keys.number_rate(keyring.tag("number", e164))
+        if bucket in seen:
+            first, second = seen[bucket], e164
+            break
+        seen[bucket] = e164
+    redis = gw.services.redis
+    # A stale state in the bucket (at or before now) is dropped by the next write.
+    await redis.hset(bucket, "stale-field", 1)
+    await add_account(gw, phone=first)
+    await add_account(gw, account_id="bob", phone=second)
+    await challenge(gw)
+    assert await redis.hexists(bucket, "stale-field") is False
+    assert assert_rate_limited(await post_challenge(gw, purpose="rncps"), "number") > 1000
+    assert (await post_challenge(gw, "bob")).status == 202
+    assert_rate_limited(await post_challenge(gw, "bob", purpose="rncps"), "number")
+    assert 0 < await redis.pttl(bucket) <= 3_600_000
+    assert await redis.hlen(bucket) == 2
 
 
 async def test_ip_limit(make_gateway: GatewayFactory) -> None:
