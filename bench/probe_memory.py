@@ -74,7 +74,7 @@ async def main(n: int, server_path: str | None) -> None:
             sent = await used(r)
             one = ids[0]
             tag = s.challenges.account_tag(one)
-            cid = (await r.hget(keys.runtime(tag), "c:login")).decode()
+            cid = (await r.hget(keys.runtime(tag), "c:login")).decode()[:16] + tag
             print(f"server {server_path or 'default'} n={n}")
             print(f"  queued {(queued - before) / n:.0f} B  sent {(sent - before) / n:.0f} B")
             print(

@@ -28,6 +28,7 @@ from gateway.crypto import (
     destination_aad,
     new_challenge_id,
     new_token,
+    points_to,
     seal_code,
 )
 from gateway.errors import (
@@ -322,7 +323,7 @@ class ChallengeService:
         if expires is None:
             raise NotFound("no such challenge", code="challenge_not_found")
         status = _STATUS_OF_STATE.get(state or b"", "pending")
-        live = runtime.get(b"c:" + purpose) == challenge_id.encode()
+        live = points_to(runtime.get(b"c:" + purpose), challenge_id)
         if status == "pending" and (now_ms() >= int(expires) or not live):
             status = "expired"
         return {

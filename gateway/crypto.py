@@ -151,5 +151,15 @@ def destination_aad(challenge_id: str) -> bytes:
     return f"{challenge_id}:to".encode()
 
 
+def points_to(pointer: bytes | None, challenge_id: str) -> bool:
+    """True when a runtime hash's `c:<purpose>` pointer names this challenge:
+    it holds the id's 16 random characters (the tag is the hash's own), or the
+    whole id when written before that."""
+    return pointer is not None and pointer in (
+        challenge_id[:16].encode(),
+        challenge_id.encode(),
+    )
+
+
 def account_tag_of(challenge_id: str) -> str:
     return challenge_id[16:]

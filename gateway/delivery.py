@@ -32,7 +32,7 @@ from redis.commands.core import AsyncScript
 
 from gateway import keys
 from gateway.config import Config
-from gateway.crypto import Keyring, account_tag_of, open_code
+from gateway.crypto import Keyring, account_tag_of, open_code, points_to
 from gateway.metrics import Metrics
 
 log = logging.getLogger("otp_gateway.delivery")
@@ -161,7 +161,7 @@ class Deliveries:
             keys.runtime(account_tag_of(challenge_id)), f"c:{purpose.decode()}", "sus", "ax"
         )
         live, suspended, account_expiry = runtime
-        if live != challenge_id.encode() or suspended == b"1":
+        if not points_to(live, challenge_id) or suspended == b"1":
             return None  # replaced, or the account was suspended since
         if now_ms() >= int(account_expiry or 0):
             return None

@@ -40,7 +40,7 @@ from redis.exceptions import RedisError, ResponseError
 from gateway import keys, messages, voice
 from gateway.accounts import AccountStore
 from gateway.config import Config
-from gateway.crypto import Keyring, account_tag_of, destination_aad, open_code
+from gateway.crypto import Keyring, account_tag_of, destination_aad, open_code, points_to
 from gateway.delivery import Deliveries, DeliveryEvent
 from gateway.dispatch import Dispatcher, Sent
 from gateway.errors import ProviderRejected, ProviderUnavailable
@@ -214,7 +214,7 @@ class Worker:
         )
         if isinstance(recipient, str):
             return recipient
-        if runtime.get(b"c:" + purpose) != challenge_id.encode():
+        if not points_to(runtime.get(b"c:" + purpose), challenge_id):
             # A newer challenge of the same purpose replaced this one (or a
             # phone change revoked it): its code can no longer verify.
             return "replaced"

@@ -52,7 +52,7 @@ redis.call('PEXPIRE', KEYS[2], ttl + tombstone)
 
 -- The previous challenge of this purpose, if any, dies with this write: its
 -- verify finds the pointer moved on.
-redis.call('HSET', KEYS[1], 'c:' .. purpose, ARGV[2], 's:' .. purpose, now, 'g', account_tat,
+redis.call('HSET', KEYS[1], 'c:' .. purpose, string.sub(ARGV[2], 1, 16), 's:' .. purpose, now, 'g', account_tat,
   'ax', ARGV[25])
 redis.call('HDEL', KEYS[1], 'sus')  -- the account is active: absent means not suspended
 extend(KEYS[1], math.max(ttl + tombstone, account_tat - now + 1))

@@ -77,6 +77,13 @@ local function account_block(u, now)
   return nil
 end
 
+-- The runtime hash's `c:<purpose>` pointer holds the 16 random characters
+-- that open the live challenge's id (the rest is the account tag, the hash's
+-- own); a pointer written before that holds the whole id.
+local function points_to(ptr, cid)
+  return ptr == string.sub(cid, 1, 16) or ptr == cid
+end
+
 -- Challenge state: pending (nil), verified, burnt, expired.
 -- Returns an error tuple when the challenge cannot be used any more.
 local function dead_state(c, u, cid, now)
@@ -84,7 +91,7 @@ local function dead_state(c, u, cid, now)
   if f[1] == 'verified' then return {'already_used'} end
   if f[1] == 'burnt' then return {'too_many_attempts'} end
   if f[1] == 'expired' then return {'expired'} end
-  if now >= tonumber(f[2]) or redis.call('HGET', u, 'c:' .. f[3]) ~= cid then
+  if now >= tonumber(f[2]) or not points_to(redis.call('HGET', u, 'c:' .. f[3]), cid) then
     -- Past its TTL, or replaced by a newer challenge of the same purpose.
     redis.call('HSET', c, 'v', 'expired')
     redis.call('HDEL', c, 'h', 'e')

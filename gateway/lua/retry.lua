@@ -15,7 +15,7 @@ local f = redis.call('HMGET', KEYS[2], 'v', 'x', 'p', 's', 'rn', 'vc')
 if not f[2] then return {'not_live'} end
 if f[1] then return {'not_live'} end
 if now >= tonumber(f[2]) then return {'expired'} end
-if redis.call('HGET', KEYS[3], 'c:' .. f[3]) ~= cid then return {'replaced'} end
+if not points_to(redis.call('HGET', KEYS[3], 'c:' .. f[3]), cid) then return {'replaced'} end
 local sends = tonumber(f[4]) or 1  -- 's' absent: the first send only
 if sends ~= tonumber(f[5]) then return {'superseded'} end
 if sends >= tonumber(ARGV[2]) or (tonumber(f[6]) or 0) >= tonumber(ARGV[3]) then

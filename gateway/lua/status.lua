@@ -35,7 +35,7 @@ if RANK[state] < 2 or state == 'delivered' or n ~= sends or ARGV[9] ~= '1' then
   return {'changed', 'none'}
 end
 local now = now_ms()
-if f[2] or now >= tonumber(f[3]) or redis.call('HGET', KEYS[2], 'c:' .. f[4]) ~= cid then
+if f[2] or now >= tonumber(f[3]) or not points_to(redis.call('HGET', KEYS[2], 'c:' .. f[4]), cid) then
   return {'changed', 'none'}  -- verified, burnt, expired or replaced: nobody needs it now
 end
 if calls >= tonumber(ARGV[6]) or sends >= tonumber(ARGV[7]) then return {'changed', 'none'} end
