@@ -627,3 +627,23 @@ async def test_reactivated_account_can_use_its_pending_code(gw0: Gateway) -> Non
     assert_error(await verify(gw0, challenge_id, code), 403, "account_suspended")
     await call(gw0, "PATCH", "/accounts/alice", {"status": "active"}, key=OPERATOR_KEY)
     assert (await verify(gw0, challenge_id, code)).status == 200
+
+
+async def test_pointer_and_code_written_by_the_previous_layout_still_verify(
+    gw: Gateway, redis: aioredis.Redis
+) -> None:
+    """Live challenges written before the short pointer and the id-derived
+    nonce (whole id in `c:<purpose>`, nonce in front of the sealed code)."""
+    await add_account(gw)
+    challenge_id, code = await challenge_and_code(gw)
+    keyring = gw.services.keyring
+    tag = challenge_id[16:]
+    await redis.hset(keys.runtime(tag), "c:login", challenge_id)
+    await redis.hset(
+        keys.challenge(challenge_id), "e", keyring.codes.seal(code.encode(), challenge_id.encode())
+    )
+    assert (await status_of(gw, challenge_id))["status"] == "pending"
+    assert await gw.services.deliveries.live_code(challenge_id) == (code, "login")
+    reply = await verify(gw, challenge_id, code)
+    assert reply.status == 200, reply.body
+    assert (await status_of(gw, challenge_id))["status"] == "verified"
