@@ -329,7 +329,7 @@ class ChallengeService:
         return {
             "challenge_id": challenge_id,
             "status": status,
-            "channel": channel.decode(),
+            "channel": channel.decode() if channel is not None else "sms",
             "delivery": delivery.decode() if delivery is not None else "queued",
             "attempts": int(attempts or 0),
             "purpose": purpose.decode(),
@@ -355,9 +355,9 @@ class ChallengeService:
         # The number the code goes to: the one being proven, else the account's
         # (a number change since revoked the challenge: the script says so).
         phone = self._challenge_phone(challenge_id, account, sealed_to)
-        accepted = phone.channels if phone is not None else (current.decode(),)
+        accepted = phone.channels if phone is not None else ("sms", "voice")
         region = phone.region if phone is not None else ""
-        channel = channel or current.decode()
+        channel = channel or (current.decode() if current is not None else "sms")
         if channel not in accepted or channel not in self.channels:
             raise Unprocessable(f"no {channel} delivery to this number", code="channel_unavailable")
         tag = challenge_id[16:]

@@ -40,12 +40,12 @@ consume_limits(limits, now)
 local ttl, tombstone = tonumber(ARGV[10]), tonumber(ARGV[12])
 local expires_at = now + ttl
 -- Fields at their default are not written (readers default them): attempts
--- 'n' 0, sends 's' 1, delivery 'd' queued. The channels the number takes and
+-- 'n' 0, sends 's' 1, delivery 'd' queued, channel 'c' sms. The channels the number takes and
 -- its region come from the account (or the sealed 'to') when needed; 'nv'
 -- marks a number that takes no calls (no SMS-to-voice fallback).
 redis.call('HSET', KEYS[2],
-  'a', ARGV[3], 'p', purpose, 'h', ARGV[4], 'e', ARGV[5], 'c', ARGV[6],
-  'x', expires_at, 'nh', ARGV[7])
+  'a', ARGV[3], 'p', purpose, 'h', ARGV[4], 'e', ARGV[5], 'x', expires_at, 'nh', ARGV[7])
+if ARGV[6] ~= 'sms' then redis.call('HSET', KEYS[2], 'c', ARGV[6]) end
 if not string.find(ARGV[9], 'voice', 1, true) then redis.call('HSET', KEYS[2], 'nv', 1) end
 if ARGV[26] ~= '' then redis.call('HSET', KEYS[2], 'to', ARGV[26]) end
 redis.call('PEXPIRE', KEYS[2], ttl + tombstone)
