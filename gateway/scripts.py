@@ -13,7 +13,8 @@ import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 
 
-def _source(name: str) -> str:
+def script_source(name: str) -> str:
+    """`lib.lua` followed by `<name>.lua`."""
     lua = files("gateway") / "lua"
     return (lua / "lib.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
 
@@ -28,8 +29,8 @@ class Scripts:
     @classmethod
     def load(cls, redis: aioredis.Redis) -> Scripts:
         return cls(
-            create=redis.register_script(_source("create")),
-            verify=redis.register_script(_source("verify")),
-            resend=redis.register_script(_source("resend")),
-            sent=redis.register_script(_source("sent")),
+            create=redis.register_script(script_source("create")),
+            verify=redis.register_script(script_source("verify")),
+            resend=redis.register_script(script_source("resend")),
+            sent=redis.register_script(script_source("sent")),
         )

@@ -23,7 +23,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from importlib.resources import files
 from typing import Any, Final
 
 import pyotp
@@ -45,6 +44,7 @@ from gateway.errors import (
     RateLimited,
     Unprocessable,
 )
+from gateway.scripts import script_source
 
 DIGITS: Final = 6
 _CODE = re.compile(r"[0-9]{6}")
@@ -113,9 +113,7 @@ class TotpService:
         self.failures = failures
         self.allowed = accounts.totp
         self.issuer = accounts.totp_issuer
-        lua = files("gateway") / "lua"
-        source = (lua / "lib.lua").read_text() + "\n" + (lua / "totp.lua").read_text()
-        self._verify_script = redis.register_script(source)
+        self._verify_script = redis.register_script(script_source("totp"))
         self._confirm_script = redis.register_script(_CONFIRM_LUA)
 
     def _key(self, account_id: str) -> str:

@@ -37,6 +37,24 @@ local function extend(key, ms)
   if redis.call('PTTL', key) < ms then redis.call('PEXPIRE', key, ms) end
 end
 
+-- What a verified code grants (verify.lua and totp.lua, whose KEYS 4, 5 and 6
+-- are the trusted devices, the step-up grant and the last-logins hash): a
+-- login records the last login and may trust the device; any other purpose
+-- gets a single-use step-up grant. Returns the token kind and when it ends.
+local function grant(account, purpose, tag, trust, device_digest, device_ms, label,
+                     step_up_ms, now)
+  if purpose ~= 'login' then
+    redis.call('SET', KEYS[5], account .. '|' .. purpose, 'PX', step_up_ms)
+    return 'step_up', now + step_up_ms
+  end
+  redis.call('HSET', KEYS[6], tag, now)
+  if trust ~= '1' then return 'none', 0 end
+  local until_ms = now + device_ms
+  redis.call('HSET', KEYS[4], device_digest, until_ms .. '|' .. now .. '|' .. label)
+  extend(KEYS[4], device_ms)
+  return 'trusted_device', until_ms
+end
+
 -- Checks a list of rate limits {key, count, period_ms, scope[, field = f]}
 -- without writing; all must pass before any is consumed. With `field`, the
 -- state is one field of a hash of several subjects (the number buckets).

@@ -26,16 +26,6 @@ local last = tonumber(redis.call('HGET', KEYS[1], 'last') or '-1')
 if step <= last then return {'already_used'} end
 redis.call('HSET', KEYS[1], 'last', step)
 
-local kind, until_ms = 'none', 0
-if ARGV[9] == 'login' then
-  redis.call('HSET', KEYS[6], ARGV[11], now)
-  if ARGV[4] == '1' then
-    kind, until_ms = 'trusted_device', now + tonumber(ARGV[6])
-    redis.call('HSET', KEYS[4], ARGV[5], until_ms .. '|' .. now .. '|' .. ARGV[7])
-    extend(KEYS[4], tonumber(ARGV[6]))
-  end
-else
-  kind, until_ms = 'step_up', now + tonumber(ARGV[8])
-  redis.call('SET', KEYS[5], ARGV[10] .. '|' .. ARGV[9], 'PX', tonumber(ARGV[8]))
-end
+local kind, until_ms = grant(ARGV[10], ARGV[9], ARGV[11], ARGV[4], ARGV[5], tonumber(ARGV[6]),
+  ARGV[7], tonumber(ARGV[8]), now)
 return {'verified', kind, until_ms}

@@ -26,18 +26,8 @@ if ct_equal(f[1], ARGV[1]) then
   redis.call('HDEL', c, 'h', 'e')
   redis.call('PEXPIRE', c, tombstone)
   redis.call('HDEL', u, 'c:' .. f[3])
-  local kind, until_ms = 'none', 0
-  if f[3] == 'login' then
-    redis.call('HSET', KEYS[6], ARGV[12], now)
-    if ARGV[6] == '1' then
-      kind, until_ms = 'trusted_device', now + tonumber(ARGV[8])
-      redis.call('HSET', KEYS[4], ARGV[7], until_ms .. '|' .. now .. '|' .. ARGV[9])
-      extend(KEYS[4], tonumber(ARGV[8]))
-    end
-  else
-    kind, until_ms = 'step_up', now + tonumber(ARGV[10])
-    redis.call('SET', KEYS[5], f[2] .. '|' .. f[3], 'PX', tonumber(ARGV[10]))
-  end
+  local kind, until_ms = grant(f[2], f[3], ARGV[12], ARGV[6], ARGV[7], tonumber(ARGV[8]),
+    ARGV[9], tonumber(ARGV[10]), now)
   -- A challenge sent to a new number returns it (sealed): the number is proven.
   return {'verified', f[2], f[3], kind, until_ms, f[4] or ''}
 end
