@@ -1,10 +1,11 @@
 """An account record <-> its Redis hash.
 
 The hash holds plain string fields. The phone number is kept only sealed
-(AES-GCM under the phone key, bound to the account id); its region, line type
-and keyed fingerprint (`number_tag`) are kept in clear, they are not the
-number. Times are unix milliseconds. Three fields are not the record's own and
-survive every rewrite: the version `v`, `last_login_at`, and the sweep's
+(AES-GCM under the phone key, bound to the account id); its region, line type,
+keyed fingerprint (`number_tag`) and masked form (`masked`, what admins and
+the /challenge answer show) are kept in clear, they are not the number. Times
+are unix milliseconds. Three fields are not the record's own and survive every
+rewrite: the version `v`, `last_login_at`, and the sweep's
 `expiry_mark` (the expiry it last recorded as passed).
 """
 
@@ -65,6 +66,8 @@ class Codec:
             record["region"] = account.phone.region
             record["line_type"] = account.phone.line_type.value
             record["number_tag"] = self._keyring.tag("number", account.phone.e164)
+            # What /challenge answers as `destination`, ready for create.lua.
+            record["masked"] = account.phone.masked(hide_all=account.phone_hidden)
         if account.phone_extension is not None:
             record["phone_extension"] = account.phone_extension
         if account.last_login_at is not None:

@@ -13,23 +13,25 @@ from __future__ import annotations
 import ipaddress
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 import redis.asyncio as aioredis
 
 from gateway import codes, keys
-from gateway.accounts import Account, AccountStore, Status, to_ms
-from gateway.config import Config, Rate
+from gateway.accounts import Account, AccountStore, Status
+from gateway.config import Config
 from gateway.crypto import (
     CHALLENGE_ID_LENGTH,
     Keyring,
     destination_aad,
+    is_device_token,
     new_challenge_id,
     new_token,
     points_to,
     seal_code,
+    token_digest,
 )
 from gateway.errors import (
     Conflict,
@@ -88,10 +90,6 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def _limit(rate: Rate) -> tuple[int, int]:
-    return rate.count, rate.period * 1000
-
-
 def _ip_key(keyring: Keyring, client_ip: str | None) -> str:
     if client_ip is None:
         return keys.ip_rate("none")
@@ -110,6 +108,19 @@ def _ip_key(keyring: Keyring, client_ip: str | None) -> str:
 def _rate_error(scope: bytes, wait_ms: int) -> RateLimited:
     name = scope.decode()
     return RateLimited(RATE_MESSAGES[name], retry_after=-(-int(wait_ms) // 1000), scope=name)
+
+
+def _refusal(code: str, channel: str) -> GatewayError:
+    """create.lua's refusals, before any limit is consumed."""
+    match code:
+        case "unknown_account":
+            return NotFound("no such account", code="unknown_account")
+        case "phone_required":
+            return Conflict("this account has no phone number yet", code="phone_required")
+        case "channel_unavailable":
+            return Unprocessable(f"no {channel} delivery to this number", code=code)
+        case _:
+            return _dead_error(code.encode())
 
 
 def _require_active(account: Account) -> None:
@@ -155,7 +166,6 @@ class ChallengeService:
         self.keyring = keyring
         self.accounts = accounts
         self.otp = config.otp
-        self.limits = config.rate_limits
         self.channels = channels  # channels that have at least one provider
 
     def account_tag(self, account_id: str) -> str:
@@ -163,11 +173,20 @@ class ChallengeService:
 
     # --- POST /challenge ------------------------------------------------------
 
-    async def trusted(self, account_id: str, token: str) -> bool:
-        """True when `token` is a live trusted-device token of this account."""
-        from gateway.tokens import TrustedDevices
-
-        return await TrustedDevices(self.redis, self.keyring).check(account_id, token)
+    async def request(
+        self,
+        account_id: str,
+        purpose: str,
+        channel: str | None,
+        client_ip: str | None,
+        trusted_device_token: str | None = None,
+    ) -> Created | None:
+        """POST /challenge: queue a code for the account's own number, in one
+        round trip; None when a live trusted-device token spares the login."""
+        digest = ""
+        if purpose == "login" and trusted_device_token and is_device_token(trusted_device_token):
+            digest = token_digest(trusted_device_token)
+        return await self._create(account_id, purpose, channel, client_ip, digest, None)
 
     async def create(
         self,
@@ -180,71 +199,85 @@ class ChallengeService:
     ) -> Created:
         """Queue a code for the account's phone, or for `destination`: a number
         the account wants to switch to, which must prove itself first."""
-        if destination is None:
-            phone = self._usable_phone(account)
-        else:
-            _require_active(account)
-            phone = destination
-        channel = channel or phone.default_channel
-        if channel not in phone.channels or channel not in self.channels:
-            raise Unprocessable(f"no {channel} delivery to this number", code="channel_unavailable")
-        tag = self.account_tag(account.account_id)
+        created = await self._create(
+            account.account_id, purpose, channel, client_ip, "", destination
+        )
+        if created is None:  # pragma: no cover - no token was given
+            raise RuntimeError("a challenge without a trusted-device token was spared")
+        if destination is not None:
+            masked = destination.masked(hide_all=account.phone_hidden)
+            created = replace(created, destination=masked)
+        return created
+
+    async def _create(
+        self,
+        account_id: str,
+        purpose: str,
+        channel: str | None,
+        client_ip: str | None,
+        device_digest: str,
+        destination: Phone | None,
+    ) -> Created | None:
+        tag = self.account_tag(account_id)
         challenge_id = new_challenge_id(tag)
         code = codes.generate(self.otp.code_length)
-        number_tag = self.keyring.tag("number", phone.e164)
+        override: list[str | bytes] = ["", "", "", ""]
+        if destination is not None:
+            override = [
+                self._seal_destination(challenge_id, destination),
+                self.keyring.tag("number", destination.e164),
+                destination.region,
+                destination.line_type.value,
+            ]
         result = await self.scripts.create(
             keys=[
+                keys.account(account_id),
                 keys.runtime(tag),
                 keys.challenge(challenge_id),
                 keys.failures(tag),
-                keys.number_rate(number_tag),
-                keys.country_rate(phone.region),
                 keys.GLOBAL_RATE,
                 _ip_key(self.keyring, client_ip),
                 keys.STREAM,
+                keys.trusted_devices(tag),
             ],
             args=[
                 purpose,
                 challenge_id,
-                account.account_id,
+                account_id,
                 self.keyring.code_digest(challenge_id, code),
                 seal_code(self.keyring, challenge_id, code),
-                channel,
-                number_tag,
-                phone.region,
-                ",".join(phone.channels),
-                self.otp.ttl_seconds * 1000,
-                self.otp.resend_cooldown_seconds * 1000,
-                self.otp.tombstone_seconds * 1000,
-                *_limit(self.limits.account),
-                *_limit(self.limits.number),
-                *_limit(self.limits.country),
-                *_limit(self.limits.global_),
-                *(_limit(self.limits.ip) if client_ip else (0, 0)),
-                *_limit(self.limits.failures),
-                to_ms(account.expires_at),
-                b"" if destination is None else self._seal_destination(challenge_id, destination),
+                channel or "",
+                device_digest,
+                "1" if client_ip else "0",
+                *override,
             ],
         )
-        if result[0] == b"rate":
+        outcome = result[0]
+        if outcome == b"trusted":
+            return None
+        if outcome == b"rate":
             raise _rate_error(result[1], result[2])
+        if outcome == b"refused":
+            raise _refusal(result[1].decode(), result[2].decode())
+        masked = result[5].decode()
+        if not masked and destination is None:
+            masked = await self._masked_from_record(account_id)
         return Created(
             challenge_id=challenge_id,
-            channel=channel,
-            destination=phone.masked(hide_all=account.phone_hidden),
+            channel=result[3].decode(),
+            destination=masked,
             expires_at_ms=int(result[1]),
             resend_after_ms=int(result[2]),
-            region=phone.region,
+            region=result[4].decode(),
         )
+
+    async def _masked_from_record(self, account_id: str) -> str:
+        """The masked number of a record written before records kept it."""
+        account = await self.accounts.get(account_id)
+        return "" if account is None else account.masked_phone() or ""
 
     def _seal_destination(self, challenge_id: str, phone: Phone) -> bytes:
         return self.keyring.phones.seal(phone.e164.encode(), destination_aad(challenge_id))
-
-    def _usable_phone(self, account: Account) -> Any:
-        _require_active(account)
-        if account.phone is None:
-            raise Conflict("this account has no phone number yet", code="phone_required")
-        return account.phone
 
     # --- POST /verify ---------------------------------------------------------
 
@@ -271,14 +304,9 @@ class ChallengeService:
             ],
             args=[
                 self.keyring.code_digest(challenge_id, code),
-                self.otp.max_attempts,
-                self.otp.tombstone_seconds * 1000,
-                *_limit(self.limits.failures),
                 "1" if trust_device else "0",
                 device_digest,
-                self.otp.trusted_device_days * 86_400_000,
                 device_label,
-                self.otp.step_up_ttl_seconds * 1000,
                 challenge_id,
                 tag,
             ],
@@ -371,17 +399,7 @@ class ChallengeService:
                 _ip_key(self.keyring, client_ip),
                 keys.STREAM,
             ],
-            args=[
-                challenge_id,
-                channel,
-                self.otp.resend_cooldown_seconds * 1000,
-                self.otp.max_sends,
-                *_limit(self.limits.account),
-                *_limit(self.limits.number),
-                *_limit(self.limits.country),
-                *_limit(self.limits.global_),
-                *(_limit(self.limits.ip) if client_ip else (0, 0)),
-            ],
+            args=[challenge_id, channel, "1" if client_ip else "0"],
         )
         if result[0] == b"rate":
             raise _rate_error(result[1], result[2])

@@ -108,6 +108,11 @@ def new_token(prefix: str) -> tuple[str, str]:
     return token, token_digest(token)
 
 
+def is_device_token(token: str) -> bool:
+    """Shaped like a trusted-device token (`td_...`): anything else matches no device."""
+    return token.startswith("td_") and len(token) <= 100
+
+
 def token_digest(token: str) -> str:
     return b64(hashlib.sha256(token.encode()).digest()[:24])
 

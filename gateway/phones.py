@@ -111,6 +111,13 @@ _CHANNELS: dict[LineType, tuple[str, ...]] = {
     LineType.VOIP: (VOICE,),
 }
 
+
+
+def channels_for(line_type: LineType) -> tuple[str, ...]:
+    """Channels a number of this type can receive, preferred first."""
+    return _CHANNELS[line_type]
+
+
 _ACCEPTED_TYPES: dict[int, LineType] = {
     PhoneNumberType.MOBILE: LineType.MOBILE,
     PhoneNumberType.FIXED_LINE: LineType.FIXED,
@@ -147,7 +154,7 @@ class Phone:
     @property
     def channels(self) -> tuple[str, ...]:
         """Channels this number can receive, preferred first."""
-        return _CHANNELS[self.line_type]
+        return channels_for(self.line_type)
 
     @property
     def default_channel(self) -> str:

@@ -40,7 +40,7 @@ from redis.exceptions import RedisError, ResponseError
 from gateway import keys, messages, voice
 from gateway.accounts import AccountStore
 from gateway.config import Config
-from gateway.crypto import Keyring, account_tag_of, destination_aad, open_code, points_to
+from gateway.crypto import Keyring, account_tag_of, destination_aad, open_code
 from gateway.delivery import Deliveries, DeliveryEvent
 from gateway.dispatch import Dispatcher, Sent
 from gateway.errors import ProviderRejected, ProviderUnavailable
@@ -195,33 +195,21 @@ class Worker:
     async def _load(
         self, challenge_id: str, attempt: int, channel: str
     ) -> tuple[OutboundMessage, int] | str:
-        """The message to send, or the reason to drop the job."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hmget(keys.challenge(challenge_id), "a", "p", "v", "x", "q", "e", "nh", "to")
-            pipe.hgetall(keys.runtime(account_tag_of(challenge_id)))
-            fields, runtime = await pipe.execute()
-        account_id, purpose, state, expires, done, sealed, number_tag, destination = fields
-        if account_id is None or state is not None or sealed is None:
-            return "not_live"
-        if time.time() * 1000 >= int(expires):
-            return "expired"
-        if done is not None and int(done) >= attempt:
-            return "duplicate"
-        if runtime.get(b"sus") == b"1" or time.time() * 1000 >= int(runtime.get(b"ax", b"0")):
-            return "account_inactive"  # suspended or expired since the code was asked for
-        recipient = await self._recipient(
-            challenge_id, account_id.decode(), number_tag, destination
+        """The message to send, or the reason to drop the job (job.lua decides)."""
+        reply = await self.scripts.job(
+            keys=[keys.challenge(challenge_id), keys.runtime(account_tag_of(challenge_id))],
+            args=[challenge_id, attempt],
         )
-        if isinstance(recipient, str):
-            return recipient
-        if not points_to(runtime.get(b"c:" + purpose), challenge_id):
-            # A newer challenge of the same purpose replaced this one (or a
-            # phone change revoked it): its code can no longer verify.
-            return "replaced"
+        if reply[0] == b"drop":
+            return str(reply[1].decode())
+        purpose, expires, sealed, number, owner, extension = reply[1:]
+        aad = destination_aad(challenge_id) if owner == b"to" else owner
         try:
+            to = self.keyring.phones.open(number, aad).decode()
             code = open_code(self.keyring, challenge_id, sealed)
         except InvalidTag:
             return "undecryptable"
+        recipient = to, extension.decode() or None
         message = self._message(
             challenge_id, attempt, channel, code, purpose.decode(), recipient, int(expires)
         )
@@ -255,25 +243,6 @@ class Worker:
             purpose, templates.language, recipient[1], script=script,
             session=voice.session_token(self.keyring, challenge_id, attempt, until),
         )  # fmt: skip
-
-    async def _recipient(
-        self, challenge_id: str, account_id: str, number_tag: bytes, destination: bytes | None
-    ) -> tuple[str, str | None] | str:
-        """The number to call and its extension, or the reason to drop the job."""
-        if destination is not None:
-            # A number the account is switching to: it proves itself with this code.
-            try:
-                return self.keyring.phones.open(
-                    destination, destination_aad(challenge_id)
-                ).decode(), None
-            except InvalidTag:
-                return "undecryptable"
-        account = await self.accounts.get(account_id)
-        if account is None or account.phone is None:
-            return "no_number"
-        if self.keyring.tag("number", account.phone.e164) != number_tag.decode():
-            return "number_changed"
-        return account.phone.e164, account.phone_extension
 
     async def _record(
         self,

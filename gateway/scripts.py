@@ -1,22 +1,82 @@
 """The atomic Redis logic: Lua files under gateway/lua, loaded once.
 
-Each script is `lib.lua` followed by its own file, registered with redis-py,
-which runs it by EVALSHA and reloads it after a Redis restart (NOSCRIPT).
+Each script is `lib.lua`, then a `CFG` table of the deployment's settings,
+then its own file, registered with redis-py, which runs it by EVALSHA and
+reloads it after a Redis restart (NOSCRIPT). Settings that never change while
+a process runs (TTLs, limits, the channels that have a provider, key
+prefixes) are baked into the script text instead of travelling as arguments
+on every call: fewer arguments to encode, send and parse per request. Two
+processes with different settings simply run two different scripts.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib.resources import files
 
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 
+from gateway import keys
+from gateway.config import Config, Rate
+from gateway.phones import LineType, channels_for
 
-def script_source(name: str) -> str:
-    """`lib.lua` followed by `<name>.lua`."""
+
+def script_source(name: str, settings: str = "") -> str:
+    """`lib.lua`, the `settings` chunk, then `<name>.lua`."""
     lua = files("gateway") / "lua"
-    return (lua / "lib.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
+    return "\n".join(
+        [(lua / "lib.lua").read_text(), settings, (lua / f"{name}.lua").read_text()]
+    )
+
+
+def _lua(value: object) -> str:
+    """A Python int, str, bool, sequence or mapping as a Lua literal."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"[{_lua(k)}] = {_lua(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, Iterable):
+        return "{" + ", ".join(_lua(v) for v in value) + "}"
+    raise TypeError(f"no Lua literal for {type(value).__name__}")
+
+
+def _rate(rate: Rate) -> tuple[int, int]:
+    return rate.count, rate.period * 1000
+
+
+def settings_chunk(config: Config, channels: Iterable[str]) -> str:
+    """`local CFG = {...}`: what the scripts read instead of per-call arguments."""
+    otp, limits = config.otp, config.rate_limits
+    cfg: dict[str, object] = {
+        "ttl_ms": otp.ttl_seconds * 1000,
+        "cooldown_ms": otp.resend_cooldown_seconds * 1000,
+        "tombstone_ms": otp.tombstone_seconds * 1000,
+        "max_attempts": otp.max_attempts,
+        "max_sends": otp.max_sends,
+        "trusted_ms": otp.trusted_device_days * 86_400_000,
+        "step_up_ms": otp.step_up_ttl_seconds * 1000,
+        "account_limit": _rate(limits.account),
+        "number_limit": _rate(limits.number),
+        "country_limit": _rate(limits.country),
+        "global_limit": _rate(limits.global_),
+        "ip_limit": _rate(limits.ip),
+        "failures_limit": _rate(limits.failures),
+        # Channels some provider serves, and those each line type takes (preferred first).
+        "channels": {channel: True for channel in sorted(channels)},
+        "line_channels": {line.value: channels_for(line) for line in LineType},
+        # Keys the scripts name from what they read (create.lua, job.lua).
+        "account_prefix": keys.account(""),
+        "number_rate_prefix": keys.number_rate(""),
+        "number_rate_chars": keys.NUMBER_BUCKET_CHARS,
+        "country_rate_prefix": keys.country_rate(""),
+    }
+    return f"local CFG = {_lua(cfg)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,12 +85,15 @@ class Scripts:
     verify: AsyncScript
     resend: AsyncScript
     sent: AsyncScript
+    job: AsyncScript
 
     @classmethod
-    def load(cls, redis: aioredis.Redis) -> Scripts:
+    def load(cls, redis: aioredis.Redis, config: Config, channels: Iterable[str]) -> Scripts:
+        settings = settings_chunk(config, channels)
         return cls(
-            create=redis.register_script(script_source("create")),
-            verify=redis.register_script(script_source("verify")),
-            resend=redis.register_script(script_source("resend")),
-            sent=redis.register_script(script_source("sent")),
+            create=redis.register_script(script_source("create", settings)),
+            verify=redis.register_script(script_source("verify", settings)),
+            resend=redis.register_script(script_source("resend", settings)),
+            sent=redis.register_script(script_source("sent", settings)),
+            job=redis.register_script(script_source("job", settings)),
         )

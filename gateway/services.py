@@ -79,13 +79,13 @@ def build_services(
             "[security] secret is required (the CLI sets it on the embedded default)"
         )
     keyring = Keyring.from_secret(config.security_secret.reveal())
-    scripts = Scripts.load(redis)
     accounts = AccountStore(redis, keyring, phone_policy(config), config.accounts)
     dispatcher = Dispatcher(
         providers, config.worker.send_timeout_seconds, metrics,
         breaker_threshold=config.worker.breaker_threshold,
         breaker_open_seconds=config.worker.breaker_open_seconds,
     )  # fmt: skip
+    scripts = Scripts.load(redis, config, dispatcher.channels)
     challenges = ChallengeService(redis, scripts, keyring, accounts, config, dispatcher.channels)
     worker = Worker(redis, scripts, keyring, accounts, dispatcher, metrics, config)
     return Services(

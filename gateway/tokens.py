@@ -16,7 +16,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from gateway import keys
-from gateway.crypto import Keyring, constant_time_equal, token_digest
+from gateway.crypto import Keyring, constant_time_equal, is_device_token, token_digest
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +44,7 @@ class TrustedDevices:
 
     async def check(self, account_id: str, token: str) -> bool:
         """True when `token` is a live trusted-device token of this account."""
-        if not token.startswith("td_") or len(token) > 100:
+        if not is_device_token(token):
             return False
         raw: Any = await self.redis.hget(self._key(account_id), token_digest(token))
         return raw is not None and _parse("", raw).until_ms > time.time() * 1000

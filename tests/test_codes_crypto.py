@@ -85,3 +85,33 @@ def test_constant_time_equal() -> None:
     assert constant_time_equal("abc", "abc")
     assert not constant_time_equal("abc", "abd")
     assert not constant_time_equal(b"abc", b"abcd")
+
+
+# --- the settings baked into the Lua scripts -------------------------------------
+
+
+def test_settings_chunk_renders_the_config_as_one_lua_table() -> None:
+    from gateway.config import config_from_dict
+    from gateway.scripts import settings_chunk
+
+    config = config_from_dict({
+        "otp": {"ttl_seconds": 120, "max_attempts": 3},
+        "rate_limits": {"number": "7/1m"},
+    })  # fmt: skip
+    chunk = settings_chunk(config, {"voice"})
+    assert chunk.startswith("local CFG = {")
+    assert '["ttl_ms"] = 120000' in chunk
+    assert '["max_attempts"] = 3' in chunk
+    assert '["number_limit"] = {7, 60000}' in chunk
+    assert '["channels"] = {["voice"] = true}' in chunk
+    assert '["fixed"] = {"voice"}' in chunk
+    assert '["mobile"] = {"sms", "voice"}' in chunk
+
+
+def test_lua_literals_escape_strings() -> None:
+    from gateway.scripts import _lua
+
+    assert _lua('a"b\\c') == '"a\\"b\\\\c"'
+    assert _lua({"k": [1, True]}) == '{["k"] = {1, true}}'
+    with pytest.raises(TypeError):
+        _lua(1.5)

@@ -14,6 +14,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from gateway import keys
+from gateway.audit import Who
 from tests.conftest import OPERATOR_KEY, OTP_KEY, Gateway, GatewayFactory, add_account
 from tests.otp_helpers import (
     CHALLENGE_ID,
@@ -107,6 +108,30 @@ async def test_mobile_may_ask_for_voice(gw: Gateway) -> None:
 async def test_hidden_phone_is_fully_masked(gw: Gateway) -> None:
     await add_account(gw, phone_hidden=True)
     assert (await challenge(gw))["destination"] == "+33 * ** ** ** **"
+
+
+async def test_destination_follows_the_hidden_flag_of_the_record(gw: Gateway) -> None:
+    """create.lua answers with the masked number the record keeps: hiding the
+    number (or showing it again) must rewrite that field too."""
+    await add_account(gw)
+    store = gw.services.accounts
+    phone = store.parse_phone(MOBILE_DIGITS)
+    await store.set_phone("alice", phone, hidden=True, who=Who("operator:test", "r1"))
+    assert (await challenge(gw))["destination"] == "+33 * ** ** ** **"
+    await store.set_phone("alice", phone, hidden=False, who=Who("operator:test", "r2"))
+    assert (await challenge(gw, purpose="rncps"))["destination"] == "+33 * ** ** ** 78"
+
+
+async def test_a_record_written_before_the_masked_field_still_answers_it(
+    gw: Gateway, redis: aioredis.Redis
+) -> None:
+    """Records from before `masked` existed: the gateway decodes the record once
+    more rather than answer without a destination."""
+    await add_account(gw)
+    assert await redis.hdel(keys.account("alice"), "masked") == 1
+    body = await challenge(gw)
+    assert body["destination"] == "+33 * ** ** ** 78"
+    await code_for(gw, body["challenge_id"])
 
 
 async def test_unknown_account(gw: Gateway) -> None:

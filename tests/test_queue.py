@@ -184,6 +184,43 @@ async def test_job_of_an_account_changed_since_is_dropped(
     assert await pending(redis) == 0
 
 
+@pytest.mark.parametrize(
+    ("key", "field", "value", "reason"),
+    [
+        # The account lost its number (no phone field): nowhere to send.
+        ("account", "phone", None, "no_number"),
+        # Sealed under another secret (or tampered with): never sent, never retried.
+        ("account", "phone", b"\x00" * 40, "undecryptable"),
+        ("challenge", "e", b"\x00" * 22, "undecryptable"),
+        # Verified before its send: nothing left to send.
+        ("challenge", "v", b"verified", "not_live"),
+    ],
+)
+async def test_job_whose_state_is_unusable_is_dropped(
+    make_gateway: GatewayFactory,
+    stubs: StubFactory,
+    redis: aioredis.Redis,
+    key: str,
+    field: str,
+    value: bytes | None,
+    reason: str,
+) -> None:
+    stub = await stubs()
+    gw = await make_gateway(providers=[stub.provider("hook")])
+    await add_account(gw)
+    challenge_id = await challenge(gw)
+    name = keys.account("alice") if key == "account" else keys.challenge(challenge_id)
+    if value is None:
+        assert await redis.hdel(name, field) == 1
+    else:
+        await redis.hset(name, field, value)
+    assert await gw.drain() == 1
+    assert stub.hits == []
+    assert dropped(gw, reason) == 1
+    assert await redis.xlen(keys.STREAM) == 0
+    assert await pending(redis) == 0
+
+
 async def test_job_of_an_expired_challenge_is_dropped(
     make_gateway: GatewayFactory, stubs: StubFactory, redis: aioredis.Redis
 ) -> None:

@@ -118,7 +118,8 @@ class InFlight:
 async def _refused(port: int) -> bool:
     try:
         _, writer = await asyncio.open_connection("127.0.0.1", port)
-    except ConnectionRefusedError:
+    except (ConnectionRefusedError, ConnectionResetError):
+        # Reset: the connection sat in the backlog of a listener that just closed.
         return True
     writer.close()
     return False

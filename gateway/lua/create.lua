@@ -1,61 +1,96 @@
 -- Creates a challenge and queues its first send, or says why not.
--- KEYS: 1 runtime hash (u:), 2 new challenge (c:), 3 failures (f:),
---       4 number limit (a bucket hash: keys.number_rate; field: the tag after 2 chars),
---       5 country limit, 6 global limit, 7 ip limit, 8 stream
+-- It reads the account record itself (state, number tag, region, line type,
+-- masked number): /challenge is one round trip, and an admin's change cannot
+-- slip between the check and the write. The number-bucket and country limit
+-- keys are therefore built here, from the record (docs/operations.md says
+-- why Redis Cluster is not supported).
+-- KEYS: 1 account record (a:), 2 runtime hash (u:), 3 new challenge (c:),
+--       4 failures (f:), 5 global limit, 6 ip limit, 7 stream, 8 trusted devices (td:)
 -- ARGV: 1 purpose, 2 challenge id, 3 account id, 4 code digest, 5 sealed code,
---       6 channel, 7 number tag, 8 region, 9 channels the number takes,
---       10 ttl ms, 11 cooldown ms, 12 tombstone ms,
---       13/14 account limit, 15/16 number, 17/18 country, 19/20 global,
---       21/22 ip (count 0: no client ip), 23/24 failures, 25 account expiry ms,
---       26 sealed destination ('' for the account's own number)
--- Returns {'ok', expires_at_ms, resend_after_ms} | {'rate', scope, wait_ms}
+--       6 channel asked ('' for the number's default),
+--       7 digest of a trusted-device token ('' for none),
+--       8 '1' when the caller gave a client ip (KEYS[6] is its limit),
+--       9 sealed destination ('' for the account's own number), and for one:
+--       10 its number tag, 11 its region, 12 its line type
+-- Returns {'ok', expires_at_ms, resend_after_ms, channel, region, masked number or ''}
+--       | {'rate', scope, wait_ms} | {'refused', error code, channel} | {'trusted'}
 local now = now_ms()
 local purpose = ARGV[1]
 
-local last = tonumber(redis.call('HGET', KEYS[1], 's:' .. purpose))
-local cooldown = tonumber(ARGV[11])
+local a = redis.call('HMGET', KEYS[1],
+  'expires_at', 'suspended', 'number_tag', 'region', 'line_type', 'masked')
+if not a[1] then return {'refused', 'unknown_account', ''} end
+local account_expiry = tonumber(a[1])
+if a[2] == '1' then return {'refused', 'account_suspended', ''} end
+if now >= account_expiry then return {'refused', 'account_expired', ''} end
+
+-- A live trusted device spares the code (the caller sends a digest for logins only).
+if ARGV[7] ~= '' then
+  local device = redis.call('HGET', KEYS[8], ARGV[7])
+  if device and tonumber(string.match(device, '^%d+')) > now then return {'trusted'} end
+end
+
+local number_tag, region, line = a[3], a[4], a[5]
+if ARGV[9] ~= '' then
+  number_tag, region, line = ARGV[10], ARGV[11], ARGV[12]
+elseif not number_tag then
+  return {'refused', 'phone_required', ''}
+end
+local takes = CFG.line_channels[line] or {}
+local channel = ARGV[6]
+if channel == '' then channel = takes[1] or 'sms' end
+if not (CFG.channels[channel] and contains(takes, channel)) then
+  return {'refused', 'channel_unavailable', channel}
+end
+
+local last = tonumber(redis.call('HGET', KEYS[2], 's:' .. purpose))
+local cooldown = CFG.cooldown_ms
 if last and now - last < cooldown then
   return {'rate', 'cooldown', cooldown - (now - last)}
 end
 
 -- An account out of verification attempts gets no new codes either.
-local fok, _, fwait = gcra(redis.call('GET', KEYS[3]), tonumber(ARGV[23]), tonumber(ARGV[24]), now)
+local fl = CFG.failures_limit
+local fok, _, fwait = gcra(redis.call('GET', KEYS[4]), fl[1], fl[2], now)
 if not fok then return {'rate', 'failures', fwait} end
 
-local aok, account_tat, await = gcra(redis.call('HGET', KEYS[1], 'g'), tonumber(ARGV[13]), tonumber(ARGV[14]), now)
+local al = CFG.account_limit
+local aok, account_tat, await = gcra(redis.call('HGET', KEYS[2], 'g'), al[1], al[2], now)
 if not aok then return {'rate', 'account', await} end
 
+local chars = CFG.number_rate_chars
 local limits = {
-  {KEYS[4], tonumber(ARGV[15]), tonumber(ARGV[16]), 'number', field = string.sub(ARGV[7], 3)},
-  {KEYS[5], tonumber(ARGV[17]), tonumber(ARGV[18]), 'country'},
-  {KEYS[6], tonumber(ARGV[19]), tonumber(ARGV[20]), 'global'},
+  {CFG.number_rate_prefix .. string.sub(number_tag, 1, chars), CFG.number_limit[1],
+   CFG.number_limit[2], 'number', field = string.sub(number_tag, chars + 1)},
+  {CFG.country_rate_prefix .. region, CFG.country_limit[1], CFG.country_limit[2], 'country'},
+  {KEYS[5], CFG.global_limit[1], CFG.global_limit[2], 'global'},
 }
-if tonumber(ARGV[21]) > 0 then
-  table.insert(limits, {KEYS[7], tonumber(ARGV[21]), tonumber(ARGV[22]), 'ip'})
+if ARGV[8] == '1' then
+  table.insert(limits, {KEYS[6], CFG.ip_limit[1], CFG.ip_limit[2], 'ip'})
 end
 local refused = check_limits(limits, now)
 if refused then return refused end
 consume_limits(limits, now)
 
-local ttl, tombstone = tonumber(ARGV[10]), tonumber(ARGV[12])
+local ttl, tombstone = CFG.ttl_ms, CFG.tombstone_ms
 local expires_at = now + ttl
 -- Fields at their default are not written (readers default them): attempts
 -- 'n' 0, sends 's' 1, delivery 'd' queued, channel 'c' sms. The channels the number takes and
 -- its region come from the account (or the sealed 'to') when needed; 'nv'
 -- marks a number that takes no calls (no SMS-to-voice fallback).
-redis.call('HSET', KEYS[2],
-  'a', ARGV[3], 'p', purpose, 'h', ARGV[4], 'e', ARGV[5], 'x', expires_at, 'nh', ARGV[7])
-if ARGV[6] ~= 'sms' then redis.call('HSET', KEYS[2], 'c', ARGV[6]) end
-if not string.find(ARGV[9], 'voice', 1, true) then redis.call('HSET', KEYS[2], 'nv', 1) end
-if ARGV[26] ~= '' then redis.call('HSET', KEYS[2], 'to', ARGV[26]) end
-redis.call('PEXPIRE', KEYS[2], ttl + tombstone)
+redis.call('HSET', KEYS[3],
+  'a', ARGV[3], 'p', purpose, 'h', ARGV[4], 'e', ARGV[5], 'x', expires_at, 'nh', number_tag)
+if channel ~= 'sms' then redis.call('HSET', KEYS[3], 'c', channel) end
+if not contains(takes, 'voice') then redis.call('HSET', KEYS[3], 'nv', 1) end
+if ARGV[9] ~= '' then redis.call('HSET', KEYS[3], 'to', ARGV[9]) end
+redis.call('PEXPIRE', KEYS[3], ttl + tombstone)
 
 -- The previous challenge of this purpose, if any, dies with this write: its
 -- verify finds the pointer moved on.
-redis.call('HSET', KEYS[1], 'c:' .. purpose, string.sub(ARGV[2], 1, 16), 's:' .. purpose, now, 'g', account_tat,
-  'ax', ARGV[25])
-redis.call('HDEL', KEYS[1], 'sus')  -- the account is active: absent means not suspended
-extend(KEYS[1], math.max(ttl + tombstone, account_tat - now + 1))
+redis.call('HSET', KEYS[2], 'c:' .. purpose, string.sub(ARGV[2], 1, 16), 's:' .. purpose, now,
+  'g', account_tat, 'ax', account_expiry)
+redis.call('HDEL', KEYS[2], 'sus')  -- the account is active: absent means not suspended
+extend(KEYS[2], math.max(ttl + tombstone, account_tat - now + 1))
 
-redis.call('XADD', KEYS[8], '*', 'c', ARGV[2], 'n', 1, 'ch', ARGV[6])
-return {'ok', expires_at, now + cooldown}
+redis.call('XADD', KEYS[7], '*', 'c', ARGV[2], 'n', 1, 'ch', channel)
+return {'ok', expires_at, now + cooldown, channel, region, a[6] or ''}

@@ -32,6 +32,14 @@ local function gcra(tat, count, period_ms, now)
   return true, new_tat, 0
 end
 
+-- True when the array `list` holds `value`.
+local function contains(list, value)
+  for _, v in ipairs(list) do
+    if v == value then return true end
+  end
+  return false
+end
+
 -- Keeps a key alive at least `ms` more (never shortens it).
 local function extend(key, ms)
   if redis.call('PTTL', key) < ms then redis.call('PEXPIRE', key, ms) end

@@ -1,8 +1,7 @@
 -- Queues the same code again, on the same or the other channel.
 -- KEYS: 1 challenge (c:), 2 runtime hash (u:), 3 number limit (bucket of 'nh'),
 --       4 country limit, 5 global limit, 6 ip limit, 7 stream
--- ARGV: 1 challenge id, 2 channel, 3 cooldown ms, 4 max sends,
---       5/6 account limit, 7/8 number, 9/10 country, 11/12 global, 13/14 ip
+-- ARGV: 1 challenge id, 2 channel, 3 '1' when the caller gave a client ip (KEYS[6] is its limit)
 -- Returns {'ok', send_number, expires_at, resend_after} | {'rate', scope, wait} | {error}
 local now = now_ms()
 local c, u = KEYS[1], KEYS[2]
@@ -14,21 +13,22 @@ if blocked then return blocked end
 
 local f = redis.call('HMGET', c, 'p', 's', 'x', 'nh')
 local sends, expires_at = tonumber(f[2]) or 1, tonumber(f[3])  -- 's' absent: 1 send
-if sends >= tonumber(ARGV[4]) then return {'rate', 'sends', expires_at - now} end
+if sends >= CFG.max_sends then return {'rate', 'sends', expires_at - now} end
 
-local cooldown = tonumber(ARGV[3])
+local cooldown = CFG.cooldown_ms
 local last = tonumber(redis.call('HGET', u, 's:' .. f[1]))
 if last and now - last < cooldown then return {'rate', 'cooldown', cooldown - (now - last)} end
 
-local aok, account_tat, await = gcra(redis.call('HGET', u, 'g'), tonumber(ARGV[5]), tonumber(ARGV[6]), now)
+local al = CFG.account_limit
+local aok, account_tat, await = gcra(redis.call('HGET', u, 'g'), al[1], al[2], now)
 if not aok then return {'rate', 'account', await} end
 local limits = {
-  {KEYS[3], tonumber(ARGV[7]), tonumber(ARGV[8]), 'number', field = string.sub(f[4], 3)},
-  {KEYS[4], tonumber(ARGV[9]), tonumber(ARGV[10]), 'country'},
-  {KEYS[5], tonumber(ARGV[11]), tonumber(ARGV[12]), 'global'},
+  {KEYS[3], CFG.number_limit[1], CFG.number_limit[2], 'number', field = string.sub(f[4], 3)},
+  {KEYS[4], CFG.country_limit[1], CFG.country_limit[2], 'country'},
+  {KEYS[5], CFG.global_limit[1], CFG.global_limit[2], 'global'},
 }
-if tonumber(ARGV[13]) > 0 then
-  table.insert(limits, {KEYS[6], tonumber(ARGV[13]), tonumber(ARGV[14]), 'ip'})
+if ARGV[3] == '1' then
+  table.insert(limits, {KEYS[6], CFG.ip_limit[1], CFG.ip_limit[2], 'ip'})
 end
 local refused = check_limits(limits, now)
 if refused then return refused end

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import logging
 import re
-from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 
 from gateway import logs
-from gateway.accounts import Status
 from gateway.challenges import Created, iso_ms, now_ms
 from gateway.errors import GatewayError, InvalidRequest, NotFound, RateLimited
 from gateway.services import SERVICES, Services
@@ -70,16 +68,9 @@ async def create_challenge(request: web.Request) -> web.Response:
     client_ip = parse_client_ip(body.get("client_ip"))
     counter = svc.metrics.challenges
     try:
-        account = await svc.accounts.get(account_id)
-        if account is None:
-            raise NotFound("no such account", code="unknown_account")
-        token = body.get("trusted_device_token")
-        active = account.status(datetime.now(UTC)) is Status.ACTIVE
-        if purpose == "login" and token and active and await svc.trusted.check(account_id, token):
-            counter.labels(purpose, channel or "none", "trusted_device").inc()
-            logs.event(log, "challenge not required", purpose=purpose, outcome="trusted_device")
-            return web.json_response({"required": False, "reason": "trusted_device"})
-        created = await svc.challenges.create(account, purpose, channel, client_ip)
+        created = await svc.challenges.request(
+            account_id, purpose, channel, client_ip, body.get("trusted_device_token")
+        )
     except GatewayError as exc:
         counter.labels(purpose, channel or "none", exc.code).inc()
         if isinstance(exc, RateLimited):
@@ -88,6 +79,10 @@ async def create_challenge(request: web.Request) -> web.Response:
             log, "challenge refused", purpose=purpose, channel=channel or "none", outcome=exc.code
         )
         raise
+    if created is None:
+        counter.labels(purpose, channel or "none", "trusted_device").inc()
+        logs.event(log, "challenge not required", purpose=purpose, outcome="trusted_device")
+        return web.json_response({"required": False, "reason": "trusted_device"})
     counter.labels(purpose, created.channel, "queued").inc()
     svc.metrics.count_send(created.region)
     logs.event(
