@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -83,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             if command == "worker":
                 from gateway.worker_main import run_worker
 
+                freeze_startup_objects()
                 asyncio.run(run_worker(config))
             else:
                 serve(config, run_worker=not getattr(args, "no_worker", False))
@@ -92,10 +94,20 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def freeze_startup_objects() -> None:
+    """Keep what start-up loaded (modules, phonenumbers' metadata, config: some
+    60k objects that live as long as the process) out of the collector's
+    full passes. Each such pass otherwise scans them all, about 20 ms during
+    which every request in flight waits: the bulk of a busy gateway's p99."""
+    gc.collect()
+    gc.freeze()
+
+
 def serve(config: Config, *, run_worker: bool) -> None:
     from gateway.app import create_app
 
     app = create_app(config, run_worker=run_worker)
+    freeze_startup_objects()
     address = f"http://{config.server.host}:{config.server.port}"
 
     def announce(_: str) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from importlib.metadata import PackageNotFoundError, version
+from typing import TypeVar
 
 import redis.asyncio as aioredis
 from prometheus_client import (
@@ -52,6 +53,8 @@ VERIFY_FAILURES = (
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 OTHER = "other"
 
+M = TypeVar("M", Counter, Gauge, Histogram)
+
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 _DELIVERY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300)
 
@@ -76,6 +79,7 @@ class Metrics:
         disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry()
         self._regions: frozenset[str] = frozenset()
+        self._children: dict[tuple[int, tuple[str, ...]], object] = {}
         self._define_otp(self.registry)
         self._define_delivery(self.registry)
         self._define_state(self.registry)
@@ -169,13 +173,23 @@ class Metrics:
                 for outcome in DELIVERY_OUTCOMES:
                     self.deliveries.labels(provider.name, channel, outcome)
 
+    def child(self, metric: M, *values: str) -> M:
+        """`metric.labels(*values)`, remembered: prometheus_client takes a lock and
+        checks the values on every call, which the request path pays each time.
+        Label values come from bounded sets, so the cache is bounded too."""
+        key = (id(metric), values)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*values)
+        return found  # type: ignore[return-value]
+
     def country_label(self, region: str) -> str:
         """The region if it is on the allow-list, else "other" (bounded cardinality)."""
         return region if region in self._regions else OTHER
 
     def count_send(self, region: str) -> None:
         """One send queued to a destination in `region`."""
-        self.sends_by_country.labels(self.country_label(region)).inc()
+        self.child(self.sends_by_country, self.country_label(region)).inc()
 
     async def refresh(self, redis: aioredis.Redis, within: float) -> None:
         """PING Redis and read the queue's state, in one round trip; never raises.

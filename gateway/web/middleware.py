@@ -102,7 +102,7 @@ def route_of(request: web.Request) -> str:
 def _record(metrics: Metrics, request: web.Request, status: int, started: float) -> None:
     elapsed = time.perf_counter() - started
     route, method = route_of(request), method_label(request.method)
-    metrics.http_seconds.labels(route, method, str(status)).observe(elapsed)
+    metrics.child(metrics.http_seconds, route, method, str(status)).observe(elapsed)
     access_log.info(
         "request",
         extra={

@@ -66,13 +66,14 @@ async def create_challenge(request: web.Request) -> web.Response:
         raise InvalidRequest(f"purpose must be one of {', '.join(svc.config.otp.purposes)}")
     channel = parse_channel(body.get("channel"))
     client_ip = parse_client_ip(body.get("client_ip"))
-    counter = svc.metrics.challenges
+    metrics = svc.metrics
+    counter = metrics.challenges
     try:
         created = await svc.challenges.request(
             account_id, purpose, channel, client_ip, body.get("trusted_device_token")
         )
     except GatewayError as exc:
-        counter.labels(purpose, channel or "none", exc.code).inc()
+        metrics.child(counter, purpose, channel or "none", exc.code).inc()
         if isinstance(exc, RateLimited):
             svc.metrics.rate_limited.labels(exc.scope).inc()
         logs.event(
@@ -80,10 +81,10 @@ async def create_challenge(request: web.Request) -> web.Response:
         )
         raise
     if created is None:
-        counter.labels(purpose, channel or "none", "trusted_device").inc()
+        metrics.child(counter, purpose, channel or "none", "trusted_device").inc()
         logs.event(log, "challenge not required", purpose=purpose, outcome="trusted_device")
         return web.json_response({"required": False, "reason": "trusted_device"})
-    counter.labels(purpose, created.channel, "queued").inc()
+    metrics.child(counter, purpose, created.channel, "queued").inc()
     svc.metrics.count_send(created.region)
     logs.event(
         log, "challenge created", challenge_id=created.challenge_id, purpose=purpose,
@@ -103,7 +104,7 @@ async def verify(request: web.Request) -> web.Response:
         )  # fmt: skip
     except GatewayError as exc:
         # verify.lua names the purpose only on success: failures count as "unknown".
-        svc.metrics.verifications.labels(exc.purpose or "unknown", exc.code).inc()
+        svc.metrics.child(svc.metrics.verifications, exc.purpose or "unknown", exc.code).inc()
         if isinstance(exc, RateLimited):
             svc.metrics.rate_limited.labels(exc.scope).inc()
         logs.event(
@@ -112,7 +113,7 @@ async def verify(request: web.Request) -> web.Response:
         )  # fmt: skip
         exc.extra = {"verified": False, **exc.extra}
         raise
-    svc.metrics.verifications.labels(result.purpose, "verified").inc()
+    svc.metrics.child(svc.metrics.verifications, result.purpose, "verified").inc()
     logs.event(
         log, "verification", challenge_id=body["challenge_id"], purpose=result.purpose,
         outcome="verified",
