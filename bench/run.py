@@ -1,7 +1,7 @@
 """otp-gateway benchmark: gateway calls as ratios of a bare aiohttp+Redis baseline.
 
     python bench/run.py [--seconds 10] [--concurrency 50] [--quick] [--skip-always]
-                        [--profile DIR]
+                        [--profile DIR] [--worker process|inline]
 
 Starts, on 127.0.0.1 only and all in a temporary directory: a redis-server
 (gateway.embedded.RedisServer), the provider sink (bench/sink.py), the
@@ -32,6 +32,7 @@ from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from json import loads as read_json_bytes
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -68,12 +69,12 @@ BYTES_PER_CHALLENGE_MAX = 512
 GENEROUS = "1000000/1m"
 TTL_SECONDS = 600  # the longest allowed: the /verify pool must outlive the whole run
 # Phone number ranges per account group, so that no two accounts share a number.
-FLOW_PHONES, MEMORY_PHONES = 0, 1_000_000
-# Of the memory phase's live challenges, this share of each setting's slice
-# becomes its /verify pool; the rest of the slice's accounts serve /challenge
-# (after the number-rate keys are cleared), so no /challenge replaces a live
-# pool challenge.
-POOL_SHARE = 0.6
+FLOW_PHONES, MEMORY_PHONES, CHALLENGE_PHONES = 0, 1_000_000, 2_000_000
+# The memory phase's live challenges become the /verify pools, a slice per
+# setting. /challenge gets accounts of its own, this many per second of phase
+# (warm-up included), each used once: a second challenge on an account would
+# replace the first, whose send the worker would then drop instead of making.
+CHALLENGE_ACCOUNTS_PER_SECOND = 6000
 DIRECT_CONNECTIONS = 32  # Redis connections per process writing accounts directly
 DIRECT_PROCESSES = 2
 BENCH_ACTOR = Who("operator:bench", "bench")
@@ -87,6 +88,7 @@ class Options:
     memory_challenges: int
     always: bool
     profile: Path | None
+    worker: str  # "process": `otp-gateway worker` beside a --no-worker gateway; "inline"
 
 
 def parse_options(argv: list[str] | None = None) -> Options:
@@ -98,6 +100,10 @@ def parse_options(argv: list[str] | None = None) -> Options:
         "--skip-always", action="store_true", help='no repeat under appendfsync "always"'
     )
     parser.add_argument("--profile", type=Path, help="py-spy the gateway's phases into DIR")
+    parser.add_argument(
+        "--worker", choices=("process", "inline"), default="process",
+        help="sends by a worker process beside the gateway (default), or by the gateway's own",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     seconds = args.seconds if args.seconds is not None else (3.0 if args.quick else 10.0)
     if not 0.5 <= seconds <= 120 or not 1 <= args.concurrency <= 1000:
@@ -109,6 +115,7 @@ def parse_options(argv: list[str] | None = None) -> Options:
         memory_challenges=10_000 if args.quick else 100_000,
         always=not args.skip_always,
         profile=args.profile,
+        worker=args.worker,
     )
 
 
@@ -218,6 +225,9 @@ class Phase:
     commands: dict[str, int] = field(default_factory=dict)
     backlog: int = 0  # sends still queued when the load stopped
     drain_seconds: float = 0.0  # until the worker had sent them all
+    drain_cpu: float = 0.0  # the sending process's CPU seconds over that drain
+    held: bool = False  # the worker process was paused during the window
+    delivered: int = 0  # codes the sink received over the phase and the drain
 
     def commands_per(self, call: str) -> str:
         """Redis commands per call (scripts' own commands included), most frequent first."""
@@ -234,7 +244,7 @@ class Setting:
     seconds: float
     flows: bool
     pool: list[list[str]]  # (challenge id, code) for /verify
-    fresh: range  # indexes of memory-phase accounts for /challenge
+    fresh: range  # indexes of the "c" accounts for /challenge, one challenge each
 
 
 @dataclass
@@ -352,8 +362,9 @@ class Bench:
         self.operator_key = "ops-" + secrets.token_urlsafe(24)
         self.sink_secret = secrets.token_urlsafe(24)
         self.redis_server = RedisServer(work / "redis", appendfsync="everysec")
-        self.ports = {name: free_port() for name in ("gateway", "sink", "bare")}
+        self.ports = {name: free_port() for name in ("gateway", "sink", "bare", "worker")}
         self.gateway: Service | None = None
+        self.worker: Service | None = None
         self.servers: list[Service] = []
         self._runs = 0
 
@@ -385,18 +396,28 @@ class Bench:
             self.servers.append(service)
 
     def start_gateway(self, config: str, *, worker: bool) -> None:
+        """The gateway, and with `worker` something that sends: its own worker
+        (`--worker inline`) or an `otp-gateway worker` process beside it."""
         self.stop_gateway()
-        argv = [*gateway_command(), "serve", "--config", str(self.work / config)]
-        if not worker:
+        config_path = str(self.work / config)
+        argv = [*gateway_command(), "serve", "--config", config_path]
+        inline = worker and self.opts.worker == "inline"
+        if not inline:
             argv.append("--no-worker")
         self.gateway = Service("gateway", argv, self.work, f"{self.url('gateway')}/readyz")
         self.stack.callback(self.gateway.stop)  # stop() is idempotent
         self.gateway.start()
+        if worker and not inline:
+            argv = [*gateway_command(), "worker", "--config", config_path]
+            self.worker = Service("worker", argv, self.work, f"{self.url('worker')}/healthz")
+            self.stack.callback(self.worker.stop)
+            self.worker.start()
 
     def stop_gateway(self) -> None:
-        if self.gateway is not None:
-            self.gateway.stop()
-            self.gateway = None
+        for service in (self.gateway, self.worker):
+            if service is not None:
+                service.stop()
+        self.gateway = self.worker = None
 
     def write_config(self, name: str, *, default_number_limit: bool) -> None:
         """The gateway's TOML, every rate limit generous.
@@ -432,6 +453,9 @@ secret = "{self.secret}"
 
 [logging]
 level = "warning"
+
+[worker]
+metrics_port = {self.ports["worker"]}
 
 [[api_keys]]
 name = "bench-otp"
@@ -476,24 +500,50 @@ timeout_seconds = 5
         pids = {s.name: s.pid for s in self.servers}
         if self.gateway is not None:
             pids["gateway"] = self.gateway.pid
+        if self.worker is not None:
+            pids["worker"] = self.worker.pid
         if self.redis_server.process is not None:
             pids["redis"] = self.redis_server.process.pid
         return pids
 
-    def measured(self, label: str, mode: str, *, drain: bool = False, **spec: Any) -> Phase:
+    def measured(
+        self, label: str, mode: str, *, drain: bool = False, hold: bool = False, **spec: Any
+    ) -> Phase:
         """A load run, with each process's CPU and Redis's commands over it.
 
         With `drain`, the commands are counted until the worker has sent every
-        send the phase queued (so they include the sends).
+        send the phase queued (so they include the sends). With `hold`, a worker
+        process is paused (SIGSTOP) for the window: the call is measured as the
+        gateway serves it, sends left on the stream, and the worker's catching
+        up afterwards is timed on its own.
         """
         commands = command_counts(self.admin)
-        with self.profiled(label, float(spec["seconds"])):
-            result = self.load(mode, watch=self.pids(), **spec)
+        received = self.sink_received()
+        held = self.worker if hold else None
+        if held is not None:
+            os.kill(held.pid, signal.SIGSTOP)
+        try:
+            with self.profiled(label, float(spec["seconds"])):
+                result = self.load(mode, watch=self.pids(), **spec)
+        finally:
+            if held is not None:
+                os.kill(held.pid, signal.SIGCONT)
         backlog = int(self.admin.xlen(keys.STREAM))
+        sender = (self.worker or self.gateway).pid if (self.worker or self.gateway) else 0
+        cpu_before = proc_cpu_seconds(sender)
         waited = self.drain_queue() if drain else 0.0
+        drain_cpu = proc_cpu_seconds(sender) - cpu_before
         after = command_counts(self.admin)
         used = {k: n - commands.get(k, 0) for k, n in after.items() if k != "info"}
-        return Phase(result, result["cpu"], used, backlog, waited)
+        delivered = self.sink_received() - received
+        return Phase(
+            result, result["cpu"], used, backlog, waited, drain_cpu, held is not None, delivered
+        )
+
+    def sink_received(self) -> int:
+        """How many codes the sink has received so far."""
+        with urllib.request.urlopen(f"{self.url('sink')}/healthz", timeout=5) as resp:
+            return int(read_json_bytes(resp.read())["received"])
 
     @contextlib.contextmanager
     def profiled(self, label: str, seconds: float) -> Iterator[None]:
@@ -518,13 +568,14 @@ timeout_seconds = 5
                 spying.wait()
 
     def wait_gateway_idle(self, timeout: float = 120.0) -> float:
-        """Wait until the gateway uses under 5% of a core (its start-up work is done)."""
+        """Wait until the gateway and its worker use under 5% of a core together
+        (their start-up work, such as the expiry sweep, is done)."""
         started = time.monotonic()
-        pid = self.gateway.pid if self.gateway is not None else 0
-        used = proc_cpu_seconds(pid)
+        pids = [s.pid for s in (self.gateway, self.worker) if s is not None]
+        used = sum(proc_cpu_seconds(pid) for pid in pids)
         while time.monotonic() - started < timeout:
             time.sleep(0.5)
-            now = proc_cpu_seconds(pid)
+            now = sum(proc_cpu_seconds(pid) for pid in pids)
             if now - used < 0.025:
                 break
             used = now
@@ -666,8 +717,9 @@ timeout_seconds = 5
         )  # fmt: skip
         print(f"[{fsync}] /challenge ...", flush=True)
         phases["challenge"] = self.measured(
-            f"{fsync}-challenge", "challenge", **gateway, account_prefix="m",
-            account_start=fresh.start, account_count=len(fresh), warmup_seconds=warm, drain=True,
+            f"{fsync}-challenge", "challenge", **gateway, account_prefix="c",
+            account_start=fresh.start, account_count=len(fresh), max_ops=len(fresh),
+            warmup_seconds=warm, drain=True, hold=True,
         )  # fmt: skip
         if setting.flows:
             print(f"[{fsync}] challenge-then-verify flows ...", flush=True)
@@ -727,9 +779,14 @@ def print_setting(res: SettingResults, opts: Options) -> None:
 def print_details(res: SettingResults) -> None:
     phase = res.phases["challenge"]
     sustained = res.challenge.count / (res.challenge.seconds + phase.drain_seconds)
+    sender = "the worker process (paused during the window)" if phase.held else "the gateway"
+    drained = f"{phase.backlog / phase.drain_seconds:.0f} sends/s" if phase.drain_seconds else "-"
     print(
-        f"  /challenge left {phase.backlog} sends queued, sent {phase.drain_seconds:.1f} s "
-        f"after the phase: ~{sustained:.0f} challenges/s sustained with their sends"
+        f"  /challenge left {phase.backlog} sends queued; {sender} sent them in "
+        f"{phase.drain_seconds:.1f} s ({drained}, "
+        f"{1000 * phase.drain_cpu / max(phase.backlog, 1):.2f} ms CPU per send): "
+        f"~{sustained:.0f} challenges/s sustained with their sends; "
+        f"the sink received {phase.delivered} codes"
     )
     for name, phase in res.phases.items():
         cpu = " ".join(f"{k} {v:.0f}%" for k, v in sorted(phase.cpu.items()) if v >= 1)
@@ -803,21 +860,26 @@ def measure(opts: Options, bench: Bench) -> tuple[list[SettingResults], MemoryRe
 def plan_settings(opts: Options, bench: Bench, created: dict[str, str]) -> list[Setting]:
     """everysec in full, then "always" at half length without flows (~25 s more).
 
-    Each setting gets a slice of the memory phase's accounts, in proportion to
-    its length: the first POOL_SHARE of it for /verify, the rest for /challenge.
+    Each setting gets a slice of the memory phase's challenges, in proportion to
+    its length, as its /verify pool, and accounts of its own for /challenge
+    (created here, directly in Redis).
     """
     plans = [("everysec", opts.seconds, True)]
     if opts.always:
         plans.append(("always", max(opts.seconds / 2, 1.0), False))
     total = sum(seconds for _, seconds, _ in plans)
-    count, start, settings = opts.memory_challenges, 0, []
-    for fsync, seconds, flows in plans:
+    needs = [int(CHALLENGE_ACCOUNTS_PER_SECOND * (s + min(1.0, s / 4))) for _, s, _ in plans]
+    print(f"[setup] {sum(needs)} accounts for /challenge through AccountStore.create ...")
+    check_phones(CHALLENGE_PHONES, sum(needs), step=97)
+    bench.create_direct_accounts("c", sum(needs), CHALLENGE_PHONES)
+    count, start, fresh_start, settings = opts.memory_challenges, 0, 0, []
+    for (fsync, seconds, flows), need in zip(plans, needs, strict=True):
         size = int(count * seconds / total)
-        pooled = int(size * POOL_SHARE)
-        ids = [created[account_id("m", i)] for i in range(start, start + pooled)]
-        fresh = range(start + pooled, start + size)
+        ids = [created[account_id("m", i)] for i in range(start, start + size)]
+        fresh = range(fresh_start, fresh_start + need)
         settings.append(Setting(fsync, seconds, flows, bench.known_codes(ids), fresh))
         start += size
+        fresh_start += need
     return settings
 
 
