@@ -65,6 +65,7 @@ class Spec:
     pool: list[list[str]] = field(default_factory=list)
     max_ops: int = 10_000_000
     warmup_seconds: float = 0.0
+    rate: float = 0.0  # calls per second, paced over the connections; 0: closed loop
     watch: dict[str, int] = field(default_factory=dict)  # name -> pid, for CPU use
 
     @classmethod
@@ -90,6 +91,7 @@ class Recorder:
     errors: Counter[str] = field(default_factory=Counter)
     calls: Counter[str] = field(default_factory=Counter)
     flows: int = 0
+    late: int = 0  # paced calls that started over 5 ms behind their slot
 
     def record(self, call: str, seconds: float, outcome: str | None) -> None:
         """`outcome` None is a success; otherwise it names the failure."""
@@ -268,13 +270,33 @@ async def _verify(client: Client, rec: Recorder, challenge_id: str, code: str) -
 # --- the driver -------------------------------------------------------------------
 
 
-async def drive(op: Op, rec: Recorder, concurrency: int, seconds: float, max_ops: int) -> float:
-    """Run `op` from `concurrency` workers until the deadline or the budget; wall seconds."""
-    deadline = time.monotonic() + seconds
+async def drive(
+    op: Op, rec: Recorder, concurrency: int, seconds: float, max_ops: int, rate: float = 0.0
+) -> float:
+    """Run `op` from `concurrency` workers until the deadline or the budget; wall seconds.
+
+    Closed loop (each worker calls again as soon as it has its answer), or with
+    `rate`, paced: call k starts at k / rate seconds, on whichever connection is
+    free; a call that starts late because all were busy counts in `rec.late`.
+    """
+    begin = time.monotonic()
+    deadline = begin + seconds
     issued = itertools.count()
 
     async def worker() -> None:
-        while time.monotonic() < deadline and next(issued) < max_ops:
+        while time.monotonic() < deadline:
+            k = next(issued)
+            if k >= max_ops:
+                return
+            if rate > 0:
+                slot = begin + k / rate
+                if slot >= deadline:
+                    return
+                delay = slot - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                elif delay < -0.005 and rec.measuring:
+                    rec.late += 1
             try:
                 if not await op(rec):
                     return
@@ -311,10 +333,10 @@ async def run(spec: Spec) -> dict[str, Any]:
         op = build_op(client, created)
         await client.open_connections()
         if spec.warmup_seconds > 0:
-            await drive(op, rec, spec.concurrency, spec.warmup_seconds, spec.max_ops)
+            await drive(op, rec, spec.concurrency, spec.warmup_seconds, spec.max_ops, spec.rate)
         rec.measuring = True
         watched = {"loadgen": time.process_time()} | _cpu(spec.watch)
-        elapsed = await drive(op, rec, spec.concurrency, spec.seconds, spec.max_ops)
+        elapsed = await drive(op, rec, spec.concurrency, spec.seconds, spec.max_ops, spec.rate)
         used = {"loadgen": time.process_time()} | _cpu(spec.watch)
     finally:
         await client.close()
@@ -326,6 +348,7 @@ async def run(spec: Spec) -> dict[str, Any]:
         "errors": dict(rec.errors),
         "calls": dict(rec.calls),
         "flows": rec.flows,
+        "late": rec.late,
         "created": created,
     }
 

@@ -75,6 +75,9 @@ FLOW_PHONES, MEMORY_PHONES, CHALLENGE_PHONES = 0, 1_000_000, 2_000_000
 # (warm-up included), each used once: a second challenge on an account would
 # replace the first, whose send the worker would then drop instead of making.
 CHALLENGE_ACCOUNTS_PER_SECOND = 6000
+# The paced phases: calls at this fixed rate over the same connections, for
+# latency at a given load rather than at saturation (everysec only).
+PACED_RATE = 2000.0
 DIRECT_CONNECTIONS = 32  # Redis connections per process writing accounts directly
 DIRECT_PROCESSES = 2
 BENCH_ACTOR = Who("operator:bench", "bench")
@@ -89,6 +92,7 @@ class Options:
     always: bool
     profile: Path | None
     worker: str  # "process": `otp-gateway worker` beside a --no-worker gateway; "inline"
+    paced_rate: float  # calls/s of the paced phases (0: none)
 
 
 def parse_options(argv: list[str] | None = None) -> Options:
@@ -104,6 +108,10 @@ def parse_options(argv: list[str] | None = None) -> Options:
         "--worker", choices=("process", "inline"), default="process",
         help="sends by a worker process beside the gateway (default), or by the gateway's own",
     )  # fmt: skip
+    parser.add_argument(
+        "--paced-rate", type=float, default=PACED_RATE,
+        help=f"calls/s of the paced (open-loop) phases, 0 for none (default {PACED_RATE:g})",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     seconds = args.seconds if args.seconds is not None else (3.0 if args.quick else 10.0)
     if not 0.5 <= seconds <= 120 or not 1 <= args.concurrency <= 1000:
@@ -112,10 +120,11 @@ def parse_options(argv: list[str] | None = None) -> Options:
         seconds=seconds,
         concurrency=args.concurrency,
         flow_accounts=500 if args.quick else 2000,
-        memory_challenges=10_000 if args.quick else 100_000,
+        memory_challenges=20_000 if args.quick else 100_000,
         always=not args.skip_always,
         profile=args.profile,
         worker=args.worker,
+        paced_rate=args.paced_rate,
     )
 
 
@@ -245,6 +254,8 @@ class Setting:
     flows: bool
     pool: list[list[str]]  # (challenge id, code) for /verify
     fresh: range  # indexes of the "c" accounts for /challenge, one challenge each
+    paced_pool: list[list[str]] = field(default_factory=list)  # for the paced /verify
+    paced_fresh: range = range(0)  # for the paced /challenge
 
 
 @dataclass
@@ -254,6 +265,8 @@ class SettingResults:
     challenge: Calls
     verify: Calls
     phases: dict[str, Phase]
+    paced: dict[str, Calls] = field(default_factory=dict)  # bare, challenge, verify at a fixed rate
+    late: dict[str, int] = field(default_factory=dict)  # paced calls started behind their slot
 
     def flows(self) -> tuple[float, Calls, Calls] | None:
         """flows/s and the flows' /challenge and /verify, when the phase ran."""
@@ -730,13 +743,39 @@ timeout_seconds = 5
         pool = setting.pool
         print(f"[{fsync}] /verify over up to {len(pool)} fresh challenges ...", flush=True)
         phases["verify"] = self.measured(f"{fsync}-verify", "verify", **gateway, pool=pool)
-        return SettingResults(
+        results = SettingResults(
             setting=setting,
             bare=Calls.of(phases["bare"].result, "bare"),
             challenge=Calls.of(phases["challenge"].result, "challenge"),
             verify=Calls.of(phases["verify"].result, "verify"),
             phases=phases,
         )
+        if setting.paced_fresh:
+            self.run_paced(setting, gateway, warm, results)
+        return results
+
+    def run_paced(
+        self, setting: Setting, gateway: dict[str, Any], warm: float, results: SettingResults
+    ) -> None:
+        """bare, /challenge and /verify again at a fixed rate: latency under a given load."""
+        rate = self.opts.paced_rate
+        print(f"[{setting.fsync}] paced at {rate:g} calls/s: bare, /challenge, /verify ...")
+        fresh = setting.paced_fresh
+        specs: dict[str, dict[str, Any]] = {
+            "bare": {"base_url": self.url("bare"), "seconds": setting.seconds},
+            "challenge": {
+                **gateway, "account_prefix": "c", "account_start": fresh.start,
+                "account_count": len(fresh), "max_ops": len(fresh),
+            },
+            "verify": {**gateway, "pool": setting.paced_pool},
+        }  # fmt: skip
+        for call, spec in specs.items():
+            phase = self.measured(
+                f"{setting.fsync}-paced-{call}", call, rate=rate, warmup_seconds=warm,
+                drain=call == "challenge", hold=call == "challenge", **spec,
+            )  # fmt: skip
+            results.paced[call] = Calls.of(phase.result, call)
+            results.late[call] = int(phase.result["late"])
 
 
 # --- report --------------------------------------------------------------------------
@@ -773,6 +812,18 @@ def print_setting(res: SettingResults, opts: Options) -> None:
         print(call_line("flows: /challenge", flow_challenge, res.bare, None))
         print(call_line("flows: /verify", flow_verify, res.bare, None))
         print(f"  flows/s (challenge, code from the sink, verify): {rate:.0f}")
+    if res.paced:
+        connections = opts.concurrency
+        print(f"  paced at {opts.paced_rate:g} calls/s over the same {connections} connections:")
+        for call, calls in res.paced.items():
+            late = res.late.get(call, 0)
+            behind = f"  [{late} calls started late]" if late else ""
+            ok = f"   p99<{P99_MAX_MS:.0f}ms {verdict(calls.p99_ms < P99_MAX_MS)}"
+            ok = "" if call == "bare" else ok
+            print(
+                f"  {'  ' + call:<20}{calls.count:>8}{calls.rate:>9.0f}{calls.p50_ms:>9.2f}"
+                f"{calls.p99_ms:>9.2f}{'':>8}{ok}{behind}"
+            )
     print_details(res)
 
 
@@ -869,15 +920,27 @@ def plan_settings(opts: Options, bench: Bench, created: dict[str, str]) -> list[
         plans.append(("always", max(opts.seconds / 2, 1.0), False))
     total = sum(seconds for _, seconds, _ in plans)
     needs = [int(CHALLENGE_ACCOUNTS_PER_SECOND * (s + min(1.0, s / 4))) for _, s, _ in plans]
-    print(f"[setup] {sum(needs)} accounts for /challenge through AccountStore.create ...")
-    check_phones(CHALLENGE_PHONES, sum(needs), step=97)
-    bench.create_direct_accounts("c", sum(needs), CHALLENGE_PHONES)
-    count, start, fresh_start, settings = opts.memory_challenges, 0, 0, []
+    # The paced phases (first setting only) take calls at a known rate, warm-up included.
+    paced = int(opts.paced_rate * (opts.seconds + min(1.0, opts.seconds / 4))) + 100
+    paced = paced if opts.paced_rate > 0 else 0
+    accounts = sum(needs) + paced
+    print(f"[setup] {accounts} accounts for /challenge through AccountStore.create ...")
+    check_phones(CHALLENGE_PHONES, accounts, step=97)
+    bench.create_direct_accounts("c", accounts, CHALLENGE_PHONES)
+    count, start, fresh_start, settings = opts.memory_challenges, 0, paced, []
     for (fsync, seconds, flows), need in zip(plans, needs, strict=True):
         size = int(count * seconds / total)
-        ids = [created[account_id("m", i)] for i in range(start, start + size)]
+        pool = bench.known_codes([created[account_id("m", i)] for i in range(start, start + size)])
         fresh = range(fresh_start, fresh_start + need)
-        settings.append(Setting(fsync, seconds, flows, bench.known_codes(ids), fresh))
+        if not settings and paced:
+            if paced >= len(pool) // 2:
+                raise SystemExit("--paced-rate too high for the verify pool: lower it or use 0")
+            setting = Setting(
+                fsync, seconds, flows, pool[paced:], fresh, pool[:paced], range(paced)
+            )
+        else:
+            setting = Setting(fsync, seconds, flows, pool, fresh)
+        settings.append(setting)
         start += size
         fresh_start += need
     return settings
