@@ -237,6 +237,7 @@ class Phase:
     drain_cpu: float = 0.0  # the sending process's CPU seconds over that drain
     held: bool = False  # the worker process was paused during the window
     delivered: int = 0  # codes the sink received over the phase and the drain
+    forks: int = 0  # Redis forks (AOF rewrites) during the window: each one stalls Redis
 
     def commands_per(self, call: str) -> str:
         """Redis commands per call (scripts' own commands included), most frequent first."""
@@ -267,6 +268,7 @@ class SettingResults:
     phases: dict[str, Phase]
     paced: dict[str, Calls] = field(default_factory=dict)  # bare, challenge, verify at a fixed rate
     late: dict[str, int] = field(default_factory=dict)  # paced calls started behind their slot
+    forks: dict[str, int] = field(default_factory=dict)  # Redis forks during each paced phase
 
     def flows(self) -> tuple[float, Calls, Calls] | None:
         """flows/s and the flows' /challenge and /verify, when the phase ran."""
@@ -532,6 +534,7 @@ timeout_seconds = 5
         """
         commands = command_counts(self.admin)
         received = self.sink_received()
+        forks = self.redis_forks()
         held = self.worker if hold else None
         if held is not None:
             os.kill(held.pid, signal.SIGSTOP)
@@ -541,6 +544,7 @@ timeout_seconds = 5
         finally:
             if held is not None:
                 os.kill(held.pid, signal.SIGCONT)
+        forks = self.redis_forks() - forks
         backlog = int(self.admin.xlen(keys.STREAM))
         sender = (self.worker or self.gateway).pid if (self.worker or self.gateway) else 0
         cpu_before = proc_cpu_seconds(sender)
@@ -550,8 +554,19 @@ timeout_seconds = 5
         used = {k: n - commands.get(k, 0) for k, n in after.items() if k != "info"}
         delivered = self.sink_received() - received
         return Phase(
-            result, result["cpu"], used, backlog, waited, drain_cpu, held is not None, delivered
+            result,
+            result["cpu"],
+            used,
+            backlog,
+            waited,
+            drain_cpu,
+            held is not None,
+            delivered,
+            forks,
         )
+
+    def redis_forks(self) -> int:
+        return int(self.admin.info("stats")["total_forks"])
 
     def sink_received(self) -> int:
         """How many codes the sink has received so far."""
@@ -776,6 +791,7 @@ timeout_seconds = 5
             )  # fmt: skip
             results.paced[call] = Calls.of(phase.result, call)
             results.late[call] = int(phase.result["late"])
+            results.forks[call] = phase.forks
 
 
 # --- report --------------------------------------------------------------------------
@@ -818,6 +834,8 @@ def print_setting(res: SettingResults, opts: Options) -> None:
         for call, calls in res.paced.items():
             late = res.late.get(call, 0)
             behind = f"  [{late} calls started late]" if late else ""
+            if res.forks.get(call):
+                behind += f"  [Redis forked {res.forks[call]}x: AOF rewrite]"
             ok = f"   p99<{P99_MAX_MS:.0f}ms {verdict(calls.p99_ms < P99_MAX_MS)}"
             ok = "" if call == "bare" else ok
             print(
@@ -846,9 +864,11 @@ def print_details(res: SettingResults) -> None:
         per_call = 10 * phase.cpu.get(server, 0.0) * phase.result["elapsed"] / max(calls, 1)
         unit = "flow" if name == "flows" else "call"
         errors = phase.result["errors"]
+        forked = f"  [Redis forked {phase.forks}x: AOF rewrite]" if phase.forks else ""
         print(
             f"  {name:<9} cpu: {cpu}  ({server} {per_call:.2f} ms CPU per {unit})"
             + (f"  errors: {errors}" if errors else "")
+            + forked
         )
         if name != "flows":
             print(f"  {'':<9} redis commands per call: {phase.commands_per(name)}")
