@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 
 from gateway import keys
 from gateway.audit import Who
+from gateway.crypto import token_digest
 from tests.conftest import OPERATOR_KEY, OTP_KEY, Gateway, GatewayFactory, add_account
 from tests.otp_helpers import (
     CHALLENGE_ID,
@@ -521,6 +522,18 @@ async def test_forged_trusted_device_tokens(gw0: Gateway) -> None:
     token = await trusted_token(gw0)
     for forged in ("td_" + "A" * 43, token[:-1], token + "A", "su_" + token[3:]):
         assert (await ask(gw0, forged)).status == 202
+
+
+@pytest.mark.parametrize("record", [b"1|1|old laptop", b"not a device record"])
+async def test_an_expired_or_unreadable_device_record_spares_nothing(
+    gw0: Gateway, redis: aioredis.Redis, record: bytes
+) -> None:
+    """create.lua reads the record itself: past its end, or unreadable, it
+    trusts nothing (and never fails the request)."""
+    token = await trusted_token(gw0)
+    key = keys.trusted_devices(gw0.services.keyring.tag("account", "alice"))
+    assert await redis.hset(key, token_digest(token), record) == 0  # replaced, not added
+    assert (await ask(gw0, token)).status == 202
 
 
 async def test_trusted_device_of_a_suspended_account(gw0: Gateway) -> None:

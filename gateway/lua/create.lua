@@ -27,7 +27,8 @@ if now >= account_expiry then return {'refused', 'account_expired', ''} end
 -- A live trusted device spares the code (the caller sends a digest for logins only).
 if ARGV[7] ~= '' then
   local device = redis.call('HGET', KEYS[8], ARGV[7])
-  if device and tonumber(string.match(device, '^%d+')) > now then return {'trusted'} end
+  -- The record is "until|created|label"; an unreadable one trusts nothing.
+  if device and (tonumber(string.match(device, '^%d+')) or 0) > now then return {'trusted'} end
 end
 
 local number_tag, region, line = a[3], a[4], a[5]
