@@ -142,6 +142,7 @@ class WorkerConfig:
     concurrency: int = 32
     claim_idle_seconds: float = 30.0
     max_deliveries: int = 5
+    dead_letters_max: int = 10_000  # the dead-letter stream keeps the newest this many
     send_timeout_seconds: float = 10.0
     breaker_threshold: int = 5  # consecutive failures that open a provider's breaker
     breaker_open_seconds: float = 30.0  # then one probe; doubles while probes fail
@@ -430,6 +431,7 @@ def _worker(t: _Table) -> WorkerConfig:
         concurrency=t.int_in("concurrency", 32, 1, 1024),
         claim_idle_seconds=t.get("claim_idle_seconds", float, 30.0),
         max_deliveries=t.int_in("max_deliveries", 5, 1, 100),
+        dead_letters_max=t.int_in("dead_letters_max", 10_000, 1, 10_000_000),
         send_timeout_seconds=t.get("send_timeout_seconds", float, 10.0),
         breaker_threshold=t.int_in("breaker_threshold", 5, 1, 1000),
         breaker_open_seconds=t.get("breaker_open_seconds", float, 30.0),

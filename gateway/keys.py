@@ -17,7 +17,6 @@ GROUP = "workers"  # its consumer group
 DEAD_LETTERS = PREFIX + "dead"  # sends that every provider failed
 GLOBAL_RATE = PREFIX + "rl:global"
 ACCOUNT_INDEX = PREFIX + "accounts"  # set of all account ids
-WORKERS = PREFIX + "workers"  # hash: worker name -> last heartbeat (ms)
 LOGINS = PREFIX + "logins"  # hash: account tag -> last login (ms)
 RETRIES = PREFIX + "retries"  # sorted set: challenge id -> when to call again (unix ms)
 SWEEP_LOCK = PREFIX + "sweep:lock"  # string: the token of the sweeper running now

@@ -284,7 +284,11 @@ class Worker:
         if deliveries < self.config.worker.max_deliveries:
             return "retry"  # stays pending; claimed again after claim_idle_seconds
         dead: dict[Any, Any] = {**fields, b"reason": b"all_providers_failed"}
-        await self.redis.xadd(keys.DEAD_LETTERS, dead)
+        # Capped (exactly: dead letters are rare, the trim is cheap) so that a
+        # long provider outage cannot grow the stream without bound.
+        await self.redis.xadd(
+            keys.DEAD_LETTERS, dead, maxlen=self.config.worker.dead_letters_max, approximate=False
+        )
         challenge_id, channel = fields[b"c"].decode(), fields[b"ch"].decode()
         await self._failed(
             challenge_id, int(fields[b"n"]), channel, entry_id, "all providers failed"

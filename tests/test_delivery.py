@@ -174,6 +174,24 @@ async def test_sms_refused_for_good_falls_back_to_voice(
     ]  # fmt: skip
 
 
+async def test_the_dead_letter_stream_keeps_the_newest_entries(
+    make_gateway: GatewayFactory, stubs: StubFactory, redis: aioredis.Redis
+) -> None:
+    down = await stubs(status=503)
+    gw = await make_gateway(
+        providers=[down.provider("sms", ("sms", "voice"))],
+        worker={"max_deliveries": 1, "dead_letters_max": 2},
+    )
+    challenge_ids = []
+    for name, phone in (("alice", "06 12 34 56 78"), ("bob", "06 12 34 56 79"),
+                        ("carol", "06 12 34 56 80")):  # fmt: skip
+        await add_account(gw, account_id=name, phone=phone)
+        challenge_ids.append(await challenge(gw, account_id=name))
+        await gw.drain()
+    entries = await redis.xrange(keys.DEAD_LETTERS)
+    assert [fields[b"c"].decode() for _, fields in entries] == challenge_ids[1:]
+
+
 async def test_a_dead_lettered_sms_falls_back_to_voice(
     make_gateway: GatewayFactory, stubs: StubFactory, redis: aioredis.Redis
 ) -> None:
