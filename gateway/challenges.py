@@ -1,9 +1,12 @@
 """Challenges: create, verify, look up and resend one-time codes.
 
-Each public call makes one or two Redis round trips, the last always a single
-Lua script (gateway/lua) that checks and writes atomically: rate limits, the
-one-live-code-per-purpose rule, attempt counting and single use cannot race.
-A suspended or expired account can neither verify nor resend a code it was
+The writes are single Lua scripts (gateway/lua) that check and write
+atomically: rate limits, the one-live-code-per-purpose rule, attempt counting
+and single use cannot race. POST /challenge and POST /verify are one round
+trip each: `create.lua` reads the account record itself, and a challenge id
+carries the account's tag, which names every key `verify.lua` touches. A
+resend reads the challenge and the account first (two round trips). A
+suspended or expired account can neither verify nor resend a code it was
 sent before: the account store mirrors both states into the runtime hash
 that the scripts read anyway.
 """
