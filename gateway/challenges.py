@@ -5,7 +5,7 @@ atomically: rate limits, the one-live-code-per-purpose rule, attempt counting
 and single use cannot race. POST /challenge and POST /verify are one round
 trip each: `create.lua` reads the account record itself, and a challenge id
 carries the account's tag, which names every key `verify.lua` touches. A
-resend reads the challenge and the account first (two round trips). A
+resend reads the challenge, then the account, then runs its script. A
 suspended or expired account can neither verify nor resend a code it was
 sent before: the account store mirrors both states into the runtime hash
 that the scripts read anyway.
