@@ -547,7 +547,8 @@ timeout_seconds = 5
                 os.kill(held.pid, signal.SIGCONT)
         forks = self.redis_forks() - forks
         backlog = int(self.admin.xlen(keys.STREAM))
-        sender = (self.worker or self.gateway).pid if (self.worker or self.gateway) else 0
+        sending = self.worker or self.gateway  # the worker process, else the gateway's own
+        sender = sending.pid if sending is not None else 0
         cpu_before = proc_cpu_seconds(sender)
         waited = self.drain_queue() if drain else 0.0
         drain_cpu = proc_cpu_seconds(sender) - cpu_before

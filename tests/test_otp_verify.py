@@ -16,7 +16,15 @@ import redis.asyncio as aioredis
 from gateway import keys
 from gateway.audit import Who
 from gateway.crypto import token_digest
-from tests.conftest import OPERATOR_KEY, OTP_KEY, Gateway, GatewayFactory, add_account
+from tests.conftest import (
+    OPERATOR_KEY,
+    OTP_KEY,
+    Gateway,
+    GatewayFactory,
+    Sink,
+    add_account,
+    sink_provider,
+)
 from tests.otp_helpers import (
     CHALLENGE_ID,
     FIXED,
@@ -96,6 +104,24 @@ async def test_fixed_line_defaults_to_voice_and_refuses_sms(gw: Gateway) -> None
     assert body["destination"] == "+33 * ** ** ** 00"
     await code_for(gw, body["challenge_id"])
     assert [m["channel"] for m in gw.sink.received] == ["voice"]
+
+
+async def test_a_channel_no_provider_serves_is_refused(
+    make_gateway: GatewayFactory, sink: Sink
+) -> None:
+    """create.lua checks the channel against the providers configured (its CFG),
+    before any limit is consumed."""
+    gw = await make_gateway(providers=[sink_provider(sink, "sms-only", ("sms",))])
+    await add_account(gw)
+    await add_account(gw, account_id="bob", phone=FIXED)  # defaults to voice
+    assert_error(await challenge_reply(gw, "alice", channel="voice"), 422, "channel_unavailable")
+    assert_error(await challenge_reply(gw, "bob"), 422, "channel_unavailable")
+    assert (await challenge_reply(gw, "alice")).status == 202
+    assert await gw.drain() == 1
+
+
+async def challenge_reply(gw: Gateway, account_id: str, **body: Any) -> Any:
+    return await call(gw, "POST", "/challenge", {"account_id": account_id, **body})
 
 
 async def test_mobile_may_ask_for_voice(gw: Gateway) -> None:
