@@ -78,6 +78,8 @@ from gateway.app import create_app  # noqa: E402
 from gateway.services import SERVICES, Services  # noqa: E402
 
 SINK_SECRET = "sink-secret-0123456789abcdef"
+# After SINK_SECRET: the stubs sign with it, importing it from here.
+from tests.httpstub import StubFactory, stub_servers  # noqa: E402
 
 
 @dataclass
@@ -116,6 +118,13 @@ async def sink() -> AsyncIterator[Sink]:
     sink.url = str(server.make_url("/send"))
     yield sink
     await server.close()
+
+
+@pytest.fixture
+async def stubs() -> AsyncIterator[StubFactory]:
+    """Provider stand-ins (tests/httpstub.py): each call starts one more."""
+    async with stub_servers() as make:
+        yield make
 
 
 def sink_provider(

@@ -4,26 +4,18 @@ sent.lua) against real Redis, driven directly and through the queue."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
 import redis.asyncio as aioredis
 
 from gateway import keys
 from gateway.delivery import DeliveryEvent
 from tests.conftest import Gateway, GatewayFactory, add_account
-from tests.httpstub import StubFactory, sample, stub_servers
+from tests.httpstub import StubFactory, sample
 
 LANDLINE = "01 42 68 53 00"
 NOW = {"retry_delay_seconds": 0, "max_calls": 3}
 CALL_NO_ANSWER = DeliveryEvent("call", "no_answer")
-
-
-@pytest.fixture
-async def stubs() -> AsyncIterator[StubFactory]:
-    async with stub_servers() as make:
-        yield make
 
 
 async def challenge(gw: Gateway, **body: Any) -> str:

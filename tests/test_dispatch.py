@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import textwrap
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +24,9 @@ from tests.conftest import (
     make_config,
     sink_provider,
 )
-from tests.httpstub import Stub, StubFactory, closed_url, poll, sample, stub_servers
+from tests.httpstub import Stub, StubFactory, closed_url, poll, sample
 
 DEV = ProviderContext(development=True, public_url="http://127.0.0.1:8080")
-
-
-@pytest.fixture
-async def stubs() -> AsyncIterator[StubFactory]:
-    async with stub_servers() as make:
-        yield make
 
 
 async def send_one(gw: Gateway, **body: Any) -> str:

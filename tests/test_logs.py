@@ -11,7 +11,7 @@ import json
 import logging
 import re
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ from tests.conftest import (
     add_account,
     make_config,
 )
-from tests.httpstub import StubFactory, closed_url, poll, stub_servers
+from tests.httpstub import StubFactory, closed_url, poll
 from tests.opshelp import auth, children, wait_healthy, write_config
 from tests.otp_helpers import (
     MOBILE_DIGITS,
@@ -207,12 +207,6 @@ async def test_access_lines_name_the_route_never_the_path_or_query(
 
 
 # --- a whole flow through a real gateway process, every log line grepped ---------------
-
-
-@pytest.fixture
-async def stubs() -> AsyncIterator[StubFactory]:
-    async with stub_servers() as make:
-        yield make
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ from tests.conftest import (
     make_config,
     sink_provider,
 )
-from tests.httpstub import StubFactory, closed_url, poll, sample, stub_servers
+from tests.httpstub import StubFactory, closed_url, poll, sample
 from tests.opshelp import children, prometheus_tool, wait_healthy, write_config
 from tests.otp_helpers import (
     MOBILE_DIGITS,
@@ -83,12 +83,6 @@ def otp_label_values(text: bytes | str) -> set[tuple[str, str]]:
 def spawn(tmp_path: Path) -> Iterator[Any]:
     with children(tmp_path) as start:
         yield start
-
-
-@pytest.fixture
-async def stubs() -> AsyncIterator[StubFactory]:
-    async with stub_servers() as make:
-        yield make
 
 
 def test_every_metric_has_its_name_type_and_labels(redis_server: RedisServer) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -18,15 +17,9 @@ from tests.conftest import (
     GatewayFactory,
     add_account,
 )
-from tests.httpstub import Hit, StubFactory, closed_url, poll, sample, stub_servers
+from tests.httpstub import Hit, StubFactory, closed_url, poll, sample
 
 NO_COOLDOWN = {"resend_cooldown_seconds": 0}
-
-
-@pytest.fixture
-async def stubs() -> AsyncIterator[StubFactory]:
-    async with stub_servers() as make:
-        yield make
 
 
 async def challenge(gw: Gateway, account_id: str = "alice", **body: Any) -> str:

@@ -31,15 +31,9 @@ from tests.conftest import (
     make_config,
     sink_provider,
 )
-from tests.httpstub import StubFactory, poll, sample, stub_servers
+from tests.httpstub import StubFactory, poll, sample
 
 OTP_GATEWAY = str(Path(sys.executable).with_name("otp-gateway"))
-
-
-@pytest.fixture
-async def stubs() -> AsyncIterator[StubFactory]:
-    async with stub_servers() as make:
-        yield make
 
 
 # --- a standalone worker process ------------------------------------------------

@@ -20,14 +20,8 @@ import redis.asyncio as aioredis
 from gateway import keys
 from gateway.embedded import RedisServer, free_port
 from tests.conftest import OPERATOR_KEY, OTP_KEY, GatewayFactory
-from tests.httpstub import Stub, StubFactory, poll, stub_servers
+from tests.httpstub import Stub, StubFactory, poll
 from tests.opshelp import Child, auth, children, wait_healthy, write_config
-
-
-@pytest.fixture
-async def stubs() -> AsyncIterator[StubFactory]:
-    async with stub_servers() as make:
-        yield make
 
 
 @pytest.fixture
