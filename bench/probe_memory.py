@@ -1,6 +1,9 @@
 """Memory per live challenge, measured directly (no HTTP): N accounts by
 AccountStore.create, then N challenges by ChallengeService.create, INFO
-used_memory before/after. Usage: probe_memory.py [N] [redis-server path]."""
+used_memory before, while queued, and once every send is recorded as done by
+the worker's own script (sent.lua: the send's state, its provider, the entry
+acknowledged and deleted; nothing goes to a provider).
+Usage: probe_memory.py [N] [redis-server path]."""
 
 from __future__ import annotations
 
@@ -72,18 +75,28 @@ async def main(n: int, server_path: str | None) -> None:
 
             await asyncio.gather(*(chal(a) for a in ids))
             queued = await used(r)
-            await r.delete(keys.STREAM)
+            await r.xgroup_create(keys.STREAM, keys.GROUP, id="0")
+            while entries := await r.xrange(keys.STREAM, count=1000):
+                async with r.pipeline(transaction=False) as pipe:
+                    for entry_id, fields in entries:
+                        cid = fields[b"c"].decode()
+                        await s.worker.scripts.sent(
+                            keys=[keys.challenge(cid), keys.STREAM],
+                            args=[1, "sent", "c", keys.GROUP, entry_id, "sms", "", ""],
+                            client=pipe,
+                        )
+                    await pipe.execute()
             sent = await used(r)
             one = ids[0]
             tag = s.challenges.account_tag(one)
-            cid = (await r.hget(keys.runtime(tag), "c:login")).decode()[:16] + tag
+            cid = (await r.hget(keys.account(one), "c:login")).decode()[:16] + tag
             print(f"server {server_path or 'default'} n={n}")
             print(f"  queued {(queued - before) / n:.0f} B  sent {(sent - before) / n:.0f} B")
             print(
                 f"  MEMORY USAGE c: {await r.memory_usage(keys.challenge(cid))}"
-                f" u: {await r.memory_usage(keys.runtime(tag))}"
+                f" a: {await r.memory_usage(keys.account(one))}"
                 f" hlen c {await r.hlen(keys.challenge(cid))}"
-                f" u {await r.hlen(keys.runtime(tag))}"
+                f" a {await r.hlen(keys.account(one))}"
             )
             await r.aclose()
         finally:

@@ -296,8 +296,9 @@ class MemoryResults:
     create_cpu_ms: float  # gateway CPU per POST /challenge with the worker off
     before: Snapshot
     with_stream: Snapshot
-    without_stream: Snapshot
+    sent: Snapshot  # after a worker sent every code (and the gateway alone runs again)
     stream_length: int
+    send_seconds: float
 
     def per_challenge(self, after: Snapshot) -> tuple[float, float]:
         """Bytes per challenge: all of used_memory, and the key tables' part of it."""
@@ -423,10 +424,19 @@ class Bench:
         self.stack.callback(self.gateway.stop)  # stop() is idempotent
         self.gateway.start()
         if worker and not inline:
-            argv = [*gateway_command(), "worker", "--config", config_path]
-            self.worker = Service("worker", argv, self.work, f"{self.url('worker')}/healthz")
-            self.stack.callback(self.worker.stop)
-            self.worker.start()
+            self.start_worker(config)
+
+    def start_worker(self, config: str) -> None:
+        """An `otp-gateway worker` process beside the gateway."""
+        argv = [*gateway_command(), "worker", "--config", str(self.work / config)]
+        self.worker = Service("worker", argv, self.work, f"{self.url('worker')}/healthz")
+        self.stack.callback(self.worker.stop)
+        self.worker.start()
+
+    def stop_worker(self) -> None:
+        if self.worker is not None:
+            self.worker.stop()
+        self.worker = None
 
     def stop_gateway(self) -> None:
         for service in (self.gateway, self.worker):
@@ -439,7 +449,7 @@ class Bench:
 
         With `default_number_limit`, the per-number limit keeps its default, so its
         key lives as long as in production (a generous GCRA key expires at once).
-        The per-account limit lives in the runtime hash whatever its setting.
+        The per-account limit lives in the account record whatever its setting.
         """
         names = ["account", "ip", "country", "global", "failures"]
         if not default_number_limit:
@@ -643,16 +653,24 @@ timeout_seconds = 5
             raise RuntimeError(f"created {len(created)} of {count}: {result['errors']}")
         with_stream = self.settled_memory()
         stream_length = int(self.admin.xlen(keys.STREAM))
-        self.admin.delete(keys.STREAM)
-        without_stream = self.settled_memory()
+        # Then really send them: a sent challenge keeps what the worker records
+        # (the send done, its provider and state), the stream entry goes.
+        print(f"[memory] a worker sends the {stream_length} codes ...", flush=True)
+        received = self.sink_received()
+        self.start_worker("memory.toml")
+        send_seconds = self.drain_queue(timeout=600)
+        if self.sink_received() - received != count or int(self.admin.xlen(keys.STREAM)):
+            raise RuntimeError(f"the worker did not send all {count} codes")
+        self.stop_worker()  # its connections are not challenges either
+        sent = self.settled_memory()
         self.stop_gateway()
         self.clear_number_limits()
         memory = MemoryResults(
             challenges=count, accounts_seconds=accounts_seconds,
             create_rate=count / result["elapsed"],
             create_cpu_ms=10 * result["cpu"]["gateway"] * result["elapsed"] / count,
-            before=before, with_stream=with_stream,
-            without_stream=without_stream, stream_length=stream_length,
+            before=before, with_stream=with_stream, sent=sent,
+            stream_length=stream_length, send_seconds=send_seconds,
         )  # fmt: skip
         return memory, created
 
@@ -905,13 +923,13 @@ def print_memory(mem: MemoryResults) -> None:
         f"gateway {mem.create_cpu_ms:.2f} ms CPU each"
     )
     print(
-        f"  used_memory before {mem.before.used:,} B, with stream {mem.with_stream.used:,} B, "
-        f"stream deleted {mem.without_stream.used:,} B; "
+        f"  used_memory before {mem.before.used:,} B, queued {mem.with_stream.used:,} B, "
+        f"sent {mem.sent.used:,} B (one worker process sent them in {mem.send_seconds:.1f} s); "
         f"clients {mem.before.clients} -> {mem.with_stream.clients}"
     )
     for label, after in (
         (f"queued: with its {mem.stream_length} stream entries", mem.with_stream),
-        ("sent: stream entries deleted", mem.without_stream),
+        ("sent: the worker sent every code", mem.sent),
     ):
         per, tables = mem.per_challenge(after)
         ok = verdict(per <= BYTES_PER_CHALLENGE_MAX)

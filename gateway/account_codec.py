@@ -4,9 +4,12 @@ The hash holds plain string fields. The phone number is kept only sealed
 (AES-GCM under the phone key, bound to the account id); its region, line type,
 keyed fingerprint (`number_tag`) and masked form (`masked`, what admins and
 the /challenge answer show) are kept in clear, they are not the number. Times
-are unix milliseconds. Three fields are not the record's own and survive every
-rewrite: the version `v`, `last_login_at`, and the sweep's
-`expiry_mark` (the expiry it last recorded as passed).
+are unix milliseconds. Some fields are not the record's own and survive every
+rewrite: the version `v`, `last_login_at`, the sweep's `expiry_mark` (the
+expiry it last recorded as passed), and the OTP scripts' runtime state,
+kept here rather than in a key of its own per account (~210 bytes less per
+live challenge): `c:<purpose>` (the live challenge), `s:<purpose>` (its last
+send) and `g` (the account's send-rate state).
 """
 
 from __future__ import annotations
@@ -20,7 +23,13 @@ from gateway.crypto import Keyring
 from gateway.errors import GatewayError
 from gateway.phones import LineType, Phone
 
-UNMANAGED: Final = frozenset({b"v", b"last_login_at", b"expiry_mark"})
+UNMANAGED: Final = frozenset({b"v", b"last_login_at", b"expiry_mark", b"g"})
+
+
+def unmanaged(name: bytes) -> bool:
+    """A field the codec never writes nor removes (`c:<purpose>`, `s:<purpose>`...)."""
+    return name in UNMANAGED or b":" in name
+
 
 Record = dict[bytes, bytes]
 
@@ -86,7 +95,7 @@ class Codec:
         record = self.encode(updated, sealed=sealed)
         to_set = {k: v for k, v in record.items() if raw.get(k.encode()) != v}
         to_delete = [
-            name.decode() for name in raw if name not in UNMANAGED and name.decode() not in record
+            name.decode() for name in raw if not unmanaged(name) and name.decode() not in record
         ]
         return to_set, to_delete
 

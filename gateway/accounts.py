@@ -130,27 +130,26 @@ return 1
 _APPLY_LUA = (
     _PRELUDE
     + """
--- KEYS: 1 account hash, 2 history, 3 trusted devices, 4 runtime hash, 5 account index,
---       6 establishment set, 7 establishment history, 8 totp hash, 9 reminders hash,
---       10 guard: another active admin's hash (KEYS[1] when there is no guard)
+-- KEYS: 1 account hash, 2 history, 3 trusted devices, 4 account index,
+--       5 establishment set, 6 establishment history, 7 totp hash, 8 reminders hash,
+--       9 guard: another active admin's hash (KEYS[1] when there is no guard)
 -- ARGV: 1 account id, 2 expected version, 3 mode (update|revoke|delete),
---       4/5 history maxlens, 6 suspended ('1'/'0'), 7 expires_at ms,
---       8 the guard's expected version ('' when there is no guard),
---       9 number of audit items n, then the n audit items,
+--       4/5 history maxlens, 6 the guard's expected version ('' when there is no guard),
+--       7 number of audit items n, then the n audit items,
 --       then the number of field/value pairs to set, the pairs, then fields to delete
 -- Returns 1 when applied, 0 when the record or the guard changed since they were
 -- read, -1 when the account is gone.
 local version = redis.call('HGET', KEYS[1], 'v')
 if not version then return -1 end
 if version ~= ARGV[2] then return 0 end
-if ARGV[8] ~= '' and redis.call('HGET', KEYS[10], 'v') ~= ARGV[8] then return 0 end
-local n = tonumber(ARGV[9])
-local at = 10 + n
+if ARGV[6] ~= '' and redis.call('HGET', KEYS[9], 'v') ~= ARGV[6] then return 0 end
+local n = tonumber(ARGV[7])
+local at = 8 + n
 local mode = ARGV[3]
 if mode == 'delete' then
-  redis.call('DEL', KEYS[1], KEYS[3], KEYS[4], KEYS[8], KEYS[9])
+  redis.call('DEL', KEYS[1], KEYS[3], KEYS[7], KEYS[8])
+  redis.call('SREM', KEYS[4], ARGV[1])
   redis.call('SREM', KEYS[5], ARGV[1])
-  redis.call('SREM', KEYS[6], ARGV[1])
 else
   local nset = tonumber(ARGV[at])
   local first_del = at + 1 + 2 * nset
@@ -163,21 +162,17 @@ else
   for i = first_del, #ARGV do dels[#dels + 1] = ARGV[i] end
   if #dels > 0 then redis.call('HDEL', KEYS[1], unpack(dels)) end
   redis.call('HINCRBY', KEYS[1], 'v', 1)
-  -- verify.lua and resend.lua read these from the runtime hash: a pending
-  -- code dies with a suspension or an expiry and lives again on reactivation.
-  if redis.call('EXISTS', KEYS[4]) == 1 then
-    redis.call('HSET', KEYS[4], 'sus', ARGV[6], 'ax', ARGV[7])
-  end
   if mode == 'revoke' then
-    -- A new number: trusted devices and pending challenges to the old one die.
+    -- A new number: trusted devices and pending challenges to the old one
+    -- die (the scripts point at an account's live challenges from its record).
     redis.call('DEL', KEYS[3])
-    local fields = redis.call('HKEYS', KEYS[4])
+    local fields = redis.call('HKEYS', KEYS[1])
     for _, f in ipairs(fields) do
-      if string.sub(f, 1, 2) == 'c:' then redis.call('HDEL', KEYS[4], f) end
+      if string.sub(f, 1, 2) == 'c:' then redis.call('HDEL', KEYS[1], f) end
     end
   end
 end
-audit(KEYS[2], KEYS[7], ARGV[4], ARGV[5], 10, n)
+audit(KEYS[2], KEYS[6], ARGV[4], ARGV[5], 8, n)
 return 1
 """
 )
@@ -632,7 +627,6 @@ class AccountStore:
             own,
             keys.history(account.account_id),
             keys.trusted_devices(tag),
-            keys.runtime(tag),
             keys.ACCOUNT_INDEX,
             self._establishment_key(account.establishment),
             self._establishment_history_key(account.establishment),
@@ -663,8 +657,6 @@ def _apply_args(
         mode,
         HISTORY_MAXLEN,
         ESTABLISHMENT_HISTORY_MAXLEN,
-        "1" if updated.suspended else "0",
-        to_ms(updated.expires_at),
         b"" if guard is None else guard[1],
         len(items),
         *items,

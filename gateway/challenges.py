@@ -3,12 +3,13 @@
 The writes are single Lua scripts (gateway/lua) that check and write
 atomically: rate limits, the one-live-code-per-purpose rule, attempt counting
 and single use cannot race. POST /challenge and POST /verify are one round
-trip each: `create.lua` reads the account record itself, and a challenge id
-carries the account's tag, which names every key `verify.lua` touches. A
-resend reads the challenge, then the account, then runs its script. A
-suspended or expired account can neither verify nor resend a code it was
-sent before: the account store mirrors both states into the runtime hash
-that the scripts read anyway.
+trip each: `create.lua` reads the account record itself; a challenge id
+carries the account's tag, which names the failure and device keys, and
+`verify.lua` reaches the account record through the challenge's account id.
+The record also holds the account's runtime state (`c:<purpose>`,
+`s:<purpose>`, `g`), so a suspended or expired account can neither verify
+nor resend a code it was sent before. A resend reads the challenge, then the
+account, then runs its script.
 """
 
 from __future__ import annotations
@@ -235,7 +236,6 @@ class ChallengeService:
         result = await self.scripts.create(
             keys=[
                 keys.account(account_id),
-                keys.runtime(tag),
                 keys.challenge(challenge_id),
                 keys.failures(tag),
                 keys.GLOBAL_RATE,
@@ -299,7 +299,6 @@ class ChallengeService:
         result = await self.scripts.verify(
             keys=[
                 keys.challenge(challenge_id),
-                keys.runtime(tag),
                 keys.failures(tag),
                 keys.trusted_devices(tag),
                 keys.step_up(step_up_digest),
@@ -347,14 +346,17 @@ class ChallengeService:
     async def status(self, challenge_id: str) -> dict[str, Any]:
         if not _ID_RE.fullmatch(challenge_id):
             raise NotFound("no such challenge", code="challenge_not_found")
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hmget(keys.challenge(challenge_id), "v", "x", "c", "d", "n", "p")
-            pipe.hgetall(keys.runtime(challenge_id[16:]))
-            (state, expires, channel, delivery, attempts, purpose), runtime = await pipe.execute()
+        fields: list[Any] = await self.redis.hmget(
+            keys.challenge(challenge_id), "v", "x", "c", "d", "n", "p", "a"
+        )
+        state, expires, channel, delivery, attempts, purpose, account_id = fields
         if expires is None:
             raise NotFound("no such challenge", code="challenge_not_found")
         status = _STATUS_OF_STATE.get(state or b"", "pending")
-        live = points_to(runtime.get(b"c:" + purpose), challenge_id)
+        pointer: Any = await self.redis.hget(
+            keys.account(account_id.decode()), b"c:" + purpose
+        )
+        live = points_to(pointer, challenge_id)
         if status == "pending" and (now_ms() >= int(expires) or not live):
             status = "expired"
         return {
@@ -391,11 +393,10 @@ class ChallengeService:
         channel = channel or (current.decode() if current is not None else "sms")
         if channel not in accepted or channel not in self.channels:
             raise Unprocessable(f"no {channel} delivery to this number", code="channel_unavailable")
-        tag = challenge_id[16:]
         result = await self.scripts.resend(
             keys=[
                 keys.challenge(challenge_id),
-                keys.runtime(tag),
+                keys.account(account_id.decode()),
                 keys.number_rate(number_tag.decode()),
                 keys.country_rate(region),
                 keys.GLOBAL_RATE,

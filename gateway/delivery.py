@@ -23,17 +23,16 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from importlib.resources import files
 from typing import Any, Protocol, runtime_checkable
 
 import redis.asyncio as aioredis
 from cryptography.exceptions import InvalidTag
-from redis.commands.core import AsyncScript
 
 from gateway import keys
 from gateway.config import Config
-from gateway.crypto import Keyring, account_tag_of, open_code, points_to
+from gateway.crypto import Keyring, open_code, points_to
 from gateway.metrics import Metrics
+from gateway.scripts import script_source, settings_chunk
 
 log = logging.getLogger("otp_gateway.delivery")
 
@@ -71,11 +70,6 @@ class CallbackProvider(Protocol):
         ...
 
 
-def _script(redis: aioredis.Redis, name: str) -> AsyncScript:
-    lua = files("gateway") / "lua"
-    return redis.register_script((lua / "lib.lua").read_text() + "\n" + (lua / name).read_text())
-
-
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -96,8 +90,9 @@ class Deliveries:
         self.metrics = metrics
         self.config = config
         self.voice_available = "voice" in channels
-        self._status = _script(redis, "status.lua")
-        self._retry = _script(redis, "retry.lua")
+        settings = settings_chunk(config, channels)
+        self._status = redis.register_script(script_source("status", settings))
+        self._retry = redis.register_script(script_source("retry", settings))
 
     async def record(
         self, challenge_id: str, send: int, event: DeliveryEvent, *, follow_up: bool = True
@@ -108,7 +103,6 @@ class Deliveries:
         result: list[Any] = await self._status(
             keys=[
                 keys.challenge(challenge_id),
-                keys.runtime(account_tag_of(challenge_id)),
                 keys.RETRIES,
                 keys.STREAM,
             ],
@@ -138,7 +132,6 @@ class Deliveries:
                 keys=[
                     keys.RETRIES,
                     keys.challenge(challenge_id),
-                    keys.runtime(account_tag_of(challenge_id)),
                     keys.STREAM,
                 ],
                 args=[challenge_id, self.config.otp.max_sends, self.config.voice.max_calls],
@@ -151,16 +144,18 @@ class Deliveries:
 
     async def live_code(self, challenge_id: str) -> tuple[str, str] | None:
         """(code, purpose) of a challenge that can still be verified; else None."""
-        fields: list[Any] = await self.redis.hmget(keys.challenge(challenge_id), "p", "v", "x", "e")
-        purpose, state, expires, sealed = fields
+        fields: list[Any] = await self.redis.hmget(
+            keys.challenge(challenge_id), "p", "v", "x", "e", "a"
+        )
+        purpose, state, expires, sealed, account_id = fields
         if purpose is None or state is not None or sealed is None or expires is None:
             return None
         if now_ms() >= int(expires):
             return None
-        runtime: list[Any] = await self.redis.hmget(
-            keys.runtime(account_tag_of(challenge_id)), f"c:{purpose.decode()}", "sus", "ax"
+        record: list[Any] = await self.redis.hmget(
+            keys.account(account_id.decode()), f"c:{purpose.decode()}", "suspended", "expires_at"
         )
-        live, suspended, account_expiry = runtime
+        live, suspended, account_expiry = record
         if not points_to(live, challenge_id) or suspended == b"1":
             return None  # replaced, or the account was suspended since
         if now_ms() >= int(account_expiry or 0):

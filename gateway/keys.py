@@ -1,11 +1,12 @@
 """Every Redis key name the gateway uses, in one place.
 
-The keys the OTP hot path touches (challenges, an account's runtime state,
-failures, trusted devices, rate limits) carry a keyed fingerprint
+The keys the OTP hot path touches (challenges, failures, trusted devices,
+rate limits) carry a keyed fingerprint
 (`Keyring.tag`) of the account or the number, never the number itself: no
 phone number shows in `redis-cli --scan`, a slow log or a key-space
-notification. The account record, its history and the indexes are keyed by
-the account id, which is not a secret.
+notification. The account record (which also holds the account's OTP
+runtime state: see gateway/account_codec.py), its history and the indexes
+are keyed by the account id, which is not a secret.
 """
 
 from __future__ import annotations
@@ -25,18 +26,13 @@ MAIL_STREAM = PREFIX + "mail"  # stream: the e-mail outbox
 MAIL_GROUP = "mailers"  # its consumer group
 MAIL_DEAD = PREFIX + "mail:dead"  # mails that could not be delivered
 # SCAN patterns of the live state a secret rotation drops (`gateway.rotate`):
-# challenges, runtime hashes, rate limits, pending phone changes.
-TRANSIENT_PATTERNS = (PREFIX + "c:*", PREFIX + "u:*", PREFIX + "rl:*", PREFIX + "pc:*")
+# challenges, rate limits, pending phone changes.
+TRANSIENT_PATTERNS = (PREFIX + "c:*", PREFIX + "rl:*", PREFIX + "pc:*")
 
 
 def challenge(challenge_id: str) -> str:
     """Hash: one challenge (sealed code, code digest, state), then its tombstone."""
     return f"{PREFIX}c:{challenge_id}"
-
-
-def runtime(account_tag: str) -> str:
-    """Hash: an account's live challenge per purpose, last send, rate state."""
-    return f"{PREFIX}u:{account_tag}"
 
 
 def failures(account_tag: str) -> str:

@@ -40,7 +40,7 @@ from redis.exceptions import RedisError, ResponseError
 from gateway import keys, messages, voice
 from gateway.accounts import AccountStore
 from gateway.config import Config
-from gateway.crypto import Keyring, account_tag_of, destination_aad, open_code
+from gateway.crypto import Keyring, destination_aad, open_code
 from gateway.delivery import Deliveries, DeliveryEvent
 from gateway.dispatch import Dispatcher, Sent
 from gateway.errors import ProviderRejected, ProviderUnavailable
@@ -197,7 +197,7 @@ class Worker:
     ) -> tuple[OutboundMessage, int] | str:
         """The message to send, or the reason to drop the job (job.lua decides)."""
         reply = await self.scripts.job(
-            keys=[keys.challenge(challenge_id), keys.runtime(account_tag_of(challenge_id))],
+            keys=[keys.challenge(challenge_id)],
             args=[challenge_id, attempt],
         )
         if reply[0] == b"drop":

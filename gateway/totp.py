@@ -179,8 +179,8 @@ class TotpService:
         device_token, device_digest = new_token("td")
         step_up_token, step_up_digest = new_token("su")
         result = await self._verify_script(
-            keys=[key, keys.runtime(tag), keys.failures(tag), keys.trusted_devices(tag),
-                  keys.step_up(step_up_digest), keys.LOGINS],
+            keys=[key, keys.account(account.account_id), keys.failures(tag),
+                  keys.trusted_devices(tag), keys.step_up(step_up_digest), keys.LOGINS],
             args=[step, *_limit(self.failures), "1" if trust_device else "0", device_digest,
                   self.otp.trusted_device_days * 86_400_000, label,
                   self.otp.step_up_ttl_seconds * 1000, purpose, account.account_id, tag],

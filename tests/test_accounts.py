@@ -20,7 +20,6 @@ from gateway.accounts import (
     Status,
     Who,
     iso,
-    to_ms,
 )
 from gateway.config import AccountsConfig, config_from_dict
 from gateway.crypto import Keyring
@@ -321,11 +320,13 @@ async def test_set_phone_revokes_trusted_devices(
     await create(store, "bob")
     t = tag("alice")
     await redis.hset(keys.trusted_devices(t), mapping={"d1": "x", "d2": "y"})
+    # The OTP scripts' runtime fields, kept in the record.
     await redis.hset(
-        keys.runtime(t), mapping={"c:login": "ch1", "c:rncps": "ch2", "s:login": "1", "g": "5"}
+        keys.account("alice"),
+        mapping={"c:login": "ch1", "c:rncps": "ch2", "s:login": "1", "g": "5"},
     )
     await redis.hset(keys.trusted_devices(tag("bob")), "d3", "z")
-    await redis.hset(keys.runtime(tag("bob")), "c:login", "ch3")
+    await redis.hset(keys.account("bob"), "c:login", "ch3")
 
     updated = await store.set_phone(
         "alice", store.parse_phone(OTHER), hidden=None, who=Who(ACTOR, "r2")
@@ -336,15 +337,30 @@ async def test_set_phone_revokes_trusted_devices(
     assert updated.phone_hidden is False
     assert await store.get("alice") == updated
     assert await redis.exists(keys.trusted_devices(t)) == 0
-    runtime = await redis.hgetall(keys.runtime(t))
-    assert runtime.pop(b"sus") == b"0"  # the account's state, mirrored for the scripts
-    assert runtime.pop(b"ax") == str(to_ms(updated.expires_at)).encode()
-    assert runtime == {b"s:login": b"1", b"g": b"5"}
+    raw = await redis.hgetall(keys.account("alice"))
+    # The live challenges die; the last sends and the send-rate state stay.
+    assert {k: v for k, v in raw.items() if b":" in k or k == b"g"} == {
+        b"s:login": b"1",
+        b"g": b"5",
+    }
+    assert raw[b"number_tag"] == KEYRING.tag("number", "+33798765432").encode()
     # Other accounts are untouched.
     assert await redis.hgetall(keys.trusted_devices(tag("bob"))) == {b"d3": b"z"}
-    assert await redis.hgetall(keys.runtime(tag("bob"))) == {b"c:login": b"ch3"}
+    assert await redis.hget(keys.account("bob"), "c:login") == b"ch3"
+
+
+async def test_changes_keep_the_runtime_fields(store: AccountStore, redis: aioredis.Redis) -> None:
+    """An admin's write rewrites the record's own fields only: the OTP scripts'
+    state in the same hash (live challenge, last send, send-rate state) stays."""
+    await create(store)
+    runtime = {b"c:login": b"ch1", b"s:login": b"1", b"g": b"5"}
+    await redis.hset(keys.account("alice"), mapping=runtime)
+    who = Who(ACTOR, "r2")
+    await store.update("alice", {"first_name": "Alicia", "phone_extension": None}, who=who)
+    await store.renew("alice", who=who)
     raw = await redis.hgetall(keys.account("alice"))
-    assert raw[b"number_tag"] == KEYRING.tag("number", "+33798765432").encode()
+    assert {k: raw[k] for k in runtime} == runtime
+    assert (await store.get("alice")) is not None
 
 
 async def test_set_same_phone_still_revokes(store: AccountStore, redis: aioredis.Redis) -> None:
@@ -537,7 +553,6 @@ async def test_delete_keeps_history(store: AccountStore, redis: aioredis.Redis) 
     await create(store, "bob")
     t = tag("alice")
     await redis.hset(keys.trusted_devices(t), "d1", "x")
-    await redis.hset(keys.runtime(t), "c:login", "ch1")
 
     await store.delete("alice", who=Who(ACTOR, "r2"))
     assert await store.get("alice") is None
@@ -546,7 +561,7 @@ async def test_delete_keeps_history(store: AccountStore, redis: aioredis.Redis) 
     accounts, total = await store.list("Clinique du Parc", 1, 10)
     assert [a.account_id for a in accounts] == ["bob"]
     assert total == 1
-    assert await redis.exists(keys.trusted_devices(t), keys.runtime(t)) == 0
+    assert await redis.exists(keys.trusted_devices(t)) == 0
 
     entries, total = await store.history("alice", 1, 10)
     assert total == 2

@@ -701,8 +701,8 @@ async def test_pointer_and_code_written_by_the_previous_layout_still_verify(
     await add_account(gw)
     challenge_id, code = await challenge_and_code(gw)
     keyring = gw.services.keyring
-    tag = challenge_id[16:]
-    await redis.hset(keys.runtime(tag), "c:login", challenge_id)
+    account_id = (await redis.hget(keys.challenge(challenge_id), "a")).decode()
+    await redis.hset(keys.account(account_id), "c:login", challenge_id)
     await redis.hset(
         keys.challenge(challenge_id), "e", keyring.codes.seal(code.encode(), challenge_id.encode())
     )

@@ -3,13 +3,16 @@
 -- masked number): /challenge is one round trip, and an admin's change cannot
 -- slip between the check and the write. The number-bucket and country limit
 -- keys are therefore built here, from the record (docs/operations.md says
--- why Redis Cluster is not supported).
--- KEYS: 1 account record (a:), 2 runtime hash (u:), 3 new challenge (c:),
---       4 failures (f:), 5 global limit, 6 ip limit, 7 stream, 8 trusted devices (td:)
+-- why Redis Cluster is not supported). The account's runtime state lives in
+-- its record too, in fields no account field is named like: `c:<purpose>`
+-- (the live challenge), `s:<purpose>` (its last send, ms) and `g` (the
+-- account's send-rate state). A key of its own per account cost ~210 bytes.
+-- KEYS: 1 account record (a:), 2 new challenge (c:), 3 failures (f:),
+--       4 global limit, 5 ip limit, 6 stream, 7 trusted devices (td:)
 -- ARGV: 1 purpose, 2 challenge id, 3 account id, 4 code digest, 5 sealed code,
 --       6 channel asked ('' for the number's default),
 --       7 digest of a trusted-device token ('' for none),
---       8 '1' when the caller gave a client ip (KEYS[6] is its limit),
+--       8 '1' when the caller gave a client ip (KEYS[5] is its limit),
 --       9 sealed destination ('' for the account's own number), and for one:
 --       10 its number tag, 11 its region, 12 its line type
 -- Returns {'ok', expires_at_ms, resend_after_ms, channel, region, masked number or ''}
@@ -17,16 +20,16 @@
 local now = now_ms()
 local purpose = ARGV[1]
 
-local a = redis.call('HMGET', KEYS[1],
-  'expires_at', 'suspended', 'number_tag', 'region', 'line_type', 'masked')
+local rec = KEYS[1]
+local a = redis.call('HMGET', rec, 'expires_at', 'suspended', 'number_tag', 'region',
+  'line_type', 'masked', 's:' .. purpose, 'g')
 if not a[1] then return {'refused', 'unknown_account', ''} end
-local account_expiry = tonumber(a[1])
 if a[2] == '1' then return {'refused', 'account_suspended', ''} end
-if now >= account_expiry then return {'refused', 'account_expired', ''} end
+if now >= tonumber(a[1]) then return {'refused', 'account_expired', ''} end
 
 -- A live trusted device spares the code (the caller sends a digest for logins only).
 if ARGV[7] ~= '' then
-  local device = redis.call('HGET', KEYS[8], ARGV[7])
+  local device = redis.call('HGET', KEYS[7], ARGV[7])
   -- The record is "until|created|label"; an unreadable one trusts nothing.
   if device and (tonumber(string.match(device, '^%d+')) or 0) > now then return {'trusted'} end
 end
@@ -44,7 +47,7 @@ if not (CFG.channels[channel] and contains(takes, channel)) then
   return {'refused', 'channel_unavailable', channel}
 end
 
-local last = tonumber(redis.call('HGET', KEYS[2], 's:' .. purpose))
+local last = tonumber(a[7])
 local cooldown = CFG.cooldown_ms
 if last and now - last < cooldown then
   return {'rate', 'cooldown', cooldown - (now - last)}
@@ -52,11 +55,11 @@ end
 
 -- An account out of verification attempts gets no new codes either.
 local fl = CFG.failures_limit
-local fok, _, fwait = gcra(redis.call('GET', KEYS[4]), fl[1], fl[2], now)
+local fok, _, fwait = gcra(redis.call('GET', KEYS[3]), fl[1], fl[2], now)
 if not fok then return {'rate', 'failures', fwait} end
 
 local al = CFG.account_limit
-local aok, account_tat, await = gcra(redis.call('HGET', KEYS[2], 'g'), al[1], al[2], now)
+local aok, account_tat, await = gcra(a[8], al[1], al[2], now)
 if not aok then return {'rate', 'account', await} end
 
 local chars = CFG.number_rate_chars
@@ -64,10 +67,10 @@ local limits = {
   {CFG.number_rate_prefix .. string.sub(number_tag, 1, chars), CFG.number_limit[1],
    CFG.number_limit[2], 'number', field = string.sub(number_tag, chars + 1)},
   {CFG.country_rate_prefix .. region, CFG.country_limit[1], CFG.country_limit[2], 'country'},
-  {KEYS[5], CFG.global_limit[1], CFG.global_limit[2], 'global'},
+  {KEYS[4], CFG.global_limit[1], CFG.global_limit[2], 'global'},
 }
 if ARGV[8] == '1' then
-  table.insert(limits, {KEYS[6], CFG.ip_limit[1], CFG.ip_limit[2], 'ip'})
+  table.insert(limits, {KEYS[5], CFG.ip_limit[1], CFG.ip_limit[2], 'ip'})
 end
 local refused = check_limits(limits, now)
 if refused then return refused end
@@ -79,19 +82,17 @@ local expires_at = now + ttl
 -- 'n' 0, sends 's' 1, delivery 'd' queued, channel 'c' sms. The channels the number takes and
 -- its region come from the account (or the sealed 'to') when needed; 'nv'
 -- marks a number that takes no calls (no SMS-to-voice fallback).
-redis.call('HSET', KEYS[3],
+redis.call('HSET', KEYS[2],
   'a', ARGV[3], 'p', purpose, 'h', ARGV[4], 'e', ARGV[5], 'x', expires_at, 'nh', number_tag)
-if channel ~= 'sms' then redis.call('HSET', KEYS[3], 'c', channel) end
-if not contains(takes, 'voice') then redis.call('HSET', KEYS[3], 'nv', 1) end
-if ARGV[9] ~= '' then redis.call('HSET', KEYS[3], 'to', ARGV[9]) end
-redis.call('PEXPIRE', KEYS[3], ttl + tombstone)
+if channel ~= 'sms' then redis.call('HSET', KEYS[2], 'c', channel) end
+if not contains(takes, 'voice') then redis.call('HSET', KEYS[2], 'nv', 1) end
+if ARGV[9] ~= '' then redis.call('HSET', KEYS[2], 'to', ARGV[9]) end
+redis.call('PEXPIRE', KEYS[2], ttl + tombstone)
 
 -- The previous challenge of this purpose, if any, dies with this write: its
 -- verify finds the pointer moved on.
-redis.call('HSET', KEYS[2], 'c:' .. purpose, string.sub(ARGV[2], 1, 16), 's:' .. purpose, now,
-  'g', account_tat, 'ax', account_expiry)
-redis.call('HDEL', KEYS[2], 'sus')  -- the account is active: absent means not suspended
-extend(KEYS[2], math.max(ttl + tombstone, account_tat - now + 1))
+redis.call('HSET', rec, 'c:' .. purpose, string.sub(ARGV[2], 1, 16), 's:' .. purpose, now,
+  'g', account_tat)
 
-redis.call('XADD', KEYS[7], '*', 'c', ARGV[2], 'n', 1, 'ch', channel)
+redis.call('XADD', KEYS[6], '*', 'c', ARGV[2], 'n', 1, 'ch', channel)
 return {'ok', expires_at, now + cooldown, channel, region, a[6] or ''}

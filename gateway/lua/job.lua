@@ -2,7 +2,7 @@
 -- live and this send not yet done, and the (sealed) number to send to. The
 -- account record's key is built here from the challenge's account id
 -- (docs/operations.md says why Redis Cluster is not supported).
--- KEYS: 1 challenge (c:), 2 runtime hash (u:)
+-- KEYS: 1 challenge (c:)
 -- ARGV: 1 challenge id, 2 send number
 -- Returns {'drop', reason}
 --       | {'send', purpose, expires_at_ms, sealed code, sealed number, its owner, extension}
@@ -13,19 +13,20 @@ local f = redis.call('HMGET', KEYS[1], 'a', 'p', 'v', 'x', 'q', 'e', 'nh', 'to')
 if not f[1] or f[3] or not f[6] then return {'drop', 'not_live'} end
 if now >= tonumber(f[4]) then return {'drop', 'expired'} end
 if f[5] and tonumber(f[5]) >= tonumber(ARGV[2]) then return {'drop', 'duplicate'} end
-local u = redis.call('HMGET', KEYS[2], 'sus', 'ax', 'c:' .. f[2])
-if u[1] == '1' or now >= tonumber(u[2] or '0') then
-  return {'drop', 'account_inactive'}  -- suspended or expired since the code was asked for
+local a = redis.call('HMGET', CFG.account_prefix .. f[1], 'suspended', 'expires_at',
+  'c:' .. f[2], 'phone', 'number_tag', 'phone_extension')
+if a[1] == '1' or now >= tonumber(a[2] or '0') then
+  -- Suspended, expired or deleted since the code was asked for.
+  return {'drop', 'account_inactive'}
 end
 
 local number, owner, extension = f[8], 'to', ''
 if not number then
-  local a = redis.call('HMGET', CFG.account_prefix .. f[1], 'phone', 'number_tag', 'phone_extension')
-  if not a[1] then return {'drop', 'no_number'} end
-  if a[2] ~= f[7] then return {'drop', 'number_changed'} end
-  number, owner, extension = a[1], f[1], a[3] or ''
+  if not a[4] then return {'drop', 'no_number'} end
+  if a[5] ~= f[7] then return {'drop', 'number_changed'} end
+  number, owner, extension = a[4], f[1], a[6] or ''
 end
 -- A newer challenge of the same purpose replaced this one (or a phone change
 -- revoked it): its code can no longer verify.
-if not points_to(u[3], ARGV[1]) then return {'drop', 'replaced'} end
+if not points_to(a[3], ARGV[1]) then return {'drop', 'replaced'} end
 return {'send', f[2], f[4], f[6], number, owner, extension}

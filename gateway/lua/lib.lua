@@ -45,21 +45,22 @@ local function extend(key, ms)
   if redis.call('PTTL', key) < ms then redis.call('PEXPIRE', key, ms) end
 end
 
--- What a verified code grants (verify.lua and totp.lua, whose KEYS 4, 5 and 6
--- are the trusted devices, the step-up grant and the last-logins hash): a
--- login records the last login and may trust the device; any other purpose
--- gets a single-use step-up grant. Returns the token kind and when it ends.
-local function grant(account, purpose, tag, trust, device_digest, device_ms, label,
+-- What a verified code grants (verify.lua and totp.lua): a login records the
+-- last login and may trust the device; any other purpose gets a single-use
+-- step-up grant. `k` holds the keys: trusted devices, the step-up grant, the
+-- last-logins hash. Returns the token kind and when it ends.
+local function grant(k, account, purpose, tag, trust, device_digest, device_ms, label,
                      step_up_ms, now)
+  local devices, step_up, logins = k[1], k[2], k[3]
   if purpose ~= 'login' then
-    redis.call('SET', KEYS[5], account .. '|' .. purpose, 'PX', step_up_ms)
+    redis.call('SET', step_up, account .. '|' .. purpose, 'PX', step_up_ms)
     return 'step_up', now + step_up_ms
   end
-  redis.call('HSET', KEYS[6], tag, now)
+  redis.call('HSET', logins, tag, now)
   if trust ~= '1' then return 'none', 0 end
   local until_ms = now + device_ms
-  redis.call('HSET', KEYS[4], device_digest, until_ms .. '|' .. now .. '|' .. label)
-  extend(KEYS[4], device_ms)
+  redis.call('HSET', devices, device_digest, until_ms .. '|' .. now .. '|' .. label)
+  extend(devices, device_ms)
   return 'trusted_device', until_ms
 end
 
@@ -94,30 +95,32 @@ local function consume_limits(limits, now)
 end
 
 -- The account behind a live challenge stopped being usable: suspended, or
--- past its expiry ('sus' and 'ax' in the runtime hash, kept in step with the
--- account record by create.lua and by the account store).
-local function account_block(u, now)
-  local f = redis.call('HMGET', u, 'sus', 'ax')
+-- past its expiry. `rec` is the account record (otp:a:<id>), read directly:
+-- a pending code dies with a suspension or an expiry and lives again on
+-- reactivation. A record gone (deleted) counts as expired.
+local function account_block(rec, now)
+  local f = redis.call('HMGET', rec, 'suspended', 'expires_at')
   if f[1] == '1' then return {'account_suspended'} end
-  if f[2] and now >= tonumber(f[2]) then return {'account_expired'} end
+  if not f[2] or now >= tonumber(f[2]) then return {'account_expired'} end
   return nil
 end
 
--- The runtime hash's `c:<purpose>` pointer holds the 16 random characters
--- that open the live challenge's id (the rest is the account tag, the hash's
--- own); a pointer written before that holds the whole id.
+-- The account record's `c:<purpose>` field points at the live challenge: the
+-- 16 random characters that open its id (the rest is the account's tag); a
+-- pointer written before that holds the whole id.
 local function points_to(ptr, cid)
   return ptr == string.sub(cid, 1, 16) or ptr == cid
 end
 
 -- Challenge state: pending (nil), verified, burnt, expired.
 -- Returns an error tuple when the challenge cannot be used any more.
-local function dead_state(c, u, cid, now)
+-- `rec` is the account record, which holds the `c:<purpose>` pointers.
+local function dead_state(c, rec, cid, now)
   local f = redis.call('HMGET', c, 'v', 'x', 'p')
   if f[1] == 'verified' then return {'already_used'} end
   if f[1] == 'burnt' then return {'too_many_attempts'} end
   if f[1] == 'expired' then return {'expired'} end
-  if now >= tonumber(f[2]) or not points_to(redis.call('HGET', u, 'c:' .. f[3]), cid) then
+  if now >= tonumber(f[2]) or not points_to(redis.call('HGET', rec, 'c:' .. f[3]), cid) then
     -- Past its TTL, or replaced by a newer challenge of the same purpose.
     redis.call('HSET', c, 'v', 'expired')
     redis.call('HDEL', c, 'h', 'e')

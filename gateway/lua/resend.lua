@@ -1,14 +1,14 @@
 -- Queues the same code again, on the same or the other channel.
--- KEYS: 1 challenge (c:), 2 runtime hash (u:), 3 number limit (bucket of 'nh'),
+-- KEYS: 1 challenge (c:), 2 account record (a:), 3 number limit (bucket of 'nh'),
 --       4 country limit, 5 global limit, 6 ip limit, 7 stream
 -- ARGV: 1 challenge id, 2 channel, 3 '1' when the caller gave a client ip (KEYS[6] is its limit)
 -- Returns {'ok', send_number, expires_at, resend_after} | {'rate', scope, wait} | {error}
 local now = now_ms()
-local c, u = KEYS[1], KEYS[2]
+local c, rec = KEYS[1], KEYS[2]
 if redis.call('EXISTS', c) == 0 then return {'challenge_not_found'} end
-local dead = dead_state(c, u, ARGV[1], now)
+local dead = dead_state(c, rec, ARGV[1], now)
 if dead then return dead end
-local blocked = account_block(u, now)
+local blocked = account_block(rec, now)
 if blocked then return blocked end
 
 local f = redis.call('HMGET', c, 'p', 's', 'x', 'nh')
@@ -16,11 +16,12 @@ local sends, expires_at = tonumber(f[2]) or 1, tonumber(f[3])  -- 's' absent: 1 
 if sends >= CFG.max_sends then return {'rate', 'sends', expires_at - now} end
 
 local cooldown = CFG.cooldown_ms
-local last = tonumber(redis.call('HGET', u, 's:' .. f[1]))
+local r = redis.call('HMGET', rec, 's:' .. f[1], 'g')
+local last = tonumber(r[1])
 if last and now - last < cooldown then return {'rate', 'cooldown', cooldown - (now - last)} end
 
 local al = CFG.account_limit
-local aok, account_tat, await = gcra(redis.call('HGET', u, 'g'), al[1], al[2], now)
+local aok, account_tat, await = gcra(r[2], al[1], al[2], now)
 if not aok then return {'rate', 'account', await} end
 local limits = {
   {KEYS[3], CFG.number_limit[1], CFG.number_limit[2], 'number', field = string.sub(f[4], 3)},
@@ -36,7 +37,6 @@ consume_limits(limits, now)
 
 sends = sends + 1
 redis.call('HSET', c, 's', sends, 'c', ARGV[2], 'd', 'queued')
-redis.call('HSET', u, 's:' .. f[1], now, 'g', account_tat)
-extend(u, account_tat - now + 1)
+redis.call('HSET', rec, 's:' .. f[1], now, 'g', account_tat)
 redis.call('XADD', KEYS[7], '*', 'c', ARGV[1], 'n', sends, 'ch', ARGV[2])
 return {'ok', sends, expires_at, now + cooldown}

@@ -2,7 +2,9 @@
 -- it, so each call is placed once however many workers poll the schedule.
 -- The call is dropped when the challenge is no longer live, was sent again
 -- since (a resend), or its calls or sends are spent.
--- KEYS: 1 retry schedule (zset), 2 challenge (c:), 3 runtime hash (u:), 4 stream
+-- KEYS: 1 retry schedule (zset), 2 challenge (c:), 3 stream
+-- (the account record, which points at the live challenge, is named from the
+-- challenge's account id)
 -- ARGV: 1 challenge id, 2 max sends, 3 max calls
 -- Returns {'not_due'} | {'queued', send number} | {reason dropped}
 local now = now_ms()
@@ -11,11 +13,13 @@ local due = redis.call('ZSCORE', KEYS[1], cid)
 if not due or tonumber(due) > now then return {'not_due'} end
 redis.call('ZREM', KEYS[1], cid)
 
-local f = redis.call('HMGET', KEYS[2], 'v', 'x', 'p', 's', 'rn', 'vc')
+local f = redis.call('HMGET', KEYS[2], 'v', 'x', 'p', 's', 'rn', 'vc', 'a')
 if not f[2] then return {'not_live'} end
 if f[1] then return {'not_live'} end
 if now >= tonumber(f[2]) then return {'expired'} end
-if not points_to(redis.call('HGET', KEYS[3], 'c:' .. f[3]), cid) then return {'replaced'} end
+if not points_to(redis.call('HGET', CFG.account_prefix .. (f[7] or ''), 'c:' .. f[3]), cid) then
+  return {'replaced'}
+end
 local sends = tonumber(f[4]) or 1  -- 's' absent: the first send only
 if sends ~= tonumber(f[5]) then return {'superseded'} end
 if sends >= tonumber(ARGV[2]) or (tonumber(f[6]) or 0) >= tonumber(ARGV[3]) then
@@ -23,5 +27,5 @@ if sends >= tonumber(ARGV[2]) or (tonumber(f[6]) or 0) >= tonumber(ARGV[3]) then
 end
 sends = sends + 1
 redis.call('HSET', KEYS[2], 's', sends, 'c', 'voice', 'd', 'queued')
-redis.call('XADD', KEYS[4], '*', 'c', cid, 'n', sends, 'ch', 'voice')
+redis.call('XADD', KEYS[3], '*', 'c', cid, 'n', sends, 'ch', 'voice')
 return {'queued', sends}

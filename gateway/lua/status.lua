@@ -9,7 +9,9 @@
 --   retry delay, while fewer than max_calls calls were placed;
 -- - an SMS (undelivered, failed) becomes a voice send at once, when the SMS
 --   fallback is on and the number takes calls.
--- KEYS: 1 challenge (c:), 2 runtime hash (u:), 3 retry schedule (zset), 4 stream
+-- KEYS: 1 challenge (c:), 2 retry schedule (zset), 3 stream
+-- (the account record, which points at the live challenge, is named from the
+-- challenge's account id)
 -- ARGV: 1 challenge id, 2 send number, 3 state, 4 kind ('call' | 'message'),
 --       5 retry delay ms, 6 max calls, 7 max sends, 8 sms fallback ('1' | '0'),
 --       9 follow-up allowed ('1' | '0')
@@ -17,7 +19,7 @@
 local RANK = {queued = 0, sent = 1, delivered = 2, no_answer = 2, busy = 2, machine = 2, failed = 2}
 local c, cid = KEYS[1], ARGV[1]
 local n, state, kind = tonumber(ARGV[2]), ARGV[3], ARGV[4]
-local f = redis.call('HMGET', c, 's', 'v', 'x', 'p', 'vc', 'nv', 'd:' .. n)
+local f = redis.call('HMGET', c, 's', 'v', 'x', 'p', 'vc', 'nv', 'd:' .. n, 'a')
 if not f[3] then return {'unknown'} end
 local sends = tonumber(f[1]) or 1  -- 's' absent: the first send only
 if n > sends or not RANK[state] then return {'unknown'} end
@@ -35,7 +37,8 @@ if RANK[state] < 2 or state == 'delivered' or n ~= sends or ARGV[9] ~= '1' then
   return {'changed', 'none'}
 end
 local now = now_ms()
-if f[2] or now >= tonumber(f[3]) or not points_to(redis.call('HGET', KEYS[2], 'c:' .. f[4]), cid) then
+local live = points_to(redis.call('HGET', CFG.account_prefix .. (f[8] or ''), 'c:' .. f[4]), cid)
+if f[2] or now >= tonumber(f[3]) or not live then
   return {'changed', 'none'}  -- verified, burnt, expired or replaced: nobody needs it now
 end
 if calls >= tonumber(ARGV[6]) or sends >= tonumber(ARGV[7]) then return {'changed', 'none'} end
@@ -44,13 +47,13 @@ if kind == 'call' then
   local due = now + tonumber(ARGV[5])
   if due >= tonumber(f[3]) then return {'changed', 'none'} end
   redis.call('HSET', c, 'rn', sends)
-  redis.call('ZADD', KEYS[3], due, cid)
+  redis.call('ZADD', KEYS[2], due, cid)
   return {'changed', 'retry'}
 end
 if ARGV[8] == '1' and not f[6] then  -- 'nv': the number takes no calls
   sends = sends + 1
   redis.call('HSET', c, 's', sends, 'c', 'voice', 'd', 'queued')
-  redis.call('XADD', KEYS[4], '*', 'c', cid, 'n', sends, 'ch', 'voice')
+  redis.call('XADD', KEYS[3], '*', 'c', cid, 'n', sends, 'ch', 'voice')
   return {'changed', 'fallback'}
 end
 return {'changed', 'none'}

@@ -1,6 +1,6 @@
 -- Accepts an authenticator-app code: account state, failure budget, replay guard,
 -- then the same grants as verify.lua (last login, trusted device, step-up).
--- KEYS: 1 totp hash, 2 runtime hash (u:), 3 failures (f:), 4 trusted devices (td:),
+-- KEYS: 1 totp hash, 2 account record (a:), 3 failures (f:), 4 trusted devices (td:),
 --       5 step-up grant (su:), 6 last logins hash
 -- ARGV: 1 the time step the code matched (-1: none), 2/3 failures limit,
 --       4 trust device ('1'/'0'), 5 trusted-device digest, 6 trusted ms,
@@ -26,6 +26,6 @@ local last = tonumber(redis.call('HGET', KEYS[1], 'last') or '-1')
 if step <= last then return {'already_used'} end
 redis.call('HSET', KEYS[1], 'last', step)
 
-local kind, until_ms = grant(ARGV[10], ARGV[9], ARGV[11], ARGV[4], ARGV[5], tonumber(ARGV[6]),
-  ARGV[7], tonumber(ARGV[8]), now)
+local kind, until_ms = grant({KEYS[4], KEYS[5], KEYS[6]}, ARGV[10], ARGV[9], ARGV[11], ARGV[4],
+  ARGV[5], tonumber(ARGV[6]), ARGV[7], tonumber(ARGV[8]), now)
 return {'verified', kind, until_ms}

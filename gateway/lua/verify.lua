@@ -1,45 +1,51 @@
 -- Checks a code: count the attempt, compare, consume on success, burn at the limit.
--- KEYS: 1 challenge (c:), 2 runtime hash (u:), 3 failures (f:),
---       4 trusted devices (td:), 5 step-up grant (su:), 6 last logins hash
+-- The account record's key is built here from the challenge's account id: it
+-- holds the `c:<purpose>` pointer and the account's state (docs/operations.md
+-- says why Redis Cluster is not supported).
+-- KEYS: 1 challenge (c:), 2 failures (f:), 3 trusted devices (td:),
+--       4 step-up grant (su:), 5 last logins hash
 -- ARGV: 1 code digest, 2 trust device ('1'/'0'), 3 trusted-device digest,
 --       4 device label, 5 challenge id, 6 account tag
 -- Returns {'verified', account, purpose, token kind, until_ms, sealed destination or ''}
 --       | {'invalid_code', attempts_left, purpose} | {'too_many_attempts', purpose} | {'expired'}
 --       | {'already_used'} | {'challenge_not_found'} | {'rate', 'failures', wait}
 local now = now_ms()
-local c, u = KEYS[1], KEYS[2]
-if redis.call('EXISTS', c) == 0 then return {'challenge_not_found'} end
+local c = KEYS[1]
+local account = redis.call('HGET', c, 'a')
+if not account then return {'challenge_not_found'} end
+local rec = CFG.account_prefix .. account
 
-local dead = dead_state(c, u, ARGV[5], now)
+local dead = dead_state(c, rec, ARGV[5], now)
 if dead then return dead end
-local blocked = account_block(u, now)
+local blocked = account_block(rec, now)
 if blocked then return blocked end
 
 local fl = CFG.failures_limit
-local fok, ftat, fwait = gcra(redis.call('GET', KEYS[3]), fl[1], fl[2], now)
+local fok, ftat, fwait = gcra(redis.call('GET', KEYS[2]), fl[1], fl[2], now)
 if not fok then return {'rate', 'failures', fwait} end
 
-local f = redis.call('HMGET', c, 'h', 'a', 'p', 'to')
+local f = redis.call('HMGET', c, 'h', 'p', 'to')
+local purpose = f[2]
 local tombstone = CFG.tombstone_ms
 if ct_equal(f[1], ARGV[1]) then
   redis.call('HSET', c, 'v', 'verified')
   redis.call('HDEL', c, 'h', 'e')
   redis.call('PEXPIRE', c, tombstone)
-  redis.call('HDEL', u, 'c:' .. f[3])
-  local kind, until_ms = grant(f[2], f[3], ARGV[6], ARGV[2], ARGV[3], CFG.trusted_ms,
-    ARGV[4], CFG.step_up_ms, now)
+  redis.call('HDEL', rec, 'c:' .. purpose)
+  local kind, until_ms = grant({KEYS[3], KEYS[4], KEYS[5]}, account, purpose, ARGV[6],
+    ARGV[2], ARGV[3], CFG.trusted_ms, ARGV[4], CFG.step_up_ms, now)
   -- A challenge sent to a new number returns it (sealed): the number is proven.
-  return {'verified', f[2], f[3], kind, until_ms, f[4] or ''}
+  return {'verified', account, purpose, kind, until_ms, f[3] or ''}
 end
 
-redis.call('SET', KEYS[3], ftat, 'PX', ftat - now + 1)
+redis.call('SET', KEYS[2], ftat, 'PX', ftat - now + 1)
 local attempts = redis.call('HINCRBY', c, 'n', 1)
 local left = CFG.max_attempts - attempts
 if left <= 0 then
   redis.call('HSET', c, 'v', 'burnt')
   redis.call('HDEL', c, 'h', 'e')
   redis.call('PEXPIRE', c, tombstone)
-  redis.call('HDEL', u, 'c:' .. f[3])
-  return {'too_many_attempts', f[3]}
+  redis.call('HDEL', rec, 'c:' .. purpose)
+  return {'too_many_attempts', purpose}
 end
-return {'invalid_code', left, f[3]}
+return {'invalid_code', left, purpose}
