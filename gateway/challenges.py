@@ -225,7 +225,7 @@ class ChallengeService:
         tag = self.account_tag(account_id)
         challenge_id = new_challenge_id(tag)
         code = codes.generate(self.otp.code_length)
-        override: list[str | bytes] = ["", "", "", ""]
+        override: list[str | bytes] = [""]  # the account's own number
         if destination is not None:
             override = [
                 self._seal_destination(challenge_id, destination),

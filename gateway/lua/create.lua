@@ -13,8 +13,8 @@
 --       6 channel asked ('' for the number's default),
 --       7 digest of a trusted-device token ('' for none),
 --       8 '1' when the caller gave a client ip (KEYS[5] is its limit),
---       9 sealed destination ('' for the account's own number), and for one:
---       10 its number tag, 11 its region, 12 its line type
+--       9 sealed destination ('' for the account's own number, and no more
+--       arguments), and for one: 10 its number tag, 11 its region, 12 its line type
 -- Returns {'ok', expires_at_ms, resend_after_ms, channel, region, masked number or ''}
 --       | {'rate', scope, wait_ms} | {'refused', error code, channel} | {'trusted'}
 local now = now_ms()
