@@ -402,7 +402,8 @@ class Bench:
         self.stack.callback(self.admin.close)
         self.write_config("throughput.toml", default_number_limit=False)
         self.write_config("memory.toml", default_number_limit=True)
-        sink = [f"{BENCH}/sink.py", "--secret", self.sink_secret]
+        # "=": a secret may begin with "-", which argparse would take for an option.
+        sink = [f"{BENCH}/sink.py", f"--secret={self.sink_secret}"]
         bare = [f"{BENCH}/bare.py", "--redis-url", self.redis_server.url]
         for name, argv in (("sink", sink), ("bare", bare)):
             command = [sys.executable, *argv, "--port", str(self.ports[name])]
