@@ -76,16 +76,15 @@ async def main(n: int, server_path: str | None) -> None:
             await asyncio.gather(*(chal(a) for a in ids))
             queued = await used(r)
             await r.xgroup_create(keys.STREAM, keys.GROUP, id="0")
+            async def record_sent(entry_id: bytes, fields: dict[bytes, bytes]) -> None:
+                async with sem:
+                    await s.worker.scripts.sent(
+                        keys=[keys.challenge(fields[b"c"].decode()), keys.STREAM],
+                        args=[1, "sent", "c", keys.GROUP, entry_id, "sms", "", ""],
+                    )
+
             while entries := await r.xrange(keys.STREAM, count=1000):
-                async with r.pipeline(transaction=False) as pipe:
-                    for entry_id, fields in entries:
-                        cid = fields[b"c"].decode()
-                        await s.worker.scripts.sent(
-                            keys=[keys.challenge(cid), keys.STREAM],
-                            args=[1, "sent", "c", keys.GROUP, entry_id, "sms", "", ""],
-                            client=pipe,
-                        )
-                    await pipe.execute()
+                await asyncio.gather(*(record_sent(e, f) for e, f in entries))
             sent = await used(r)
             one = ids[0]
             tag = s.challenges.account_tag(one)

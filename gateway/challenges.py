@@ -294,7 +294,9 @@ class ChallengeService:
         if not _ID_RE.fullmatch(challenge_id):
             raise NotFound("no such challenge", code="challenge_not_found")
         tag = challenge_id[16:]
-        device_token, device_digest = new_token("td")
+        # A device token only when one may be granted; a step-up token always
+        # (the purpose, which decides, is the challenge's: only the script knows it).
+        device_token, device_digest = new_token("td") if trust_device else ("", "")
         step_up_token, step_up_digest = new_token("su")
         result = await self.scripts.verify(
             keys=[

@@ -11,12 +11,14 @@ processes with different settings simply run two different scripts.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib.resources import files
+from typing import Any
 
 import redis.asyncio as aioredis
-from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
 
 from gateway import keys
 from gateway.config import Config, Rate
@@ -79,21 +81,44 @@ def settings_chunk(config: Config, channels: Iterable[str]) -> str:
     return f"local CFG = {_lua(cfg)}"
 
 
+class Script:
+    """One script, run by EVALSHA and loaded again when Redis answers NOSCRIPT
+    (after a restart or a failover). redis-py's `register_script` does the
+    same, plus a check on every call for a pipeline it may have to load the
+    script into first: the hot-path scripts are never run in a pipeline."""
+
+    def __init__(self, redis: aioredis.Redis, source: str) -> None:
+        self.redis = redis
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+    async def __call__(self, keys: Sequence[Any] = (), args: Sequence[Any] = ()) -> Any:
+        try:
+            return await self._evalsha(keys, args)
+        except NoScriptError:
+            await self.redis.script_load(self.source)
+            return await self._evalsha(keys, args)
+
+    async def _evalsha(self, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        reply: Any = self.redis.evalsha(self.sha, len(keys), *keys, *args)
+        return await reply
+
+
 @dataclass(frozen=True, slots=True)
 class Scripts:
-    create: AsyncScript
-    verify: AsyncScript
-    resend: AsyncScript
-    sent: AsyncScript
-    job: AsyncScript
+    create: Script
+    verify: Script
+    resend: Script
+    sent: Script
+    job: Script
 
     @classmethod
     def load(cls, redis: aioredis.Redis, config: Config, channels: Iterable[str]) -> Scripts:
         settings = settings_chunk(config, channels)
         return cls(
-            create=redis.register_script(script_source("create", settings)),
-            verify=redis.register_script(script_source("verify", settings)),
-            resend=redis.register_script(script_source("resend", settings)),
-            sent=redis.register_script(script_source("sent", settings)),
-            job=redis.register_script(script_source("job", settings)),
+            create=Script(redis, script_source("create", settings)),
+            verify=Script(redis, script_source("verify", settings)),
+            resend=Script(redis, script_source("resend", settings)),
+            sent=Script(redis, script_source("sent", settings)),
+            job=Script(redis, script_source("job", settings)),
         )

@@ -7,6 +7,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
 
 from gateway.config import Config
+from gateway.scripts import Script
 from gateway.services import redis_client, with_hiredis_packing
 from tests.conftest import make_config
 
@@ -56,5 +57,22 @@ async def test_commands_and_scripts_round_trip(config: Config, redis: aioredis.R
         async with client.pipeline(transaction=True) as pipe:
             pipe.incr("otp:test:n").incr("otp:test:n")
             assert await pipe.execute() == [1, 2]
+    finally:
+        await client.aclose()
+
+
+async def test_a_script_flushed_from_redis_is_loaded_again(
+    config: Config, redis: aioredis.Redis
+) -> None:
+    """What a Redis restart or a failover does to the scripts: NOSCRIPT, then
+    the script is loaded again and the call answered."""
+    client = redis_client(config)
+    try:
+        script = Script(client, "return {KEYS[1], ARGV[1]}")
+        assert await script(keys=["k"], args=["a"]) == [b"k", b"a"]
+        await redis.script_flush()
+        assert await redis.script_exists(script.sha) == [False]
+        assert await script(keys=["k"], args=["b"]) == [b"k", b"b"]
+        assert await redis.script_exists(script.sha) == [True]
     finally:
         await client.aclose()
