@@ -7,7 +7,7 @@ the /challenge answer show) are kept in clear, they are not the number. Times
 are unix milliseconds. Some fields are not the record's own and survive every
 rewrite: the version `v`, `last_login_at`, the sweep's `expiry_mark` (the
 expiry it last recorded as passed), and the OTP scripts' runtime state,
-kept here rather than in a key of its own per account (~210 bytes less per
+kept here rather than in a key of its own per account (~140 bytes less per
 live challenge): `c:<purpose>` (the live challenge), `s:<purpose>` (its last
 send) and `g` (the account's send-rate state).
 """

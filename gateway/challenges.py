@@ -352,7 +352,7 @@ class ChallengeService:
             keys.challenge(challenge_id), "v", "x", "c", "d", "n", "p", "a"
         )
         state, expires, channel, delivery, attempts, purpose, account_id = fields
-        if expires is None:
+        if expires is None or account_id is None:
             raise NotFound("no such challenge", code="challenge_not_found")
         status = _STATUS_OF_STATE.get(state or b"", "pending")
         pointer: Any = await self.redis.hget(

@@ -150,6 +150,8 @@ class Deliveries:
         purpose, state, expires, sealed, account_id = fields
         if purpose is None or state is not None or sealed is None or expires is None:
             return None
+        if account_id is None:
+            return None
         if now_ms() >= int(expires):
             return None
         record: list[Any] = await self.redis.hmget(

@@ -6,7 +6,7 @@
 -- why Redis Cluster is not supported). The account's runtime state lives in
 -- its record too, in fields no account field is named like: `c:<purpose>`
 -- (the live challenge), `s:<purpose>` (its last send, ms) and `g` (the
--- account's send-rate state). A key of its own per account cost ~210 bytes.
+-- account's send-rate state). A key of its own per account cost ~140 bytes.
 -- KEYS: 1 account record (a:), 2 new challenge (c:), 3 failures (f:),
 --       4 global limit, 5 ip limit, 6 stream, 7 trusted devices (td:)
 -- ARGV: 1 purpose, 2 challenge id, 3 account id, 4 code digest, 5 sealed code,
