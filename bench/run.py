@@ -28,6 +28,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -93,6 +94,7 @@ class Options:
     profile: Path | None
     worker: str  # "process": `otp-gateway worker` beside a --no-worker gateway; "inline"
     paced_rate: float  # calls/s of the paced phases (0: none)
+    rounds: int = 1  # bare, /challenge and /verify take turns this many times per setting
 
 
 def parse_options(argv: list[str] | None = None) -> Options:
@@ -109,13 +111,18 @@ def parse_options(argv: list[str] | None = None) -> Options:
         help="sends by a worker process beside the gateway (default), or by the gateway's own",
     )  # fmt: skip
     parser.add_argument(
+        "--rounds", type=int, default=None,
+        help="bare, /challenge and /verify take turns this many times (default 3, 1 with --quick)",
+    )  # fmt: skip
+    parser.add_argument(
         "--paced-rate", type=float, default=PACED_RATE,
         help=f"calls/s of the paced (open-loop) phases, 0 for none (default {PACED_RATE:g})",
     )  # fmt: skip
     args = parser.parse_args(argv)
     seconds = args.seconds if args.seconds is not None else (3.0 if args.quick else 10.0)
-    if not 0.5 <= seconds <= 120 or not 1 <= args.concurrency <= 1000:
-        parser.error("--seconds must be 0.5-120 and --concurrency 1-1000")
+    rounds = args.rounds if args.rounds is not None else (1 if args.quick else 3)
+    if not 0.5 <= seconds <= 120 or not 1 <= args.concurrency <= 1000 or not 1 <= rounds <= 10:
+        parser.error("--seconds must be 0.5-120, --concurrency 1-1000, --rounds 1-10")
     return Options(
         seconds=seconds,
         concurrency=args.concurrency,
@@ -125,6 +132,7 @@ def parse_options(argv: list[str] | None = None) -> Options:
         profile=args.profile,
         worker=args.worker,
         paced_rate=args.paced_rate,
+        rounds=rounds,
     )
 
 
@@ -246,6 +254,45 @@ class Phase:
         return " ".join(f"{name} {n / calls:.2f}" for name, n in top if n / calls >= 0.005)
 
 
+def merged(parts: list[Phase]) -> Phase:
+    """The rounds of one call as one phase: samples, counts, times and CPU seconds
+    added up (CPU % weighted by each round's length)."""
+    if len(parts) == 1:
+        return parts[0]
+    elapsed = sum(p.result["elapsed"] for p in parts)
+    samples: dict[str, list[float]] = {}
+    errors: Counter[str] = Counter()
+    calls: Counter[str] = Counter()
+    cpu: dict[str, float] = {}
+    commands: Counter[str] = Counter()
+    for p in parts:
+        for call, values in p.result["samples"].items():
+            samples.setdefault(call, []).extend(values)
+        errors.update(p.result["errors"])
+        calls.update(p.result["calls"])
+        commands.update(p.commands)
+        for name, percent in p.cpu.items():
+            cpu[name] = cpu.get(name, 0.0) + percent * p.result["elapsed"] / elapsed
+    result = {
+        **parts[-1].result,
+        "elapsed": elapsed,
+        "samples": samples,
+        "errors": dict(errors),
+        "calls": dict(calls),
+        "flows": sum(p.result["flows"] for p in parts),
+        "late": sum(p.result["late"] for p in parts),
+    }
+    return Phase(
+        result, cpu, dict(commands),
+        backlog=sum(p.backlog for p in parts),
+        drain_seconds=sum(p.drain_seconds for p in parts),
+        drain_cpu=sum(p.drain_cpu for p in parts),
+        held=any(p.held for p in parts),
+        delivered=sum(p.delivered for p in parts),
+        forks=sum(p.forks for p in parts),
+    )  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Setting:
     """One appendfsync setting's run: phase length, whether flows run, its accounts."""
@@ -266,6 +313,7 @@ class SettingResults:
     challenge: Calls
     verify: Calls
     phases: dict[str, Phase]
+    rounds: list[dict[str, Calls]] = field(default_factory=list)  # each turn's three calls
     paced: dict[str, Calls] = field(default_factory=dict)  # bare, challenge, verify at a fixed rate
     late: dict[str, int] = field(default_factory=dict)  # paced calls started behind their slot
     forks: dict[str, int] = field(default_factory=dict)  # Redis forks during each paced phase
@@ -777,34 +825,52 @@ timeout_seconds = 5
             "api_key": self.otp_key,
             "seconds": seconds,
         }
-        flows = {"account_prefix": "f", "account_count": self.opts.flow_accounts}
-        phases: dict[str, Phase] = {}
-        print(f"[{fsync}] bare baseline ...", flush=True)
-        phases["bare"] = self.measured(
-            f"{fsync}-bare", "bare", base_url=self.url("bare"), seconds=seconds,
-            warmup_seconds=warm,
-        )  # fmt: skip
-        print(f"[{fsync}] /challenge ...", flush=True)
-        phases["challenge"] = self.measured(
-            f"{fsync}-challenge", "challenge", **gateway, account_prefix="c",
-            account_start=fresh.start, account_count=len(fresh), max_ops=len(fresh),
-            warmup_seconds=warm, drain=True, hold=True,
-        )  # fmt: skip
+        flows: dict[str, Any] = {"account_prefix": "f", "account_count": self.opts.flow_accounts}
+        # bare, /challenge and /verify take turns, so that a slow spell of this
+        # shared machine falls on all three instead of on one call's ratio.
+        rounds = self.opts.rounds
+        turn = seconds / rounds
+        turn_warm = min(1.0, turn / 4)
+        parts: dict[str, list[Phase]] = {"bare": [], "challenge": [], "verify": []}
+        fresh_slices = [range(fresh.start + r.start, fresh.start + r.stop)
+                        for r in split(len(fresh), rounds)]  # fmt: skip
+        pool_slices = [setting.pool[r.start : r.stop] for r in split(len(setting.pool), rounds)]
+        for r in range(rounds):
+            tag = f" (round {r + 1} of {rounds})" if rounds > 1 else ""
+            print(f"[{fsync}] bare baseline{tag} ...", flush=True)
+            parts["bare"].append(self.measured(
+                f"{fsync}-bare-{r}", "bare", base_url=self.url("bare"), seconds=turn,
+                warmup_seconds=turn_warm,
+            ))  # fmt: skip
+            chunk = fresh_slices[r]
+            print(f"[{fsync}] /challenge{tag} ...", flush=True)
+            parts["challenge"].append(self.measured(
+                f"{fsync}-challenge-{r}", "challenge", **{**gateway, "seconds": turn},
+                account_prefix="c", account_start=chunk.start, account_count=len(chunk),
+                max_ops=len(chunk), warmup_seconds=turn_warm, drain=True, hold=True,
+            ))  # fmt: skip
+            pool = pool_slices[r]
+            print(f"[{fsync}] /verify over up to {len(pool)} fresh challenges{tag} ...")
+            parts["verify"].append(self.measured(
+                f"{fsync}-verify-{r}", "verify", **{**gateway, "seconds": turn}, pool=pool,
+            ))  # fmt: skip
+        phases = {name: merged(rounds_of) for name, rounds_of in parts.items()}
         if setting.flows:
             print(f"[{fsync}] challenge-then-verify flows ...", flush=True)
             phases["flows"] = self.measured(
                 f"{fsync}-flows", "flows", **gateway, **flows, sink_url=self.url("sink"),
                 warmup_seconds=warm, drain=True,
             )  # fmt: skip
-        pool = setting.pool
-        print(f"[{fsync}] /verify over up to {len(pool)} fresh challenges ...", flush=True)
-        phases["verify"] = self.measured(f"{fsync}-verify", "verify", **gateway, pool=pool)
         results = SettingResults(
             setting=setting,
             bare=Calls.of(phases["bare"].result, "bare"),
             challenge=Calls.of(phases["challenge"].result, "challenge"),
             verify=Calls.of(phases["verify"].result, "verify"),
             phases=phases,
+            rounds=[
+                {name: Calls.of(parts[name][r].result, name) for name in parts}
+                for r in range(rounds)
+            ],
         )
         if setting.paced_fresh:
             self.run_paced(setting, gateway, warm, results)
@@ -863,6 +929,14 @@ def print_setting(res: SettingResults, opts: Options) -> None:
     print(call_line("bare (POST+INCR)", res.bare, res.bare, None) + "   baseline")
     print(call_line("/challenge", res.challenge, res.bare, CHALLENGE_MIN_RATIO))
     print(call_line("/verify", res.verify, res.bare, VERIFY_MIN_RATIO))
+    if len(res.rounds) > 1:
+        turns = "; ".join(
+            f"{t['bare'].rate:.0f} req/s, x{t['challenge'].rate / t['bare'].rate:.2f}"
+            f" (p99 {t['challenge'].p99_ms:.1f}), x{t['verify'].rate / t['bare'].rate:.2f}"
+            f" (p99 {t['verify'].p99_ms:.1f})"
+            for t in res.rounds
+        )
+        print(f"  turn by turn (bare req/s, /challenge and /verify x bare): {turns}")
     flows = res.flows()
     if flows is not None:
         rate, flow_challenge, flow_verify = flows
@@ -982,7 +1056,12 @@ def plan_settings(opts: Options, bench: Bench, created: dict[str, str]) -> list[
     if opts.always:
         plans.append(("always", max(opts.seconds / 2, 1.0), False))
     total = sum(seconds for _, seconds, _ in plans)
-    needs = [int(CHALLENGE_ACCOUNTS_PER_SECOND * (s + min(1.0, s / 4))) for _, s, _ in plans]
+    # Each of the rounds' /challenge turns warms up on accounts of its own.
+    rounds = opts.rounds
+    needs = [
+        int(CHALLENGE_ACCOUNTS_PER_SECOND * (s + rounds * min(1.0, s / rounds / 4)))
+        for _, s, _ in plans
+    ]
     # The paced phases (first setting only) take calls at a known rate, warm-up included.
     paced = int(opts.paced_rate * (opts.seconds + min(1.0, opts.seconds / 4))) + 100
     paced = paced if opts.paced_rate > 0 else 0
@@ -990,7 +1069,8 @@ def plan_settings(opts: Options, bench: Bench, created: dict[str, str]) -> list[
     print(f"[setup] {accounts} accounts for /challenge through AccountStore.create ...")
     check_phones(CHALLENGE_PHONES, accounts, step=97)
     bench.create_direct_accounts("c", accounts, CHALLENGE_PHONES)
-    count, start, fresh_start, settings = opts.memory_challenges, 0, paced, []
+    count, start, fresh_start = opts.memory_challenges, 0, paced
+    settings: list[Setting] = []
     for (fsync, seconds, flows), need in zip(plans, needs, strict=True):
         size = int(count * seconds / total)
         pool = bench.known_codes([created[account_id("m", i)] for i in range(start, start + size)])
