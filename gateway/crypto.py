@@ -157,9 +157,9 @@ def destination_aad(challenge_id: str) -> bytes:
 
 
 def points_to(pointer: bytes | None, challenge_id: str) -> bool:
-    """True when a runtime hash's `c:<purpose>` pointer names this challenge:
-    it holds the id's 16 random characters (the tag is the hash's own), or the
-    whole id when written before that."""
+    """True when an account record's `c:<purpose>` pointer names this challenge:
+    it holds the id's 16 random characters (the tag is the account's own), or
+    the whole id when written before that."""
     return pointer is not None and pointer in (
         challenge_id[:16].encode(),
         challenge_id.encode(),

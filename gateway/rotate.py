@@ -12,8 +12,9 @@ secret (see docs/accounts.md):
     OTPGW_OLD_SECRET='<old secret>' python -m gateway.rotate --config new.toml
 
 Live state tied to the old keys is dropped, not migrated: pending challenges
-(their codes are sealed and hashed under the old keys), the runtime hashes and
-rate-limit counters (they start afresh) and pending phone changes. Step-up
+(their codes are sealed and hashed under the old keys; the account records'
+pointers at them then point at nothing), rate-limit counters (they start
+afresh) and pending phone changes. Step-up
 grants and trusted devices survive (their tokens are stored as plain digests).
 A run that stopped halfway can be run again: what is done already is skipped.
 """
