@@ -265,10 +265,9 @@ def challenge_op(client: Client, created: dict[str, str]) -> Op:
 
     async def op(rec: Recorder) -> bool:
         account = accounts[next(counter) % len(accounts)]
-        status, body, took = await client.post("/challenge", {"account_id": account})
-        rec.record("challenge", took, _failure(status, 202))
-        if status == 202:
-            created[account] = body["challenge_id"]
+        challenge_id = await _challenge(client, rec, account)
+        if challenge_id is not None:
+            created[account] = challenge_id
         return True
 
     return op
@@ -280,11 +279,9 @@ def flow_op(client: Client) -> Op:
 
     async def op(rec: Recorder) -> bool:
         account = accounts[next(counter) % len(accounts)]
-        status, body, took = await client.post("/challenge", {"account_id": account})
-        rec.record("challenge", took, _failure(status, 202))
-        if status != 202:
+        challenge_id = await _challenge(client, rec, account)
+        if challenge_id is None:
             return True
-        challenge_id = body["challenge_id"]
         code = await client.code(challenge_id)  # not timed: the SMS leg
         if code is None:
             rec.record("sink", 0.0, "no_code_in_time")
@@ -309,6 +306,13 @@ def verify_op(client: Client) -> Op:
         return True
 
     return op
+
+
+async def _challenge(client: Client, rec: Recorder, account: str) -> str | None:
+    """POST /challenge, recorded; the new challenge's id, or None when refused."""
+    status, body, took = await client.post("/challenge", {"account_id": account})
+    rec.record("challenge", took, _failure(status, 202))
+    return str(body["challenge_id"]) if status == 202 else None
 
 
 async def _verify(client: Client, rec: Recorder, challenge_id: str, code: str) -> bool:

@@ -32,7 +32,7 @@ from gateway import keys
 from gateway.config import Config
 from gateway.crypto import Keyring, open_code, points_to
 from gateway.metrics import Metrics
-from gateway.scripts import script_source, settings_chunk
+from gateway.scripts import Scripts
 
 log = logging.getLogger("otp_gateway.delivery")
 
@@ -80,6 +80,7 @@ class Deliveries:
     def __init__(
         self,
         redis: aioredis.Redis,
+        scripts: Scripts,
         keyring: Keyring,
         metrics: Metrics,
         config: Config,
@@ -90,9 +91,8 @@ class Deliveries:
         self.metrics = metrics
         self.config = config
         self.voice_available = "voice" in channels
-        settings = settings_chunk(config, channels)
-        self._status = redis.register_script(script_source("status", settings))
-        self._retry = redis.register_script(script_source("retry", settings))
+        self._status = scripts.status
+        self._retry = scripts.retry
 
     async def record(
         self, challenge_id: str, send: int, event: DeliveryEvent, *, follow_up: bool = True

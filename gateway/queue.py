@@ -38,7 +38,6 @@ from cryptography.exceptions import InvalidTag
 from redis.exceptions import RedisError, ResponseError
 
 from gateway import keys, messages, voice
-from gateway.accounts import AccountStore
 from gateway.config import Config
 from gateway.crypto import Keyring, destination_aad, open_code
 from gateway.delivery import Deliveries, DeliveryEvent
@@ -71,7 +70,6 @@ class Worker:
         redis: aioredis.Redis,
         scripts: Scripts,
         keyring: Keyring,
-        accounts: AccountStore,
         dispatcher: Dispatcher,
         metrics: Metrics,
         config: Config,
@@ -80,12 +78,11 @@ class Worker:
         self.redis = redis
         self.scripts = scripts
         self.keyring = keyring
-        self.accounts = accounts
         self.dispatcher = dispatcher
         self.metrics = metrics
         self.config = config
         self.name = name or f"{socket.gethostname()}-{os.getpid()}-{id(self):x}"
-        self.deliveries = Deliveries(redis, keyring, metrics, config, dispatcher.channels)
+        self.deliveries = Deliveries(redis, scripts, keyring, metrics, config, dispatcher.channels)
         self._slots = asyncio.Semaphore(config.worker.concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
 

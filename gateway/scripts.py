@@ -1,8 +1,8 @@
 """The atomic Redis logic: Lua files under gateway/lua, loaded once.
 
 Each script is `lib.lua`, then a `CFG` table of the deployment's settings,
-then its own file, registered with redis-py, which runs it by EVALSHA and
-reloads it after a Redis restart (NOSCRIPT). Settings that never change while
+then its own file, run by EVALSHA (`Script`) and loaded again after a Redis
+restart (NOSCRIPT). Settings that never change while
 a process runs (TTLs, limits, the channels that have a provider, key
 prefixes) are baked into the script text instead of travelling as arguments
 on every call: fewer arguments to encode, send and parse per request. Two
@@ -72,7 +72,8 @@ def settings_chunk(config: Config, channels: Iterable[str]) -> str:
         # Channels some provider serves, and those each line type takes (preferred first).
         "channels": {channel: True for channel in sorted(channels)},
         "line_channels": {line.value: channels_for(line) for line in LineType},
-        # Keys the scripts name from what they read (create.lua, job.lua).
+        # Keys the scripts name from what they read (the account record from a
+        # challenge's account id, the number bucket and country from a record).
         "account_prefix": keys.account(""),
         "number_rate_prefix": keys.number_rate(""),
         "number_rate_chars": keys.NUMBER_BUCKET_CHARS,
@@ -111,6 +112,8 @@ class Scripts:
     resend: Script
     sent: Script
     job: Script
+    status: Script  # delivery events (gateway/delivery.py)
+    retry: Script  # calling again (gateway/delivery.py)
 
     @classmethod
     def load(cls, redis: aioredis.Redis, config: Config, channels: Iterable[str]) -> Scripts:
@@ -121,4 +124,6 @@ class Scripts:
             resend=Script(redis, script_source("resend", settings)),
             sent=Script(redis, script_source("sent", settings)),
             job=Script(redis, script_source("job", settings)),
+            status=Script(redis, script_source("status", settings)),
+            retry=Script(redis, script_source("retry", settings)),
         )

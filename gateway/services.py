@@ -113,7 +113,7 @@ def build_services(
     )  # fmt: skip
     scripts = Scripts.load(redis, config, dispatcher.channels)
     challenges = ChallengeService(redis, scripts, keyring, accounts, config, dispatcher.channels)
-    worker = Worker(redis, scripts, keyring, accounts, dispatcher, metrics, config)
+    worker = Worker(redis, scripts, keyring, dispatcher, metrics, config)
     return Services(
         config=config,
         redis=redis,
