@@ -14,10 +14,13 @@ RUN apt-get update \
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/otp-gateway
 WORKDIR /src
+# The pinned, hash-checked set first (a layer that changes only with the lock).
+COPY requirements/run.txt ./requirements/run.txt
+RUN /opt/otp-gateway/bin/pip install --require-hashes -r requirements/run.txt
 COPY pyproject.toml README.md ./
 COPY gateway ./gateway
 COPY providers ./providers
-RUN /opt/otp-gateway/bin/pip install . \
+RUN /opt/otp-gateway/bin/pip install --no-deps --no-build-isolation . \
     && /opt/otp-gateway/bin/otp-gateway --help > /dev/null
 
 # --- final stage: the virtualenv only; no compilers, no sources, not root ---

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,7 +83,9 @@ def with_hiredis_packing(cls: type[AbstractConnection]) -> type[AbstractConnecti
     """
     if not HIREDIS_AVAILABLE:
         return cls
-    packer = HiredisRespSerializer()
+    # Typed by hand: redis-py 8.2 dropped the annotations of its constructor.
+    make_packer: Callable[[], Any] = HiredisRespSerializer
+    packer = make_packer()
 
     def pack_command(self: AbstractConnection, *args: Any) -> list[bytes]:
         packed: list[bytes] = packer.pack(*args)

@@ -19,6 +19,7 @@ from tests.admin_helpers import (
     smtp_server,
 )
 from tests.conftest import ACCOUNT, Gateway, GatewayFactory
+from tests.dates import iso_in
 from tests.otp_helpers import assert_error, call
 
 PAST = "2020-01-01T00:00:00Z"
@@ -66,7 +67,7 @@ async def test_the_last_admin_cannot_go(agw: Gateway, method: str, path: str, bo
 
 
 async def test_harmless_changes_to_the_last_admin_pass(agw: Gateway) -> None:
-    for change in ({"first_name": "B"}, {"expires_at": "2099-01-01"}, {"status": "active"}):
+    for change in ({"first_name": "B"}, {"expires_at": iso_in(400)}, {"status": "active"}):
         assert (await as_admin(agw, "PATCH", "/accounts/boss", change)).status == 200
     assert (await as_admin(agw, "POST", "/accounts/boss/renew")).status == 200
 

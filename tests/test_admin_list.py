@@ -20,9 +20,12 @@ from tests.admin_helpers import (
     smtp_server,
 )
 from tests.conftest import ACCOUNT, Gateway, GatewayFactory
+from tests.dates import iso_in
 from tests.otp_helpers import assert_error, challenge_and_code, verify
 
 LONG_AGO = datetime.now(UTC) - timedelta(days=200)
+# An admin whose account ends in three weeks: still active, soon to expire.
+ZOE_EXPIRES = iso_in(21)
 
 
 @pytest.fixture
@@ -72,7 +75,7 @@ async def lgw(make_gateway: GatewayFactory, inbox: Inbox) -> Gateway:
         first_name="Zoé",
         last_name="Secrétariat-Général",
         role="admin",
-        expires_at="2026-12-01T00:00:00Z",
+        expires_at=ZOE_EXPIRES,
     )
     await as_operator(gw, "PATCH", "/accounts/paul", {"status": "suspended"})
     old = AccountStore(
@@ -120,7 +123,7 @@ async def test_default_list_is_by_id_with_expiry_login_and_flags(lgw: Gateway) -
     rows = {a["account_id"]: a for a in body["accounts"]}
     assert rows["alice"]["last_login_at"] is not None
     assert rows["boss"]["last_login_at"] is None
-    assert rows["zoe"]["expires_at"] == "2026-12-01T00:00:00Z"
+    assert rows["zoe"]["expires_at"] == ZOE_EXPIRES
     assert rows["old"]["expires_in_days"] in (89, 90)
     assert rows["alice"]["phone"] is None  # hidden
     assert rows["old"]["flags"] == ["inactive"]
