@@ -585,6 +585,12 @@ class AccountStore:
                 raise NotFound("no such account", code="unknown_account")
         raise Unavailable("the account is being changed by someone else, try again")
 
+    async def check_last_admin(self, before: Account, after: Account | None) -> None:
+        """409 `last_admin` now when a change (None: a deletion) would take the
+        establishment's last active admin away; the write checks it again,
+        atomically. Lets a caller refuse before it spends a step-up grant."""
+        await self._guard(before, after, self.now())
+
     async def _guard(self, before: Account, after: Account | None, now: datetime) -> _Guard | None:
         """None when no active admin is lost; else another active admin the write
         must find unchanged. 409 `last_admin` when there is none."""

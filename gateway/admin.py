@@ -9,20 +9,27 @@ Three kinds of caller (`Caller.scope`):
   that can act (403 `account_expired` / `account_suspended`): so when an
   establishment's only admin is expired or suspended, only an operator can
   unblock it. An admin reaches its own establishment only: any other account
-  answers 404 `unknown_account`, exactly as if it did not exist.
+  answers 404 `unknown_account`, exactly as if it did not exist. A key bound
+  to establishments (`[[api_keys]] establishments`) acts only for admins of
+  those: any other acting account, existing or not, is 404 `unknown_account`
+  before its role or state is looked at.
 - `otp`: the login front end acting for the signed-in user (self-service).
 
 Sensitive actions need `X-Step-Up-Token`, a single-use grant from a `/verify`
 of the acting account for exactly that purpose: creating an account
 (`account.create`); changing a phone number or an e-mail address
-(`contact.update`). Without it: 401 `step_up_required` naming the purpose.
-The token is spent only once the request is otherwise valid.
+(`contact.update`); a destructive change (`account.manage`): suspending,
+deleting, demoting an admin, bringing an expiry forward, revoking trusted
+devices or an authenticator app. Without it: 401 `step_up_required` naming
+the purpose. The token is spent only once the request is otherwise valid
+(400, 404, 409 `last_admin` leave it usable).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -47,7 +54,17 @@ from gateway.tokens import StepUps, TrustedDevice, TrustedDevices
 
 ACCOUNT_CREATE: Final = "account.create"
 CONTACT_UPDATE: Final = "contact.update"
+ACCOUNT_MANAGE: Final = "account.manage"
 _BLANK_CONCURRENCY: Final = 32
+
+
+def destructive(before: Account, after: Account) -> bool:
+    """Whether a change takes access away: suspends, demotes, or brings the expiry forward."""
+    return (
+        (after.suspended and not before.suspended)
+        or (before.role is Role.ADMIN and after.role is not Role.ADMIN)
+        or after.expires_at < before.expires_at
+    )
 
 
 def require_active(account: Account, now: datetime) -> None:
@@ -112,9 +129,17 @@ class AccountAdmin:
 
     # --- callers ----------------------------------------------------------------
 
-    async def acting_admin(self, account_id: str) -> Account:
-        """The admin account an `admin` key acts for; 403 when it cannot act."""
+    async def acting_admin(
+        self, account_id: str, bound_to: frozenset[str] | None = None
+    ) -> Account:
+        """The admin account an `admin` key acts for; 403 when it cannot act.
+
+        With `bound_to` (the key's establishments), an account elsewhere is
+        404 like one that does not exist: the key learns nothing about it.
+        """
         account = await self.store.get(account_id)
+        if bound_to is not None and (account is None or account.establishment not in bound_to):
+            raise NotFound("no such account", code="unknown_account")
         if account is None or account.role is not Role.ADMIN:
             raise Forbidden("X-Acting-Account must name an admin account")
         require_active(account, self.store.now())
@@ -167,11 +192,15 @@ class AccountAdmin:
     async def update(
         self, caller: Caller, account_id: str, changes: Mapping[str, Any], token: str | None
     ) -> Account:
-        """PATCH; a new e-mail address needs step-up `contact.update` and is announced."""
+        """PATCH; a new e-mail address needs step-up `contact.update` and is
+        announced; a destructive change needs `account.manage`."""
         before = await self.target(caller, account_id)
-        attrs = check_changes(changes)
-        sensitive = attrs.get("email", before.email) != before.email
-        who = await self.step_up(caller, CONTACT_UPDATE, token) if sensitive else caller.who()
+        changed = dataclasses.replace(before, **check_changes(changes))
+        purpose = _update_purpose(caller, before, changed)
+        who = caller.who()
+        if purpose is not None:
+            await self.store.check_last_admin(before, changed)
+            who = await self.step_up(caller, purpose, token)
         after = await self.store.update(account_id, changes, who=who)
         if after.email != before.email:
             await self.notify(caller, after, "email", old_email=before.email)
@@ -200,9 +229,12 @@ class AccountAdmin:
         await self.notify(caller, after, "phone")
         return after
 
-    async def delete(self, caller: Caller, account_id: str) -> Account:
+    async def delete(self, caller: Caller, account_id: str, token: str | None) -> Account:
+        """Delete an account (step-up `account.manage`)."""
         before = await self.target(caller, account_id)
-        await self.store.delete(account_id, who=caller.who())
+        await self.store.check_last_admin(before, None)
+        who = await self.step_up(caller, ACCOUNT_MANAGE, token)
+        await self.store.delete(account_id, who=who)
         return before
 
     async def renew(self, caller: Caller, account_id: str) -> Account:
@@ -240,18 +272,26 @@ class AccountAdmin:
         await self.target(caller, account_id)
         return await self.trusted.list(account_id)
 
-    async def revoke_device(self, caller: Caller, account_id: str, device_id: str) -> None:
+    async def revoke_device(
+        self, caller: Caller, account_id: str, device_id: str, token: str | None
+    ) -> None:
+        """Revoke one trusted device (step-up `account.manage`)."""
         account = await self.target(caller, account_id)
+        if not await self.trusted.has(account_id, device_id):
+            raise NotFound("no such trusted device", code="not_found")
+        who = await self.step_up(caller, ACCOUNT_MANAGE, token)
         if not await self.trusted.revoke(account_id, device_id):
             raise NotFound("no such trusted device", code="not_found")
         after = {"device_id": device_id}
-        await self.store.record(account, "devices.revoke", who=caller.who(), after=after)
+        await self.store.record(account, "devices.revoke", who=who, after=after)
 
-    async def revoke_devices(self, caller: Caller, account_id: str) -> int:
+    async def revoke_devices(self, caller: Caller, account_id: str, token: str | None) -> int:
+        """Revoke every trusted device (step-up `account.manage`)."""
         account = await self.target(caller, account_id)
+        who = await self.step_up(caller, ACCOUNT_MANAGE, token)
         revoked = await self.trusted.revoke_all(account_id)
         after = {"revoked": revoked}
-        await self.store.record(account, "devices.revoke_all", who=caller.who(), after=after)
+        await self.store.record(account, "devices.revoke_all", who=who, after=after)
         return revoked
 
     # --- deployment day -------------------------------------------------------------
@@ -287,3 +327,16 @@ class AccountAdmin:
 
         await asyncio.gather(*(one(a) for a in accounts))
         return sum(1 for a in accounts if a.phone is not None)
+
+
+def _update_purpose(caller: Caller, before: Account, after: Account) -> str | None:
+    """The step-up a PATCH needs, if any; one token covers one purpose."""
+    contact = after.email != before.email
+    manage = destructive(before, after)
+    if contact and manage and caller.scope != "operator":
+        raise InvalidRequest(
+            "change the e-mail address in a request of its own: it needs another step-up"
+        )
+    if manage:
+        return ACCOUNT_MANAGE
+    return CONTACT_UPDATE if contact else None

@@ -27,6 +27,7 @@ from gateway.web import ops as ops_routes
 from gateway.web import otp as otp_routes
 from gateway.web import selfservice as selfservice_routes
 from gateway.web import totp as totp_routes
+from gateway.web.auth import warn_unbound
 from gateway.web.body import MAX_BODY
 from gateway.web.middleware import build_middleware
 
@@ -39,6 +40,7 @@ def create_app(config: Config, *, run_worker: bool = True) -> web.Application:
     metrics.prime(config)
     # Providers are built here, before start-up, so bad provider config fails fast.
     providers = build_providers(config.providers, provider_context(config))
+    warn_unbound(config.api_keys)
     app = web.Application(client_max_size=MAX_BODY, middlewares=[build_middleware(metrics)])
     app[METRICS] = metrics
 

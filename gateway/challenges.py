@@ -61,6 +61,7 @@ RATE_MESSAGES = {
     "ip": "too many codes requested from this address",
     "country": "too many codes sent to this country",
     "global": "the gateway's sending budget is exhausted",
+    "establishment": "this establishment's sending budget is exhausted",
     "failures": "too many failed verifications for this account",
     "sends": "this challenge was sent the maximum number of times",
 }
@@ -355,9 +356,7 @@ class ChallengeService:
         if expires is None or account_id is None:
             raise NotFound("no such challenge", code="challenge_not_found")
         status = _STATUS_OF_STATE.get(state or b"", "pending")
-        pointer: Any = await self.redis.hget(
-            keys.account(account_id.decode()), b"c:" + purpose
-        )
+        pointer: Any = await self.redis.hget(keys.account(account_id.decode()), b"c:" + purpose)
         live = points_to(pointer, challenge_id)
         if status == "pending" and (now_ms() >= int(expires) or not live):
             status = "expired"

@@ -22,7 +22,7 @@ from gateway.messages import BUILTIN, Templates, check_sms_fits, parse_templates
 
 T = TypeVar("T")
 
-BUILTIN_PURPOSES = ("login", "account.create", "contact.update", "rncps")
+BUILTIN_PURPOSES = ("login", "account.create", "contact.update", "rncps", "account.manage")
 SCOPES = frozenset({"otp", "admin", "operator", "metrics"})
 CHANNELS = ("sms", "voice")
 FRANCE_AND_OVERSEAS = ("FR", "GP", "MQ", "GF", "RE", "YT", "PM", "BL", "MF", "WF", "PF", "NC")
@@ -105,6 +105,7 @@ class RateLimits:
     country: Rate = Rate(1000, 3600)
     global_: Rate = Rate(600, 60)
     failures: Rate = Rate(20, 3600)
+    establishment: Rate | None = None  # sends per establishment; None: no such budget
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,9 +173,12 @@ class SmsConfig:
 
 @dataclass(frozen=True, slots=True)
 class ApiKey:
+    """One `[[api_keys]]` table; `establishments` binds an admin key (None: unbound)."""
+
     name: str
     key: Secret
     scopes: frozenset[str]
+    establishments: frozenset[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -364,6 +368,10 @@ def _rate_limits(t: _Table) -> RateLimits:
         text = t.get(name, str, "")
         return parse_rate(text, t.key(name)) if text else default
 
+    def optional(name: str) -> Rate | None:
+        text = t.get(name, str, "")
+        return parse_rate(text, t.key(name)) if text else None
+
     limits = RateLimits(
         account=rate("account", d.account),
         number=rate("number", d.number),
@@ -373,6 +381,8 @@ def _rate_limits(t: _Table) -> RateLimits:
         # NIST SP 800-63B 5.2.2 allows up to 100 consecutive failures; we
         # default to 20 an hour (see docs/security.md).
         failures=rate("failures", d.failures),
+        # Off unless set: an establishment's size is the deployment's business.
+        establishment=optional("establishment"),
     )
     t.done()
     return limits
@@ -503,11 +513,29 @@ def _api_keys(items: Any, env: Mapping[str, str]) -> tuple[ApiKey, ...]:
         scopes = frozenset(t.str_list("scopes", ()))
         if not scopes or not scopes <= SCOPES:
             raise ConfigError(t.key("scopes"), f"must be a non-empty subset of {sorted(SCOPES)}")
+        establishments = _bound_to(t, scopes)
         t.done()
-        keys.append(ApiKey(name=name, key=key, scopes=scopes))
+        keys.append(ApiKey(name=name, key=key, scopes=scopes, establishments=establishments))
         if any(k.key == key for k in keys[:i]):
             raise ConfigError(t.key("key"), "is the same as another API key")
     return tuple(keys)
+
+
+def _bound_to(t: _Table, scopes: frozenset[str]) -> frozenset[str] | None:
+    """`establishments = [...]`: the only ones an admin key may act in."""
+    if "establishments" not in t.data:
+        return None
+    value = t.data.pop("establishments")
+    name = t.key("establishments")
+    if not isinstance(value, list) or not value:
+        raise ConfigError(name, "must be a non-empty list of establishment names")
+    if not all(isinstance(v, str) and 0 < len(v) <= 128 for v in value):
+        raise ConfigError(name, "must be a list of non-empty strings (at most 128 characters)")
+    # An operator reaches every establishment without X-Acting-Account: a bound
+    # key with that scope would drop its binding by leaving the header out.
+    if "admin" not in scopes or "operator" in scopes:
+        raise ConfigError(name, "binds admin keys only: needs the admin scope, not operator")
+    return frozenset(value)
 
 
 def _providers(items: Any, env: Mapping[str, str]) -> tuple[ProviderConfig, ...]:

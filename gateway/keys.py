@@ -73,6 +73,12 @@ def ip_rate(ip_tag: str) -> str:
     return f"{PREFIX}rl:ip:{ip_tag}"
 
 
+def establishment_rate(digest: str) -> str:
+    """String: the rate state of one establishment; the scripts name it from the
+    SHA-1 of the account record's `establishment` (bounded, any characters)."""
+    return f"{PREFIX}rl:e:{digest}"
+
+
 def country_rate(region: str) -> str:
     """String: the rate state of one country (region code)."""
     return f"{PREFIX}rl:cc:{region}"

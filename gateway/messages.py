@@ -79,6 +79,7 @@ FRENCH = Templates(
         "account.create": "pour la création d'un compte",
         "contact.update": "pour la modification de vos coordonnées",
         "rncps": "pour l'accès au service protégé",
+        "account.manage": "pour la gestion d'un compte",
         "default": "de confirmation",
     },
 )
@@ -99,6 +100,7 @@ ENGLISH = Templates(
         "account.create": "to create an account",
         "contact.update": "to change your contact details",
         "rncps": "to open the protected service",
+        "account.manage": "to manage an account",
         "default": "to confirm this action",
     },
 )

@@ -37,7 +37,10 @@ CHANNELS = ("sms", "voice")
 DELIVERY_OUTCOMES = ("accepted", "rejected", "unavailable", "error", "circuit_open")
 VOICE_OUTCOMES = ("answered", "no_answer", "busy", "machine", "failed")
 # The scopes of `RateLimited` (gateway/challenges.py RATE_MESSAGES; a test keeps them equal).
-RATE_SCOPES = ("cooldown", "account", "number", "ip", "country", "global", "failures", "sends")
+RATE_SCOPES = (
+    "cooldown", "account", "number", "ip", "country", "establishment", "global",
+    "failures", "sends",
+)  # fmt: skip
 # Every code POST /verify can fail with: the contract's, plus the generic ones.
 VERIFY_FAILURES = (
     "invalid_code",

@@ -28,9 +28,7 @@ from gateway.phones import LineType, channels_for
 def script_source(name: str, settings: str = "") -> str:
     """`lib.lua`, the `settings` chunk, then `<name>.lua`."""
     lua = files("gateway") / "lua"
-    return "\n".join(
-        [(lua / "lib.lua").read_text(), settings, (lua / f"{name}.lua").read_text()]
-    )
+    return "\n".join([(lua / "lib.lua").read_text(), settings, (lua / f"{name}.lua").read_text()])
 
 
 def _lua(value: object) -> str:
@@ -78,7 +76,10 @@ def settings_chunk(config: Config, channels: Iterable[str]) -> str:
         "number_rate_prefix": keys.number_rate(""),
         "number_rate_chars": keys.NUMBER_BUCKET_CHARS,
         "country_rate_prefix": keys.country_rate(""),
+        "establishment_rate_prefix": keys.establishment_rate(""),
     }
+    if limits.establishment is not None:  # absent: no establishment budget
+        cfg["establishment_limit"] = _rate(limits.establishment)
     return f"local CFG = {_lua(cfg)}"
 
 

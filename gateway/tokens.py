@@ -55,6 +55,9 @@ class TrustedDevices:
         devices = [_parse(k.decode(), v) for k, v in entries.items()]
         return sorted((d for d in devices if d.until_ms > now), key=lambda d: -d.created_ms)
 
+    async def has(self, account_id: str, device_id: str) -> bool:
+        return bool(await self.redis.hexists(self._key(account_id), device_id))
+
     async def revoke(self, account_id: str, device_id: str) -> bool:
         return bool(await self.redis.hdel(self._key(account_id), device_id))
 

@@ -20,6 +20,7 @@ from tests.otp_helpers import Reply, call, challenge_and_code, verify
 ESTABLISHMENT = "Mairie de Luisant"
 OTHER_ESTABLISHMENT = "Clinique du Parc"
 BOSS = "06 98 76 54 31"
+MANAGE = "account.manage"  # the step-up of destructive admin actions
 FAST = {
     "otp": {"resend_cooldown_seconds": 0},
     "rate_limits": {"account": "1000/1m", "number": "1000/1m", "failures": "1000/1m"},
@@ -119,6 +120,20 @@ async def as_admin(
     if token is not None:
         sent["X-Step-Up-Token"] = token
     return await call(gw, method, path, body, key=ADMIN_KEY, headers=sent)
+
+
+async def managing(
+    gw: Gateway,
+    method: str,
+    path: str,
+    body: Any = None,
+    *,
+    acting: str = "boss",
+    headers: Mapping[str, str] | None = None,
+) -> Reply:
+    """A destructive admin call, with a fresh `account.manage` step-up of `acting`."""
+    token = await step_up(gw, acting, MANAGE)
+    return await as_admin(gw, method, path, body, acting=acting, token=token, headers=headers)
 
 
 async def as_operator(gw: Gateway, method: str, path: str, body: Any = None) -> Reply:

@@ -17,6 +17,7 @@ from tests.admin_helpers import (
     as_admin,
     as_operator,
     mails_after_drain,
+    managing,
     parts,
     smtp_server,
     step_up,
@@ -153,7 +154,7 @@ async def test_another_establishment_in_lists_and_creation(agw: Gateway) -> None
 
 
 async def test_deleted_account_history_stays_with_its_establishment(agw: Gateway) -> None:
-    assert (await as_admin(agw, "DELETE", "/accounts/alice")).status == 204
+    assert (await managing(agw, "DELETE", "/accounts/alice")).status == 204
     reply = await as_admin(agw, "GET", "/accounts/alice/history")
     assert reply.status == 200
     assert [e["action"] for e in reply.body["entries"]] == ["delete", "create"]
@@ -265,7 +266,7 @@ async def test_admin_changes_and_their_history(agw: Gateway) -> None:
     assert reply.body["role"] == "admin" and reply.body["phone_extension"] == "214"
     assert reply.body["warnings"] == []  # two admins now
     assert reply.headers["X-Establishment-Admins"] == "2"
-    suspended = await as_admin(agw, "PATCH", "/accounts/alice", {"status": "suspended"})
+    suspended = await managing(agw, "PATCH", "/accounts/alice", {"status": "suspended"})
     assert suspended.body["status"] == "suspended"
     assert suspended.body["warnings"] == ["single_admin"]
     active = await as_admin(agw, "PATCH", "/accounts/alice", {"status": "active"})
@@ -287,7 +288,7 @@ async def test_admin_changes_and_their_history(agw: Gateway) -> None:
 
 
 async def test_admin_deletes_and_the_id_is_gone(agw: Gateway) -> None:
-    reply = await as_admin(agw, "DELETE", "/accounts/alice")
+    reply = await managing(agw, "DELETE", "/accounts/alice")
     assert reply.status == 204
     assert reply.headers["X-Establishment-Admins"] == "1"
     assert_error(await as_admin(agw, "GET", "/accounts/alice"), 404, "unknown_account")
@@ -321,10 +322,10 @@ async def test_admin_lists_and_revokes_trusted_devices(agw: Gateway) -> None:
     devices = (await as_admin(agw, "GET", "/accounts/alice/devices")).body["devices"]
     assert sorted(d["label"] for d in devices) == ["desktop", "laptop"]
     desktop_id = next(d["device_id"] for d in devices if d["label"] == "desktop")
-    assert (await as_admin(agw, "DELETE", f"/accounts/alice/devices/{desktop_id}")).status == 204
+    assert (await managing(agw, "DELETE", f"/accounts/alice/devices/{desktop_id}")).status == 204
     reply = await as_admin(agw, "DELETE", f"/accounts/alice/devices/{desktop_id}")
     assert_error(reply, 404, "not_found")
-    assert (await as_admin(agw, "DELETE", "/accounts/alice/devices")).body == {"revoked": 1}
+    assert (await managing(agw, "DELETE", "/accounts/alice/devices")).body == {"revoked": 1}
     challenge = await call(
         agw, "POST", "/challenge", {"account_id": "alice", "trusted_device_token": laptop}
     )

@@ -16,6 +16,7 @@ from tests.admin_helpers import (
     admin_gateway,
     as_admin,
     as_operator,
+    managing,
     smtp_server,
 )
 from tests.conftest import ACCOUNT, Gateway, GatewayFactory
@@ -57,7 +58,7 @@ async def test_the_last_admin_cannot_go(agw: Gateway, method: str, path: str, bo
     assert boss.headers["X-Establishment-Admins"] == "1"
     # With a second admin, the same change is fine, and the warning moves.
     await add_admin(agw, "boss2")
-    reply = await as_admin(agw, method, path, body, acting="boss2")
+    reply = await managing(agw, method, path, body, acting="boss2")
     assert reply.status in (200, 204), reply.body
     assert_error(
         await as_admin(agw, method, path.replace("boss", "boss2"), body, acting="boss2"),
@@ -85,7 +86,7 @@ async def test_the_last_account_of_an_establishment_can_go(agw: Gateway) -> None
         },
     )
     assert reply.body["warnings"] == ["single_admin"]
-    assert (await as_admin(agw, "DELETE", "/accounts/solo", acting="solo")).status == 204
+    assert (await managing(agw, "DELETE", "/accounts/solo", acting="solo")).status == 204
 
 
 async def test_demoting_each_other_at_once_leaves_an_admin(agw: Gateway) -> None:

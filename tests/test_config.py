@@ -140,8 +140,10 @@ def test_secret_and_secret_env_together_refused() -> None:
 
 def test_environment_overrides_file(tmp_path: Path) -> None:
     path = tmp_path / "c.toml"
-    path.write_text('[redis]\nurl = "redis://127.0.0.1:1/0"\n[server]\nport = 9000\n'
-                    '[security]\nsecret = "' + "x" * 32 + '"\n')
+    path.write_text(
+        '[redis]\nurl = "redis://127.0.0.1:1/0"\n[server]\nport = 9000\n'
+        '[security]\nsecret = "' + "x" * 32 + '"\n'
+    )
     env = {"OTPGW_REDIS_URL": "redis://127.0.0.1:2/0", "OTPGW_PORT": "9100"}
     cfg = load_config(str(path), env)
     assert cfg.redis.url == "redis://127.0.0.1:2/0"
@@ -197,3 +199,54 @@ def test_example_config_is_valid() -> None:
     cfg = load_config(str(root / "example.toml"), env)
     assert cfg.providers[0].kind == "http"
     assert load_config(str(root / "dev.toml"), {}).server.development
+
+
+# --- keys bound to establishments, the establishment budget -----------------------
+
+ADMIN = {"name": "mairie", "key": "k" * 20, "scopes": ["admin"]}
+
+
+def test_an_admin_key_binds_to_establishments() -> None:
+    cfg = build(api_keys=[{**ADMIN, "establishments": ["Mairie de Luisant", "Clinique"]}])
+    key = cfg.api_keys[0]
+    assert key.establishments == frozenset({"Mairie de Luisant", "Clinique"})
+    assert build(api_keys=[ADMIN]).api_keys[0].establishments is None
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        {**ADMIN, "establishments": "Mairie"},
+        {**ADMIN, "establishments": []},
+        {**ADMIN, "establishments": [""]},
+        {**ADMIN, "establishments": ["Mairie", 3]},
+        {**ADMIN, "establishments": ["x" * 129]},
+        # Binding means nothing to these: the key would reach every establishment anyway.
+        {**ADMIN, "scopes": ["otp"], "establishments": ["Mairie"]},
+        {**ADMIN, "scopes": ["admin", "operator"], "establishments": ["Mairie"]},
+    ],
+)
+def test_bad_establishments_are_named(key: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError) as exc:
+        build(api_keys=[key])
+    assert error_key(exc) == "api_keys[0].establishments"
+    assert "api_keys[0].establishments" in str(exc.value)
+    assert "unknown key" not in str(exc.value)  # a known key, with a bad value
+
+
+def test_the_establishment_budget_is_off_unless_set() -> None:
+    assert build().rate_limits.establishment is None
+    cfg = build(rate_limits={"establishment": "200/1h"})
+    assert cfg.rate_limits.establishment == Rate(200, 3600)
+
+
+@pytest.mark.parametrize("text", ["0/1h", "200", "200/1y", 200])
+def test_a_bad_establishment_budget_is_named(text: Any) -> None:
+    with pytest.raises(ConfigError) as exc:
+        build(rate_limits={"establishment": text})
+    assert error_key(exc) == "rate_limits.establishment"
+    assert "unknown key" not in str(exc.value)
+
+
+def test_account_manage_is_a_builtin_purpose() -> None:
+    assert "account.manage" in build().otp.purposes

@@ -6,11 +6,11 @@ from typing import Any
 
 import pytest
 
-from gateway.config import Config, config_from_dict
+from gateway.config import BUILTIN_PURPOSES, Config, config_from_dict
 from gateway.errors import ConfigError
 from gateway.messages import BUILTIN, ENGLISH, FRENCH, SMS_SEGMENT, gsm7_septets, sms_text
 
-PURPOSES = ("login", "account.create", "contact.update", "rncps")
+PURPOSES = BUILTIN_PURPOSES
 
 
 def config(**sections: Any) -> Config:
@@ -133,3 +133,16 @@ def test_voice_and_sms_keys() -> None:
         with pytest.raises(ConfigError) as info:
             config(**{section: values})
         assert info.value.key == key
+
+
+@pytest.mark.parametrize("language", list(BUILTIN))
+def test_every_builtin_purpose_has_its_own_words(language: str) -> None:
+    templates = BUILTIN[language]
+    for purpose in BUILTIN_PURPOSES:
+        assert templates.action(purpose) != templates.actions["default"], purpose
+
+
+def test_the_destructive_actions_code_says_so() -> None:
+    assert sms_text(FRENCH, "041290", "account.manage", 300) == (
+        "Code 041290 pour la gestion d'un compte. Valable 5 min. Ne le communiquez jamais."
+    )

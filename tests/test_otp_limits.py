@@ -163,6 +163,28 @@ async def test_global_limit(make_gateway: GatewayFactory) -> None:
     assert len(gw.sink.received) == 2
 
 
+async def test_establishment_budget(make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway(otp=NO_COOLDOWN, rate_limits={"establishment": "2/1h"})
+    await add_account(gw)
+    await add_account(gw, account_id="bob", phone=OTHER_MOBILE)
+    await add_account(gw, account_id="carol", phone=THIRD_MOBILE, establishment="Clinique")
+    first = await challenge(gw)
+    await challenge(gw, "bob")
+    sent = len(gw.sink.received)
+    # One employer's front end has spent its budget: its accounts wait, for
+    # about the half hour a 2/1h budget takes to give one send back.
+    retry_after = assert_rate_limited(await post_challenge(gw, purpose="rncps"), "establishment")
+    assert 1700 < retry_after <= 1800
+    assert_rate_limited(await post_challenge(gw, "bob", purpose="rncps"), "establishment")
+    resent = await call(gw, "POST", f"/challenge/{first['challenge_id']}/resend", {})
+    assert_rate_limited(resent, "establishment")
+    await assert_nothing_sent(gw, sent + 2)
+    # Another employer still gets codes.
+    assert (await post_challenge(gw, "carol")).status == 202
+    metrics = (await (await gw.client.get("/metrics")).text()).splitlines()
+    assert 'otp_rate_limited_total{scope="establishment"} 3.0' in metrics
+
+
 async def test_refused_challenge_consumes_no_budget(make_gateway: GatewayFactory) -> None:
     gw = await make_gateway(otp=NO_COOLDOWN, rate_limits={"account": "2/1h", "number": "1/1h"})
     await add_account(gw)

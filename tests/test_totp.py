@@ -19,6 +19,7 @@ from tests.admin_helpers import (
     as_admin,
     as_operator,
     mails_after_drain,
+    managing,
     parts,
     smtp_server,
     step_up,
@@ -211,7 +212,11 @@ async def test_remove(tgw: Gateway, inbox: Inbox) -> None:
     assert_error(await as_admin(tgw, "DELETE", "/accounts/alice/totp"), 404, "not_found")
     await enrolled(tgw)
     assert (await as_admin(tgw, "GET", "/accounts/alice/totp")).body["enrolled"] is True
-    assert (await as_admin(tgw, "DELETE", "/accounts/alice/totp")).status == 204
+    body = assert_error(
+        await as_admin(tgw, "DELETE", "/accounts/alice/totp"), 401, "step_up_required"
+    )
+    assert body["purpose"] == "account.manage"
+    assert (await managing(tgw, "DELETE", "/accounts/alice/totp")).status == 204
     await enrolled(tgw)
     assert (await as_operator(tgw, "DELETE", "/accounts/alice/totp")).status == 204
     actions = [
@@ -228,7 +233,7 @@ async def test_deleting_the_account_forgets_the_app(tgw: Gateway) -> None:
     await enrolled(tgw)
     tag = tgw.services.accounts.account_tag("alice")
     assert await tgw.services.redis.exists(keys.totp(tag)) == 1
-    assert (await as_admin(tgw, "DELETE", "/accounts/alice")).status == 204
+    assert (await managing(tgw, "DELETE", "/accounts/alice")).status == 204
     assert await tgw.services.redis.exists(keys.totp(tag)) == 0
 
 

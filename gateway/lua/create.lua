@@ -22,7 +22,7 @@ local purpose = ARGV[1]
 
 local rec = KEYS[1]
 local a = redis.call('HMGET', rec, 'expires_at', 'suspended', 'number_tag', 'region',
-  'line_type', 'masked', 's:' .. purpose, 'g')
+  'line_type', 'masked', 's:' .. purpose, 'g', 'establishment')
 if not a[1] then return {'refused', 'unknown_account', ''} end
 if a[2] == '1' then return {'refused', 'account_suspended', ''} end
 if now >= tonumber(a[1]) then return {'refused', 'account_expired', ''} end
@@ -69,6 +69,9 @@ local limits = {
   {CFG.country_rate_prefix .. region, CFG.country_limit[1], CFG.country_limit[2], 'country'},
   {KEYS[4], CFG.global_limit[1], CFG.global_limit[2], 'global'},
 }
+-- Before the global budget: an establishment past its own hears so.
+local el = establishment_limit(CFG, a[9])
+if el then table.insert(limits, 3, el) end
 if ARGV[8] == '1' then
   table.insert(limits, {KEYS[5], CFG.ip_limit[1], CFG.ip_limit[2], 'ip'})
 end

@@ -78,6 +78,16 @@ local function check_limits(limits, now)
   return nil
 end
 
+-- The establishment's budget ([rate_limits] establishment), when one is set,
+-- as a limit for check_limits; `establishment` is the account record's field.
+-- `cfg` is the script's CFG (defined after this file).
+local function establishment_limit(cfg, establishment)
+  local l = cfg.establishment_limit
+  if not (l and establishment) then return nil end
+  local key = cfg.establishment_rate_prefix .. redis.sha1hex(establishment)
+  return {key, l[1], l[2], 'establishment'}
+end
+
 local function consume_limits(limits, now)
   for _, l in ipairs(limits) do
     if l.field then

@@ -16,7 +16,7 @@ local sends, expires_at = tonumber(f[2]) or 1, tonumber(f[3])  -- 's' absent: 1 
 if sends >= CFG.max_sends then return {'rate', 'sends', expires_at - now} end
 
 local cooldown = CFG.cooldown_ms
-local r = redis.call('HMGET', rec, 's:' .. f[1], 'g')
+local r = redis.call('HMGET', rec, 's:' .. f[1], 'g', 'establishment')
 local last = tonumber(r[1])
 if last and now - last < cooldown then return {'rate', 'cooldown', cooldown - (now - last)} end
 
@@ -28,6 +28,8 @@ local limits = {
   {KEYS[4], CFG.country_limit[1], CFG.country_limit[2], 'country'},
   {KEYS[5], CFG.global_limit[1], CFG.global_limit[2], 'global'},
 }
+local el = establishment_limit(CFG, r[3])
+if el then table.insert(limits, 3, el) end
 if ARGV[3] == '1' then
   table.insert(limits, {KEYS[6], CFG.ip_limit[1], CFG.ip_limit[2], 'ip'})
 end

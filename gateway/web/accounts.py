@@ -118,7 +118,8 @@ async def list_accounts(request: web.Request) -> web.Response:
 
 
 async def patch_account(request: web.Request) -> web.Response:
-    """Change fields, status included (a new e-mail: step-up `contact.update`)."""
+    """Change fields, status included (admins: step-up `contact.update` for a new
+    e-mail, `account.manage` to suspend, demote or bring the expiry forward)."""
     svc, caller = await account_caller(request)
     changes: dict[str, Any] = checked(await read_object(request), PATCH_FIELDS)
     if not changes:
@@ -132,10 +133,10 @@ async def patch_account(request: web.Request) -> web.Response:
 
 
 async def delete_account(request: web.Request) -> web.Response:
-    """Delete an account (its history stays)."""
+    """Delete an account, its history kept (admins: step-up `account.manage`)."""
     svc, caller = await account_caller(request)
     account_id = account_id_of(request.match_info["account_id"])
-    deleted = await svc.account_services.admin.delete(caller, account_id)
+    deleted = await svc.account_services.admin.delete(caller, account_id, step_up_token(request))
     admins = await svc.account_services.admin.admin_count(deleted.establishment)
     return web.Response(status=204, headers={ADMINS_HEADER: str(admins)})
 

@@ -2,7 +2,8 @@
 
 - `GET /history`: the audit entries of a whole establishment, newest first.
 - `GET|DELETE /accounts/{id}/devices[/{device_id}]`: an account's trusted
-  devices, listed and revoked by its admins or an operator (audited).
+  devices, listed and revoked by its admins (step-up `account.manage`) or an
+  operator (audited).
 - `POST /phones/blank` (operator): the deployment-day reset of every number of
   one establishment, or of all.
 """
@@ -14,7 +15,7 @@ from aiohttp import web
 from gateway.challenges import iso_ms
 from gateway.errors import Forbidden, InvalidRequest
 from gateway.web.body import Field, checked, read_object
-from gateway.web.caller import account_caller, page_of
+from gateway.web.caller import account_caller, page_of, step_up_token
 from gateway.web.otp import account_id_of
 
 BLANK_FIELDS = {
@@ -50,19 +51,21 @@ async def list_devices(request: web.Request) -> web.Response:
 
 
 async def revoke_devices(request: web.Request) -> web.Response:
-    """Revoke every trusted device of an account."""
+    """Revoke every trusted device of an account (admins: step-up `account.manage`)."""
     svc, caller = await account_caller(request)
     account_id = account_id_of(request.match_info["account_id"])
-    revoked = await svc.account_services.admin.revoke_devices(caller, account_id)
+    token = step_up_token(request)
+    revoked = await svc.account_services.admin.revoke_devices(caller, account_id, token)
     return web.json_response({"revoked": revoked})
 
 
 async def revoke_device(request: web.Request) -> web.Response:
-    """Revoke one trusted device of an account."""
+    """Revoke one trusted device of an account (admins: step-up `account.manage`)."""
     svc, caller = await account_caller(request)
     account_id = account_id_of(request.match_info["account_id"])
     device_id = request.match_info["device_id"]
-    await svc.account_services.admin.revoke_device(caller, account_id, device_id)
+    token = step_up_token(request)
+    await svc.account_services.admin.revoke_device(caller, account_id, device_id, token)
     return web.Response(status=204)
 
 

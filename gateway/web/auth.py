@@ -1,14 +1,35 @@
-"""API keys: `Authorization: Bearer <key>`, compared in constant time."""
+"""API keys: `Authorization: Bearer <key>`, compared in constant time.
+
+An `admin` key may be bound to establishments (`[[api_keys]] establishments`):
+it then acts only for admins of those (`gateway.web.caller`). An unbound admin
+key acts for any establishment's admin named in `X-Acting-Account`, so
+start-up warns once per such key (by name, never its value).
+"""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 
 from aiohttp import web
 
 from gateway.config import ApiKey
 from gateway.errors import Forbidden, Unauthorized
+
+log = logging.getLogger("otp_gateway.auth")
+
+
+def warn_unbound(keys: tuple[ApiKey, ...]) -> None:
+    """One warning per admin key that no establishment binds."""
+    for key in keys:
+        if "admin" in key.scopes and key.establishments is None:
+            log.warning(
+                "API key %r has the admin scope and no establishments: it can act for "
+                "the admins of every establishment (bind it with establishments = [...])",
+                key.name,
+                extra={"api_key": key.name},
+            )
 
 
 class ApiKeys:

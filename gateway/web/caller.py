@@ -2,7 +2,8 @@
 
 - `account_caller`: an `operator` key, or an `admin` key with
   `X-Acting-Account: <admin account id>` (400 without it; 403 when that
-  account is not an admin, or cannot act).
+  account is not an admin, or cannot act; 404 when the key is bound to
+  establishments and that account is not in one of them).
 - `user_caller`: an `otp` key (the login front end) acting for the active
   account named in the path.
 - `any_caller`: either, by the key's scopes.
@@ -67,7 +68,7 @@ async def _admin(svc: Services, key: ApiKey, request: web.Request, acting_id: st
         raise InvalidRequest(f"an admin key needs {ACTING_HEADER}: <admin account id>")
     if not ACCOUNT_ID_RE.fullmatch(acting_id):
         raise InvalidRequest(f"{ACTING_HEADER} must be an account id")
-    acting = await svc.account_services.admin.acting_admin(acting_id)
+    acting = await svc.account_services.admin.acting_admin(acting_id, key.establishments)
     return Caller("admin", key.name, request[REQUEST_ID], acting)
 
 

@@ -8,7 +8,7 @@
 - `POST /accounts/{id}/totp/verify`: an app code instead of a phone code;
   answers like `/verify`.
 - `DELETE /accounts/{id}/totp`: remove (the user with step-up
-  `contact.update`, its admins, operators).
+  `contact.update`, its admins with step-up `account.manage`, operators).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.admin import CONTACT_UPDATE
+from gateway.admin import ACCOUNT_MANAGE, CONTACT_UPDATE
 from gateway.challenges import iso_ms
 from gateway.errors import GatewayError, InvalidRequest, NotFound
 from gateway.web.body import Field, checked, read_object
@@ -90,14 +90,18 @@ async def verify(request: web.Request) -> web.Response:
 
 
 async def remove(request: web.Request) -> web.Response:
-    """Remove the account's app (the user needs step-up `contact.update`)."""
+    """Remove the account's app (step-up: the user `contact.update`, an admin
+    `account.manage`)."""
     account_id = account_id_of(request.match_info["account_id"])
     svc, caller = await any_caller(request, account_id)
     admin = svc.account_services.admin
     account = await admin.target(caller, account_id)
-    token = step_up_token(request)
-    who = await admin.step_up(caller, CONTACT_UPDATE, token) if caller.scope == "otp" else None
-    if not await svc.account_services.totp.remove(account, who or caller.who()):
+    status = await svc.account_services.totp.status(account_id)
+    if not (status["enrolled"] or status["pending"]):  # before the grant is spent
+        raise NotFound("this account has no authenticator app", code="not_found")
+    purpose = CONTACT_UPDATE if caller.scope == "otp" else ACCOUNT_MANAGE
+    who = await admin.step_up(caller, purpose, step_up_token(request))
+    if not await svc.account_services.totp.remove(account, who):
         raise NotFound("this account has no authenticator app", code="not_found")
     await admin.notify(caller, account, "totp_removed")
     return web.Response(status=204)
