@@ -35,6 +35,7 @@ import logging
 import os
 import socket
 import time
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -58,9 +59,9 @@ log = logging.getLogger("otp_gateway.worker")
 
 Entry = tuple[bytes, dict[bytes, bytes]]
 READ_BLOCK_MS = 250  # also how often an idle worker looks for calls due again
-# Drops that point at something wrong (a key changed, data damaged), not at a
-# user who moved on: logged as warnings.
-_ALARMING_DROPS = frozenset({"undecryptable", "no_number"})
+# Drops that point at something wrong (another secret, damaged data), not at
+# a user or an admin who moved on: logged as warnings.
+_ALARMING_DROPS = frozenset({"undecryptable"})
 
 
 class Failure(StrEnum):
@@ -71,6 +72,15 @@ class Failure(StrEnum):
     UNREADABLE = "unreadable"  # its challenge record cannot be read (corrupt, wrong type)
     PROVIDERS = "all_providers_failed"  # every provider of the channel failed or was skipped
     ERROR = "error"  # anything else: a bug of ours (logged with its traceback)
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A queue entry, decoded: send number `send` of a challenge, on a channel."""
+
+    challenge_id: str
+    send: int
+    channel: str
 
 
 class JobFailed(Exception):
@@ -217,7 +227,8 @@ class Worker:
         return await self._retry_or_dead_letter(entry_id, fields, failure)
 
     async def _deliver(self, entry_id: bytes, fields: dict[bytes, bytes]) -> str:
-        challenge_id, attempt, channel = _decode(fields)
+        job = _decode(fields)
+        challenge_id, attempt, channel = job.challenge_id, job.send, job.channel
         loaded = await self._load(challenge_id, attempt, channel)
         if isinstance(loaded, str):
             return await self._drop(entry_id, challenge_id, attempt, loaded)
@@ -317,12 +328,12 @@ class Worker:
     async def _drop(self, entry_id: bytes, challenge_id: str, attempt: int, reason: str) -> str:
         """A job that will never be sent: its send is `failed` with `reason`
         (but for a duplicate, whose send was done), and one line says so."""
-        self.metrics.sends_dropped.labels(reason).inc()
         record = [] if reason == "duplicate" else [keys.challenge(challenge_id)]
         await self.scripts.drop(
             keys=[keys.STREAM, keys.DEAD_LETTERS, *record],
             args=[keys.GROUP, entry_id, attempt, reason, 0],
         )
+        self.metrics.sends_dropped.labels(reason).inc()
         log.log(
             logging.WARNING if reason in _ALARMING_DROPS else logging.INFO,
             "send dropped",
@@ -357,14 +368,16 @@ class Worker:
     ) -> None:
         """Into otp:dead with its reason, recorded `failed`, acknowledged: at once."""
         job = _try_decode(fields)
-        if job is not None and failure is Failure.PROVIDERS and job[2] == "sms":
+        if job is not None and failure is Failure.PROVIDERS and job.channel == "sms":
             # An SMS no provider took may still become a call (status.lua decides).
-            await self.deliveries.record(job[0], job[1], DeliveryEvent("message", "failed"))
+            event = DeliveryEvent("message", "failed")
+            await self.deliveries.record(job.challenge_id, job.send, event)
         kept = [item for k, v in fields.items() if k != b"reason" for item in (k, v)]
+        challenge = [keys.challenge(job.challenge_id)] if job else []
         await self.scripts.drop(
-            keys=[keys.STREAM, keys.DEAD_LETTERS, *([keys.challenge(job[0])] if job else [])],
+            keys=[keys.STREAM, keys.DEAD_LETTERS, *challenge],
             args=[
-                keys.GROUP, entry_id, job[1] if job else "", failure.value,
+                keys.GROUP, entry_id, job.send if job else "", failure.value,
                 # Capped (exactly: dead letters are rare, the trim is cheap) so that
                 # a long provider outage cannot grow the stream without bound.
                 self.config.worker.dead_letters_max, *kept,
@@ -373,15 +386,14 @@ class Worker:
         self.metrics.dead_lettered.labels(failure.value).inc()
 
 
-def _decode(fields: dict[bytes, bytes]) -> tuple[str, int, str]:
-    """(challenge id, send number, channel) of a queue entry."""
+def _decode(fields: dict[bytes, bytes]) -> Job:
     try:
-        return fields[b"c"].decode(), int(fields[b"n"]), fields[b"ch"].decode()
+        return Job(fields[b"c"].decode(), int(fields[b"n"]), fields[b"ch"].decode())
     except (KeyError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
         raise JobFailed(Failure.MALFORMED) from exc
 
 
-def _try_decode(fields: dict[bytes, bytes]) -> tuple[str, int, str] | None:
+def _try_decode(fields: dict[bytes, bytes]) -> Job | None:
     try:
         return _decode(fields)
     except JobFailed:

@@ -597,6 +597,32 @@ async def test_malformed_entry_is_dead_lettered_after_max_deliveries(
     assert [d["reason"] for d in (await resp.json())["dead_letters"]] == ["malformed"]
 
 
+async def test_an_exception_in_our_code_counts_and_is_dead_lettered_as_error(
+    make_gateway: GatewayFactory,
+    stubs: StubFactory,
+    redis: aioredis.Redis,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The challenge turns into a string while its send is at the provider:
+    recording the send raises in our own path (not job.lua's read)."""
+    stub = await stubs(delay=30)  # answers once released
+    gw = await make_gateway(providers=[stub.provider("hook")], worker={"max_deliveries": 1})
+    await add_account(gw)
+    challenge_id = await challenge(gw)
+    [(entry_id, fields)] = await read_as_worker(gw, redis)
+    handled = asyncio.create_task(gw.services.worker.handle(entry_id, fields))
+    await asyncio.wait_for(stub.arrived.wait(), 5)
+    await corrupt_challenge_type(redis, challenge_id)
+    stub.release.set()
+    assert await asyncio.wait_for(handled, 5) == "dead_letter"
+    [(_, dead)] = await redis.xrange(keys.DEAD_LETTERS)
+    assert dead[b"reason"] == b"error"
+    assert dead_lettered(gw, "error") == 1
+    [failed] = worker_lines(caplog, "send job failed")
+    assert failed.exc_info is not None and failed.entry == entry_id.decode()
+    assert await pending(redis) == 0
+
+
 async def test_running_worker_dead_letters_a_poison_entry_and_keeps_sending(
     make_gateway: GatewayFactory, stubs: StubFactory, redis: aioredis.Redis
 ) -> None:
