@@ -154,6 +154,16 @@ def _dead_error(state: bytes) -> Gone | NotFound | Forbidden:
             return Gone("this code has expired: ask for a new one", code="expired")
 
 
+def _failure_reason(
+    delivery: str, sends: bytes | None, reason: bytes | None, send: bytes | None
+) -> str | None:
+    """Why the latest send failed, when the gateway knows (queue.py's drops and
+    dead letters, a provider's refusal): `fr`, recorded for send `fn`."""
+    if delivery != "failed" or reason is None or send != (sends or b"1"):
+        return None
+    return reason.decode()
+
+
 class ChallengeService:
     """The OTP core, shared by the HTTP handlers."""
 
@@ -350,9 +360,9 @@ class ChallengeService:
         if not _ID_RE.fullmatch(challenge_id):
             raise NotFound("no such challenge", code="challenge_not_found")
         fields: list[Any] = await self.redis.hmget(
-            keys.challenge(challenge_id), "v", "x", "c", "d", "n", "p", "a"
+            keys.challenge(challenge_id), "v", "x", "c", "d", "n", "p", "a", "s", "fr", "fn"
         )
-        state, expires, channel, delivery, attempts, purpose, account_id = fields
+        state, expires, channel, delivery, attempts, purpose, account_id = fields[:7]
         if expires is None or account_id is None:
             raise NotFound("no such challenge", code="challenge_not_found")
         status = _STATUS_OF_STATE.get(state or b"", "pending")
@@ -360,7 +370,7 @@ class ChallengeService:
         live = points_to(pointer, challenge_id)
         if status == "pending" and (now_ms() >= int(expires) or not live):
             status = "expired"
-        return {
+        body: dict[str, Any] = {
             "challenge_id": challenge_id,
             "status": status,
             "channel": channel.decode() if channel is not None else "sms",
@@ -369,6 +379,10 @@ class ChallengeService:
             "purpose": purpose.decode(),
             "expires_at": iso_ms(int(expires)),
         }
+        reason = _failure_reason(body["delivery"], *fields[7:])
+        if reason is not None:
+            body["reason"] = reason
+        return body
 
     # --- POST /challenge/{id}/resend -----------------------------------------
 

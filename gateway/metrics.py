@@ -35,6 +35,8 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 CHANNELS = ("sms", "voice")
 # Outcomes of a provider call (gateway/dispatch.py); circuit_open: skipped, breaker open.
 DELIVERY_OUTCOMES = ("accepted", "rejected", "unavailable", "error", "circuit_open")
+# Why a send was dead-lettered (gateway/queue.py Failure; a test keeps them equal).
+DEAD_LETTER_REASONS = ("malformed", "unreadable", "all_providers_failed", "error")
 VOICE_OUTCOMES = ("answered", "no_answer", "busy", "machine", "failed")
 # The scopes of `RateLimited` (gateway/challenges.py RATE_MESSAGES; a test keeps them equal).
 RATE_SCOPES = (
@@ -127,6 +129,10 @@ class Metrics:
         self.sends_dropped = Counter(
             "otp_sends_dropped", "Queued sends dropped unsent, by reason.", ["reason"], registry=r
         )
+        self.dead_lettered = Counter(
+            "otp_sends_dead_lettered", "Sends moved to the dead-letter stream, by reason.",
+            ["reason"], registry=r,
+        )  # fmt: skip
         self.provider_up = Gauge(
             "otp_provider_up", "1 while the provider takes sends (its breaker is closed).",
             ["provider"], registry=r,
@@ -167,14 +173,20 @@ class Metrics:
                 self.challenges.labels(purpose, channel, "queued")
         for failure in VERIFY_FAILURES:
             self.verifications.labels("unknown", failure)
-        for scope in RATE_SCOPES:
-            self.rate_limited.labels(scope)
-        for outcome in VOICE_OUTCOMES:
-            self.voice_calls.labels(outcome)
+        self._prime_fixed()
         for provider in config.providers:
             for channel in provider.channels:
                 for outcome in DELIVERY_OUTCOMES:
                     self.deliveries.labels(provider.name, channel, outcome)
+
+    def _prime_fixed(self) -> None:
+        """The series whose label values are fixed lists, config or not."""
+        for scope in RATE_SCOPES:
+            self.rate_limited.labels(scope)
+        for outcome in VOICE_OUTCOMES:
+            self.voice_calls.labels(outcome)
+        for reason in DEAD_LETTER_REASONS:
+            self.dead_lettered.labels(reason)
 
     def child(self, metric: M, *values: str) -> M:
         """`metric.labels(*values)`, remembered: prometheus_client takes a lock and

@@ -15,13 +15,17 @@ A worker's job path is decode -> load -> dispatch -> ack | retry | dead-letter:
   `Idempotency-Key` to close that gap);
 - a job whose worker died stays in the group's pending list and is claimed
   by another worker after `claim_idle_seconds` (XAUTOCLAIM);
-- a job that every provider failed is retried the same way, and after
-  `max_deliveries` goes to the dead-letter stream;
+- a job that failed in any way (every provider failed, a garbled entry, an
+  unreadable challenge record, a bug of ours: `Failure`) is retried the same
+  way, and after `max_deliveries` deliveries goes to the dead-letter stream
+  with that reason (`drop.lua`, which also records and acknowledges it);
 - each turn of the loop also queues the calls that are due again
   (`Deliveries.promote_due`, see gateway/delivery.py).
 
-A send refused for good (ProviderRejected: the number) or dead-lettered is
-recorded as `failed`; an SMS that failed so may fall back to a call.
+A send refused for good (ProviderRejected: the number), dropped or
+dead-lettered is recorded as `failed`, with its reason, so GET /challenge/{id}
+never shows `queued` for a send that will not come; an SMS that no provider
+took or that one refused may fall back to a call.
 """
 
 from __future__ import annotations
@@ -31,11 +35,15 @@ import logging
 import os
 import socket
 import time
+from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import redis.asyncio as aioredis
 from cryptography.exceptions import InvalidTag
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway import keys, messages, voice
 from gateway.config import Config
@@ -51,6 +59,36 @@ log = logging.getLogger("otp_gateway.worker")
 
 Entry = tuple[bytes, dict[bytes, bytes]]
 READ_BLOCK_MS = 250  # also how often an idle worker looks for calls due again
+# Drops that point at something wrong (another secret, damaged data), not at
+# a user or an admin who moved on: logged as warnings.
+_ALARMING_DROPS = frozenset({"undecryptable"})
+
+
+class Failure(StrEnum):
+    """Why handling a job failed; each counts toward `[worker] max_deliveries`,
+    and the last one is the dead letter's `reason` (and a metric label)."""
+
+    MALFORMED = "malformed"  # the entry lacks or garbles c, n or ch
+    UNREADABLE = "unreadable"  # its challenge record cannot be read (corrupt, wrong type)
+    PROVIDERS = "all_providers_failed"  # every provider of the channel failed or was skipped
+    ERROR = "error"  # anything else: a bug of ours (logged with its traceback)
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A queue entry, decoded: send number `send` of a challenge, on a channel."""
+
+    challenge_id: str
+    send: int
+    channel: str
+
+
+class JobFailed(Exception):
+    """Handling a job failed in a way another delivery might not (worker-internal)."""
+
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(failure.value)
+        self.failure = failure
 
 
 async def ensure_group(redis: aioredis.Redis) -> None:
@@ -167,16 +205,33 @@ class Worker:
     # --- one job ------------------------------------------------------------------
 
     async def handle(self, entry_id: bytes, fields: dict[bytes, bytes]) -> str:
-        """Deliver one job; returns what happened (for tests and logs)."""
+        """Deliver one job; returns what happened (for tests and logs).
+
+        Whatever goes wrong with the job itself (a garbled entry, an unreadable
+        challenge, every provider failing, a bug of ours) is counted toward
+        `max_deliveries`, then dead-lettered: a poison job never blocks the
+        queue nor stops the loop. Only a Redis out of reach raises: that says
+        nothing about the job, which stays pending.
+        """
         try:
-            challenge_id = fields[b"c"].decode()
-            attempt = int(fields[b"n"])
-            channel = fields[b"ch"].decode()
-        except (KeyError, ValueError, UnicodeDecodeError):
-            return await self._drop(entry_id, "malformed")
+            return await self._deliver(entry_id, fields)
+        except (RedisConnectionError, RedisTimeoutError):
+            raise
+        except JobFailed as exc:
+            failure = exc.failure
+        except ProviderUnavailable:
+            failure = Failure.PROVIDERS
+        except Exception:
+            log.exception("send job failed", extra={"entry": entry_id.decode()})
+            failure = Failure.ERROR
+        return await self._retry_or_dead_letter(entry_id, fields, failure)
+
+    async def _deliver(self, entry_id: bytes, fields: dict[bytes, bytes]) -> str:
+        job = _decode(fields)
+        challenge_id, attempt, channel = job.challenge_id, job.send, job.channel
         loaded = await self._load(challenge_id, attempt, channel)
         if isinstance(loaded, str):
-            return await self._drop(entry_id, loaded)
+            return await self._drop(entry_id, challenge_id, attempt, loaded)
         message, created_ms = loaded
         try:
             sent = await self.dispatcher.send(message, created_ms)
@@ -184,8 +239,6 @@ class Worker:
             log.info("send refused", extra={"challenge_id": challenge_id, "reason": str(exc)})
             await self._failed(challenge_id, attempt, channel, entry_id, str(exc))
             return "rejected"
-        except ProviderUnavailable:
-            return await self._retry_or_dead_letter(entry_id, fields)
         await self._record(challenge_id, attempt, channel, entry_id, sent)
         return "sent"
 
@@ -193,10 +246,13 @@ class Worker:
         self, challenge_id: str, attempt: int, channel: str
     ) -> tuple[OutboundMessage, int] | str:
         """The message to send, or the reason to drop the job (job.lua decides)."""
-        reply = await self.scripts.job(
-            keys=[keys.challenge(challenge_id)],
-            args=[challenge_id, attempt],
-        )
+        try:
+            reply = await self.scripts.job(
+                keys=[keys.challenge(challenge_id)],
+                args=[challenge_id, attempt],
+            )
+        except ResponseError as exc:  # WRONGTYPE, or a field job.lua cannot read
+            raise JobFailed(Failure.UNREADABLE) from exc
         if reply[0] == b"drop":
             return str(reply[1].decode())
         purpose, expires, sealed, number, owner, extension = reply[1:]
@@ -204,13 +260,17 @@ class Worker:
         try:
             to = self.keyring.phones.open(number, aad).decode()
             code = open_code(self.keyring, challenge_id, sealed)
-        except InvalidTag:
+        except (InvalidTag, ValueError):  # another key's, or too short to be sealed
             return "undecryptable"
-        recipient = to, extension.decode() or None
+        try:
+            recipient = to, extension.decode() or None
+            purpose_name, expires_ms = purpose.decode(), int(expires)
+        except ValueError as exc:
+            raise JobFailed(Failure.UNREADABLE) from exc
         message = self._message(
-            challenge_id, attempt, channel, code, purpose.decode(), recipient, int(expires)
+            challenge_id, attempt, channel, code, purpose_name, recipient, expires_ms
         )
-        return message, int(expires) - self.config.otp.ttl_seconds * 1000
+        return message, expires_ms - self.config.otp.ttl_seconds * 1000
 
     def _message(
         self,
@@ -265,32 +325,79 @@ class Worker:
             await self.deliveries.record(challenge_id, attempt, event)
         await self._record(challenge_id, attempt, channel, entry_id, None, reason)
 
-    async def _drop(self, entry_id: bytes, reason: str) -> str:
+    async def _drop(self, entry_id: bytes, challenge_id: str, attempt: int, reason: str) -> str:
+        """A job that will never be sent: its send is `failed` with `reason`
+        (but for a duplicate, whose send was done), and one line says so."""
+        record = [] if reason == "duplicate" else [keys.challenge(challenge_id)]
+        await self.scripts.drop(
+            keys=[keys.STREAM, keys.DEAD_LETTERS, *record],
+            args=[keys.GROUP, entry_id, attempt, reason, 0],
+        )
         self.metrics.sends_dropped.labels(reason).inc()
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xack(keys.STREAM, keys.GROUP, entry_id)
-            pipe.xdel(keys.STREAM, entry_id)
-            await pipe.execute()
+        log.log(
+            logging.WARNING if reason in _ALARMING_DROPS else logging.INFO,
+            "send dropped",
+            extra={"challenge_id": challenge_id, "send": attempt, "reason": reason},
+        )
         return f"dropped:{reason}"
 
-    async def _retry_or_dead_letter(self, entry_id: bytes, fields: dict[bytes, bytes]) -> str:
+    async def _retry_or_dead_letter(
+        self, entry_id: bytes, fields: dict[bytes, bytes], failure: Failure
+    ) -> str:
+        # The stream's own delivery counter (XPENDING's times_delivered, raised
+        # by every XREADGROUP and XAUTOCLAIM) rather than one of ours: it is
+        # moved atomically with each delivery, so it also counts deliveries
+        # whose worker died before it could count anything, and it dies with
+        # the entry (no key of ours to clean up).
         pending: Any = await self.redis.xpending_range(
             keys.STREAM, keys.GROUP, min=entry_id, max=entry_id, count=1
         )
-        deliveries = pending[0]["times_delivered"] if pending else 1
+        if not pending:
+            return "gone"  # acknowledged meanwhile (claimed and finished by another worker)
+        deliveries = int(pending[0]["times_delivered"])
+        context = {"entry": entry_id.decode(), "reason": failure.value, "deliveries": deliveries}
         if deliveries < self.config.worker.max_deliveries:
+            log.warning("send job will be retried", extra=context)
             return "retry"  # stays pending; claimed again after claim_idle_seconds
-        dead: dict[Any, Any] = {**fields, b"reason": b"all_providers_failed"}
-        # Capped (exactly: dead letters are rare, the trim is cheap) so that a
-        # long provider outage cannot grow the stream without bound.
-        await self.redis.xadd(
-            keys.DEAD_LETTERS, dead, maxlen=self.config.worker.dead_letters_max, approximate=False
-        )
-        challenge_id, channel = fields[b"c"].decode(), fields[b"ch"].decode()
-        await self._failed(
-            challenge_id, int(fields[b"n"]), channel, entry_id, "all providers failed"
-        )
+        await self._dead_letter(entry_id, fields, failure)
+        log.error("send dead-lettered", extra=context)
         return "dead_letter"
+
+    async def _dead_letter(
+        self, entry_id: bytes, fields: dict[bytes, bytes], failure: Failure
+    ) -> None:
+        """Into otp:dead with its reason, recorded `failed`, acknowledged: at once."""
+        job = _try_decode(fields)
+        if job is not None and failure is Failure.PROVIDERS and job.channel == "sms":
+            # An SMS no provider took may still become a call (status.lua decides).
+            event = DeliveryEvent("message", "failed")
+            await self.deliveries.record(job.challenge_id, job.send, event)
+        kept = [item for k, v in fields.items() if k != b"reason" for item in (k, v)]
+        challenge = [keys.challenge(job.challenge_id)] if job else []
+        await self.scripts.drop(
+            keys=[keys.STREAM, keys.DEAD_LETTERS, *challenge],
+            args=[
+                keys.GROUP, entry_id, job.send if job else "", failure.value,
+                # Capped (exactly: dead letters are rare, the trim is cheap) so that
+                # a long provider outage cannot grow the stream without bound.
+                self.config.worker.dead_letters_max, *kept,
+            ],
+        )  # fmt: skip
+        self.metrics.dead_lettered.labels(failure.value).inc()
+
+
+def _decode(fields: dict[bytes, bytes]) -> Job:
+    try:
+        return Job(fields[b"c"].decode(), int(fields[b"n"]), fields[b"ch"].decode())
+    except (KeyError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
+        raise JobFailed(Failure.MALFORMED) from exc
+
+
+def _try_decode(fields: dict[bytes, bytes]) -> Job | None:
+    try:
+        return _decode(fields)
+    except JobFailed:
+        return None
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> None:

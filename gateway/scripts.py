@@ -112,6 +112,7 @@ class Scripts:
     verify: Script
     resend: Script
     sent: Script
+    drop: Script  # a job ended unsent: dropped or dead-lettered (gateway/queue.py)
     job: Script
     status: Script  # delivery events (gateway/delivery.py)
     retry: Script  # calling again (gateway/delivery.py)
@@ -124,6 +125,7 @@ class Scripts:
             verify=Script(redis, script_source("verify", settings)),
             resend=Script(redis, script_source("resend", settings)),
             sent=Script(redis, script_source("sent", settings)),
+            drop=Script(redis, script_source("drop", settings)),
             job=Script(redis, script_source("job", settings)),
             status=Script(redis, script_source("status", settings)),
             retry=Script(redis, script_source("retry", settings)),

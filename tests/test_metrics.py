@@ -21,7 +21,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from gateway.app import create_app
 from gateway.challenges import RATE_MESSAGES
 from gateway.embedded import RedisServer, free_port
-from gateway.metrics import RATE_SCOPES, Metrics
+from gateway.metrics import DEAD_LETTER_REASONS, RATE_SCOPES, Metrics
+from gateway.queue import Failure
 from tests.conftest import (
     METRICS_KEY,
     GatewayFactory,
@@ -53,6 +54,7 @@ EXPECTED = {
     "otp_rate_limited": ("counter", {"scope"}),
     "otp_sends_by_country": ("counter", {"country"}),
     "otp_sends_dropped": ("counter", {"reason"}),
+    "otp_sends_dead_lettered": ("counter", {"reason"}),
     "otp_http_request_duration_seconds": ("histogram", {"route", "method", "status"}),
     "otp_queue_depth": ("gauge", set()),
     "otp_queue_oldest_seconds": ("gauge", set()),
@@ -114,6 +116,7 @@ def test_primed_series_exist_at_zero(redis_server: RedisServer) -> None:
     assert 'otp_verifications_total{outcome="verified",purpose="login"} 0.0' in text
     assert 'otp_rate_limited_total{scope="global"} 0.0' in text
     assert 'otp_voice_calls_total{outcome="machine"} 0.0' in text
+    assert 'otp_sends_dead_lettered_total{reason="unreadable"} 0.0' in text
     # A region off the allow-list is counted as "other", never under its own name.
     metrics.count_send("ZZ")
     assert sample(metrics.render(), "otp_sends_by_country_total", country="other") == 1
@@ -121,6 +124,10 @@ def test_primed_series_exist_at_zero(redis_server: RedisServer) -> None:
 
 def test_rate_scopes_are_the_rate_limit_scopes() -> None:
     assert set(RATE_SCOPES) == set(RATE_MESSAGES)
+
+
+def test_dead_letter_reasons_are_the_worker_failures() -> None:
+    assert set(DEAD_LETTER_REASONS) == {failure.value for failure in Failure}
 
 
 async def test_otp_flow_moves_the_counters_with_bounded_labels(

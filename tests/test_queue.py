@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from typing import Any
 
@@ -34,6 +35,14 @@ async def delivery(gw: Gateway, challenge_id: str) -> str:
     assert resp.status == 200, await resp.text()
     state: str = (await resp.json())["delivery"]
     return state
+
+
+async def status(gw: Gateway, challenge_id: str) -> tuple[str, str | None]:
+    """(delivery, reason) of GET /challenge/{id}; the reason only comes with `failed`."""
+    resp = await gw.get(f"/challenge/{challenge_id}")
+    assert resp.status == 200, await resp.text()
+    body = await resp.json()
+    return body["delivery"], body.get("reason")
 
 
 async def pending(redis: aioredis.Redis) -> int:
@@ -232,6 +241,7 @@ async def test_job_of_an_expired_challenge_is_dropped(
     assert await gw.drain() == 1
     assert stub.hits == []
     assert dropped(gw, "expired") == 1
+    assert await status(gw, challenge_id) == ("failed", "expired")
     assert await redis.xlen(keys.STREAM) == 0
 
 
@@ -287,6 +297,103 @@ async def test_job_of_an_unknown_challenge_is_dropped(
     assert await redis.xlen(keys.STREAM) == 0
 
 
+# --- a dropped send says so, once ----------------------------------------------
+
+
+async def _change_number(gw: Gateway, redis: aioredis.Redis) -> None:
+    await _operator(gw, "PUT", "/accounts/alice/phone", {"phone": "07 98 76 54 32"})
+
+
+async def _delete_account(gw: Gateway, redis: aioredis.Redis) -> None:
+    await _operator(gw, "DELETE", "/accounts/alice", None)
+
+
+async def _suspend(gw: Gateway, redis: aioredis.Redis) -> None:
+    await _operator(gw, "PATCH", "/accounts/alice", {"status": "suspended"})
+
+
+async def _seal_number_elsewhere(gw: Gateway, redis: aioredis.Redis) -> None:
+    await redis.hset(keys.account("alice"), "phone", b"\x00" * 40)  # another secret's
+
+
+async def _replace(gw: Gateway, redis: aioredis.Redis) -> None:
+    await challenge(gw)
+
+
+async def _operator(gw: Gateway, method: str, path: str, body: Any) -> None:
+    resp = await gw.client.request(method, path, json=body, headers=gw.headers(OPERATOR_KEY))
+    assert resp.status in (200, 204), await resp.text()
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        (_seal_number_elsewhere, "undecryptable"),
+        (_delete_account, "account_inactive"),
+        (_suspend, "account_inactive"),
+        (_change_number, "number_changed"),
+        (_replace, "replaced"),
+    ],
+)
+async def test_dropped_send_shows_failed_with_its_reason_and_logs_one_line(
+    make_gateway: GatewayFactory,
+    stubs: StubFactory,
+    redis: aioredis.Redis,
+    caplog: pytest.LogCaptureFixture,
+    change: Any,
+    reason: str,
+) -> None:
+    """Before: `delivery` stayed `queued` for good, and nothing was logged."""
+    caplog.set_level(logging.INFO, logger="otp_gateway.worker")
+    stub = await stubs()
+    gw = await make_gateway(providers=[stub.provider("hook")], otp=NO_COOLDOWN)
+    await add_account(gw)
+    challenge_id = await challenge(gw)
+    await change(gw, redis)
+    caplog.clear()
+    await gw.drain()
+    assert challenge_id not in [h.json["challenge_id"] for h in stub.hits]
+    assert await status(gw, challenge_id) == ("failed", reason)
+    assert dropped(gw, reason) == 1
+    lines = [r for r in caplog.records if getattr(r, "challenge_id", None) == challenge_id]
+    assert [(r.msg, r.reason, r.send) for r in lines] == [("send dropped", reason, 1)]
+    assert "612345678" not in caplog.text and "798765432" not in caplog.text
+    assert await redis.xlen(keys.DEAD_LETTERS) == 0  # a drop is final, no dead letter
+    assert await pending(redis) == 0
+
+
+async def test_a_resend_after_a_dropped_send_clears_the_reason(
+    make_gateway: GatewayFactory, stubs: StubFactory
+) -> None:
+    """The reason belongs to the latest send: a suspended account's send was
+    dropped; reactivated, the same challenge is sent again, and says so."""
+    stub = await stubs()
+    gw = await make_gateway(providers=[stub.provider("hook")], otp=NO_COOLDOWN)
+    await add_account(gw)
+    challenge_id = await challenge(gw)
+    await _suspend(gw, gw.services.redis)
+    await gw.drain()
+    assert await status(gw, challenge_id) == ("failed", "account_inactive")
+    await _operator(gw, "PATCH", "/accounts/alice", {"status": "active"})
+    resp = await gw.post(f"/challenge/{challenge_id}/resend", {})
+    assert resp.status == 202, await resp.text()
+    assert await status(gw, challenge_id) == ("queued", None)
+    await gw.drain()
+    assert await status(gw, challenge_id) == ("sent", None)
+    assert [h.json["attempt"] for h in stub.hits] == [2]
+
+
+async def test_a_refused_send_shows_failed_rejected(
+    make_gateway: GatewayFactory, stubs: StubFactory
+) -> None:
+    refusing = await stubs(status=400)
+    gw = await make_gateway(providers=[refusing.provider("hook")])
+    await add_account(gw)
+    challenge_id = await challenge(gw)
+    await gw.drain()
+    assert await status(gw, challenge_id) == ("failed", "rejected")
+
+
 # --- redelivery never sends twice -------------------------------------------
 
 
@@ -301,6 +408,7 @@ async def test_same_entry_handled_twice_sends_once(
     worker = gw.services.worker
     assert await worker.handle(entry_id, fields) == "sent"
     assert await worker.handle(entry_id, fields) == "dropped:duplicate"
+    assert await status(gw, challenge_id) == ("sent", None)  # a duplicate is no failure
     assert len(stub.hits) == 1
     assert stub.codes(challenge_id)
     assert await redis.xlen(keys.STREAM) == 0
@@ -393,27 +501,152 @@ async def test_job_goes_to_dead_letters_after_max_deliveries(
         b"reason": b"all_providers_failed",
     }
     assert len(down.hits) == 2  # delivered twice, then given up
-    assert await delivery(gw, challenge_id) == "failed"
+    assert await status(gw, challenge_id) == ("failed", "all_providers_failed")
+    assert dead_lettered(gw, "all_providers_failed") == 1
     assert await redis.xlen(keys.STREAM) == 0
     assert await pending(redis) == 0
 
 
-# --- malformed entries --------------------------------------------------------
+# --- poison entries: every failure counts, then dead letters ----------------
 
 
-async def test_malformed_entries_are_dropped_without_blocking_others(
+def dead_lettered(gw: Gateway, reason: str) -> float:
+    text = gw.services.metrics.render()
+    return sample(text, "otp_sends_dead_lettered_total", reason=reason)
+
+
+def worker_lines(caplog: pytest.LogCaptureFixture, message: str) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "otp_gateway.worker" and r.msg == message]
+
+
+async def corrupt_challenge_type(redis: aioredis.Redis, challenge_id: str) -> None:
+    await redis.delete(keys.challenge(challenge_id))
+    await redis.set(keys.challenge(challenge_id), "garbage")
+
+
+async def corrupt_challenge_field(redis: aioredis.Redis, challenge_id: str) -> None:
+    await redis.hset(keys.challenge(challenge_id), "q", "garbage")  # job.lua cannot compare it
+
+
+@pytest.mark.parametrize("corrupt", [corrupt_challenge_type, corrupt_challenge_field])
+async def test_unreadable_challenge_is_dead_lettered_after_max_deliveries(
+    make_gateway: GatewayFactory,
+    stubs: StubFactory,
+    redis: aioredis.Redis,
+    caplog: pytest.LogCaptureFixture,
+    corrupt: Any,
+) -> None:
+    """Before: job.lua's error left the entry pending, claimed again forever."""
+    caplog.set_level(logging.INFO, logger="otp_gateway.worker")
+    stub = await stubs()
+    gw = await make_gateway(providers=[stub.provider("hook")], worker={"max_deliveries": 3})
+    await add_account(gw)
+    await add_account(gw, account_id="bob", phone="06 98 76 54 32")
+    poisoned = await challenge(gw)
+    await corrupt(redis, poisoned)
+    fine = await challenge(gw, "bob")
+
+    assert await gw.drain() == 1 + 3  # the good send once, the poison max_deliveries times
+
+    assert [h.json["challenge_id"] for h in stub.hits] == [fine]
+    [(_, dead)] = await redis.xrange(keys.DEAD_LETTERS)
+    assert dead == {b"c": poisoned.encode(), b"n": b"1", b"ch": b"sms", b"reason": b"unreadable"}
+    assert dead_lettered(gw, "unreadable") == 1
+    retried = worker_lines(caplog, "send job will be retried")
+    assert [(r.reason, r.deliveries) for r in retried] == [("unreadable", 1), ("unreadable", 2)]
+    [last] = worker_lines(caplog, "send dead-lettered")
+    assert (last.reason, last.deliveries) == ("unreadable", 3)
+    assert await redis.xlen(keys.STREAM) == 0
+    assert await pending(redis) == 0
+    if corrupt is corrupt_challenge_field:  # still a hash: its send says what became of it
+        assert await status(gw, poisoned) == ("failed", "unreadable")
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"c": "x"},  # fields missing
+        {"c": "x", "n": "one", "ch": "sms"},
+        {"c": b"\xff\xfe", "n": 1, "ch": "sms"},
+    ],
+)
+async def test_malformed_entry_is_dead_lettered_after_max_deliveries(
+    make_gateway: GatewayFactory,
+    stubs: StubFactory,
+    redis: aioredis.Redis,
+    fields: dict[str, Any],
+) -> None:
+    """Before: dropped at once, leaving no trace but a counter. Retried now, as
+    another worker (a newer version, mid-upgrade) may read it; then kept."""
+    stub = await stubs()
+    gw = await make_gateway(providers=[stub.provider("hook")], worker={"max_deliveries": 2})
+    await add_account(gw)
+    entry_id = await redis.xadd(keys.STREAM, fields)
+    challenge_id = await challenge(gw)
+    assert await gw.drain() == 1 + 2
+    assert [h.json["challenge_id"] for h in stub.hits] == [challenge_id]
+    [(dead_id, dead)] = await redis.xrange(keys.DEAD_LETTERS)
+    assert dead.pop(b"reason") == b"malformed"
+    assert dead == {k.encode(): v if isinstance(v, bytes) else str(v).encode()
+                    for k, v in fields.items()}  # fmt: skip
+    assert dead_id != entry_id
+    assert dead_lettered(gw, "malformed") == 1
+    assert await redis.xlen(keys.STREAM) == 0
+    assert await pending(redis) == 0
+    resp = await gw.get("/dead-letters", key=OPERATOR_KEY)
+    assert [d["reason"] for d in (await resp.json())["dead_letters"]] == ["malformed"]
+
+
+async def test_an_exception_in_our_code_counts_and_is_dead_lettered_as_error(
+    make_gateway: GatewayFactory,
+    stubs: StubFactory,
+    redis: aioredis.Redis,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The challenge turns into a string while its send is at the provider:
+    recording the send raises in our own path (not job.lua's read)."""
+    stub = await stubs(delay=30)  # answers once released
+    gw = await make_gateway(providers=[stub.provider("hook")], worker={"max_deliveries": 1})
+    await add_account(gw)
+    challenge_id = await challenge(gw)
+    [(entry_id, fields)] = await read_as_worker(gw, redis)
+    handled = asyncio.create_task(gw.services.worker.handle(entry_id, fields))
+    await asyncio.wait_for(stub.arrived.wait(), 5)
+    await corrupt_challenge_type(redis, challenge_id)
+    stub.release.set()
+    assert await asyncio.wait_for(handled, 5) == "dead_letter"
+    [(_, dead)] = await redis.xrange(keys.DEAD_LETTERS)
+    assert dead[b"reason"] == b"error"
+    assert dead_lettered(gw, "error") == 1
+    [failed] = worker_lines(caplog, "send job failed")
+    assert failed.exc_info is not None and failed.entry == entry_id.decode()
+    assert await pending(redis) == 0
+
+
+async def test_running_worker_dead_letters_a_poison_entry_and_keeps_sending(
     make_gateway: GatewayFactory, stubs: StubFactory, redis: aioredis.Redis
 ) -> None:
+    """The real loop: reads, claims the poison again after claim_idle_seconds, gives up."""
     stub = await stubs()
-    gw = await make_gateway(providers=[stub.provider("hook")])
+    gw = await make_gateway(
+        providers=[stub.provider("hook")],
+        worker={"claim_idle_seconds": 0.1, "max_deliveries": 3},
+    )
     await add_account(gw)
-    await redis.xadd(keys.STREAM, {"c": "x"})
-    await redis.xadd(keys.STREAM, {"c": "x", "n": "one", "ch": "sms"})
-    await redis.xadd(keys.STREAM, {"c": b"\xff\xfe", "n": 1, "ch": "sms"})
-    challenge_id = await challenge(gw)
-    assert await gw.drain() == 4
-    assert [h.json["challenge_id"] for h in stub.hits] == [challenge_id]
-    assert dropped(gw, "malformed") == 3
+    await add_account(gw, account_id="bob", phone="06 98 76 54 32")
+    poisoned = await challenge(gw)
+    await corrupt_challenge_type(redis, poisoned)
+    stop = asyncio.Event()
+    task = asyncio.create_task(gw.services.worker.run(stop))
+    try:
+        await poll(lambda: _is(redis.xlen(keys.DEAD_LETTERS), 1), what="a dead letter", within=5)
+        fine = await challenge(gw, "bob")
+        await poll(lambda: _is(delivery(gw, fine), "sent"), what="the next send")
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
+    assert not task.cancelled() and task.exception() is None
+    assert [h.json["challenge_id"] for h in stub.hits] == [fine]
     assert await redis.xlen(keys.STREAM) == 0
     assert await pending(redis) == 0
 

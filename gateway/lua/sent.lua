@@ -3,7 +3,8 @@
 -- send done and skips it.
 -- The send's state only moves forward: a status callback that came in before
 -- this record (a fast provider) is never overwritten by 'sent'. `d` mirrors
--- the latest send; `vc` counts calls placed (each once: `cl:<n>`).
+-- the latest send; `vc` counts calls placed (each once: `cl:<n>`). A failed
+-- outcome is a provider's final refusal (reason `rejected`).
 -- KEYS: 1 challenge (c:), 2 stream
 -- ARGV: 1 send number, 2 outcome ('sent' or 'failed'), 3 provider, 4 group,
 --       5 entry id, 6 channel, 7 provider's reference, 8 failure reason
@@ -18,6 +19,11 @@ if redis.call('EXISTS', c) == 1 then
     if not f[3] or RANK[f[3]] < RANK[outcome] then
       redis.call('HSET', c, 'd:' .. n, outcome)
       if n >= (tonumber(f[2]) or 1) then redis.call('HSET', c, 'd', outcome) end
+    end
+    -- A refusal of the latest send names itself in GET /challenge/{id} (as drop.lua).
+    if outcome == 'failed' and n >= (tonumber(f[2]) or 1)
+        and redis.call('HGET', c, 'd:' .. n) == 'failed' then
+      redis.call('HSET', c, 'fr', 'rejected', 'fn', n)
     end
     if outcome == 'sent' and ARGV[6] == 'voice' and redis.call('HSETNX', c, 'cl:' .. n, 1) == 1 then
       redis.call('HINCRBY', c, 'vc', 1)
