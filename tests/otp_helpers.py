@@ -166,6 +166,8 @@ async def everything_in_redis(redis: aioredis.Redis) -> list[bytes]:
 
 async def _values(redis: aioredis.Redis, key: bytes) -> list[bytes]:
     kind = await redis.type(key)
+    if kind == b"none":  # gone between SCAN and TYPE (a TTL, the running worker)
+        return []
     if kind == b"hash":
         return [b for pair in (await redis.hgetall(key)).items() for b in pair]
     if kind == b"stream":
