@@ -9,6 +9,7 @@ test arms the proxy with a marker (a script's SHA1 as it travels in EVALSHA):
   a network blip or a dying proxy does after the command ran.
 - `hold_reply_to(marker)`: the command is forwarded and its reply held back
   (never delivered, the connection left open): a stall, as the client sees it.
+- `refuse(n)`: the next n connections are reset as soon as they are accepted.
 
 Each connection is request/response (the gateway does not pipeline its
 scripts), so the first reply bytes after the marked command are its reply.
@@ -55,6 +56,7 @@ class TcpProxy:
     _tasks: set[asyncio.Task[None]] = field(repr=False, default_factory=set)
     _pairs: list[_Pair] = field(repr=False, default_factory=list)
     _watched: set[bytes] = field(repr=False, default_factory=set)
+    _refusals: int = field(default=0, repr=False)
 
     @property
     def url(self) -> str:
@@ -85,6 +87,14 @@ class TcpProxy:
     def sent(self, marker: bytes) -> int:
         return self.counts[marker]
 
+    def refuse(self, connections: int) -> None:
+        """Reset the next `connections` connections as soon as they are accepted."""
+        self._refusals = connections
+
+    @property
+    def refusals_left(self) -> int:
+        return self._refusals
+
     def lose_reply_to(self, marker: bytes) -> None:
         self.watch(marker)
         self._armed = (marker, "lose")
@@ -96,6 +106,10 @@ class TcpProxy:
     # --- the pumps ------------------------------------------------------------------
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._refusals > 0:
+            self._refusals -= 1
+            _reset(writer)
+            return
         try:
             up_reader, up_writer = await asyncio.open_connection(self.target_host, self.target_port)
         except OSError:

@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 
 from gateway import keys
 from gateway.app import create_app
+from gateway.datastore import redis_client
 from gateway.embedded import RedisServer
 from gateway.scripts import Script
 from gateway.services import SERVICES
@@ -228,6 +229,25 @@ async def test_worker_whose_sent_record_reply_is_lost_sends_once(
     }  # fmt: skip
     assert await faulty.drain() == 0
     assert len(gw.sink.received) == 1
+
+
+# --- what may be sent again ------------------------------------------------------------
+
+
+async def test_a_failed_connect_is_tried_again_and_the_command_sent_once(
+    proxy: TcpProxy, redis: aioredis.Redis
+) -> None:
+    """A connection reset before the command left (a Redis restarting, a proxy
+    failing over) costs nothing: the client connects again and sends it once."""
+    client = redis_client(make_config(proxy.url))
+    proxy.watch(b"otp:test:once")
+    proxy.refuse(2)  # the first connection and its first retry
+    try:
+        assert await client.incr("otp:test:once") == 1
+    finally:
+        await client.aclose()
+    assert proxy.refusals_left == 0
+    assert proxy.sent(b"otp:test:once") == 1
 
 
 # --- a slow Redis ------------------------------------------------------------------------
