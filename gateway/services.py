@@ -2,18 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import redis.asyncio as aioredis
 from aiohttp import web
-from redis.asyncio.connection import AbstractConnection
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialWithJitterBackoff
-from redis.connection import HiredisRespSerializer
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.utils import HIREDIS_AVAILABLE
 
 from gateway import account_services
 from gateway.account_services import AccountServices
@@ -21,6 +13,7 @@ from gateway.accounts import AccountStore
 from gateway.challenges import ChallengeService
 from gateway.config import Config
 from gateway.crypto import Keyring
+from gateway.datastore import redis_client as redis_client  # app.py and the worker open it here
 from gateway.delivery import Deliveries
 from gateway.dispatch import Dispatcher
 from gateway.metrics import Metrics
@@ -53,45 +46,6 @@ class Services:
 
 SERVICES = web.AppKey("services", Services)
 METRICS = web.AppKey("metrics", Metrics)
-
-
-def redis_client(config: Config) -> aioredis.Redis:
-    assert config.redis.url is not None, "the CLI starts the embedded Redis first"
-    # A pooled connection that outlived a Redis restart fails once: retry it
-    # on a fresh one rather than answer 503 to a request Redis could serve.
-    client = aioredis.Redis.from_url(
-        config.redis.url,
-        retry=Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.25), retries=2),
-        retry_on_error=[RedisConnectionError],
-        socket_timeout=config.redis.timeout_seconds,
-        socket_connect_timeout=config.redis.timeout_seconds,
-        health_check_interval=30,
-        max_connections=512,
-    )
-    pool = client.connection_pool
-    pool.connection_class = with_hiredis_packing(pool.connection_class)
-    return client
-
-
-def with_hiredis_packing(cls: type[AbstractConnection]) -> type[AbstractConnection]:
-    """`cls` (plain, TLS or Unix socket) packing commands with hiredis.
-
-    redis-py's synchronous connections pack commands with hiredis's C packer
-    when hiredis is installed; its asyncio ones still encode and join each
-    argument in Python, which was ~8% of the gateway's CPU per /challenge
-    (an EVALSHA of 21 arguments). Same bytes on the wire.
-    """
-    if not HIREDIS_AVAILABLE:
-        return cls
-    # Typed by hand: redis-py 8.2 dropped the annotations of its constructor.
-    make_packer: Callable[[], Any] = HiredisRespSerializer
-    packer = make_packer()
-
-    def pack_command(self: AbstractConnection, *args: Any) -> list[bytes]:
-        packed: list[bytes] = packer.pack(*args)
-        return packed
-
-    return type(f"Hiredis{cls.__name__}", (cls,), {"pack_command": pack_command})
 
 
 def phone_policy(config: Config) -> PhonePolicy:

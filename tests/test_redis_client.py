@@ -7,8 +7,8 @@ import redis.asyncio as aioredis
 from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
 
 from gateway.config import Config
+from gateway.datastore import redis_client, with_hiredis_packing
 from gateway.scripts import Script
-from gateway.services import redis_client, with_hiredis_packing
 from tests.conftest import make_config
 
 COMMANDS: list[tuple[object, ...]] = [

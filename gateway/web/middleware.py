@@ -2,8 +2,10 @@
 
 A `GatewayError` becomes the contract's `{"error", "message"}` body with its
 status; aiohttp's own HTTP errors (404, 405, 413) get the same shape; a Redis
-outage is a 503 (never a 200 by default: the gateway fails closed); anything
-else is a 500 whose message says nothing of the cause.
+outage or a Redis slower than `[redis] timeout_seconds` is a 503 with
+`Retry-After` (never a 200 by default: the gateway fails closed; and never
+after a command was sent twice, see gateway/datastore.py); anything else is a
+500 whose message says nothing of the cause.
 
 Each request gets an id (a well-formed `X-Request-ID` it came with, else a
 new one), returned in `X-Request-ID` and bound to every log line written
@@ -25,12 +27,15 @@ from aiohttp.typedefs import Middleware
 from redis.exceptions import RedisError
 
 from gateway import logs
-from gateway.errors import GatewayError, RateLimited
+from gateway.errors import GatewayError, RateLimited, Unavailable
 from gateway.metrics import Metrics, method_label
 
 log = logging.getLogger("otp_gateway.http")
 access_log = logging.getLogger("otp_gateway.access")
 CLIENT_GONE = 499  # nginx's code for a client that left before the answer
+# A Redis blip lasts a moment (a failover, a restart, a stall); the request is
+# safe to send again, as nothing of it ran twice.
+UNAVAILABLE_RETRY_AFTER = 1
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 REQUEST_ID = web.RequestKey("request_id", str)
@@ -54,6 +59,14 @@ def _from_gateway_error(exc: GatewayError) -> web.Response:
     response = web.json_response(exc.body(), status=exc.status)
     if isinstance(exc, RateLimited):
         response.headers["Retry-After"] = str(exc.retry_after)
+    elif isinstance(exc, Unavailable):
+        response.headers["Retry-After"] = str(UNAVAILABLE_RETRY_AFTER)
+    return response
+
+
+def _unavailable() -> web.Response:
+    response = error_response(503, "unavailable", "the datastore is unreachable; try again")
+    response.headers["Retry-After"] = str(UNAVAILABLE_RETRY_AFTER)
     return response
 
 
@@ -123,9 +136,9 @@ async def _respond(request: web.Request, handler: Handler) -> web.StreamResponse
         if exc.status < 400:
             raise
         return _from_http_exception(exc)
-    except RedisError as exc:
+    except (RedisError, TimeoutError) as exc:  # TimeoutError: an asyncio deadline on Redis
         log.error("redis unavailable", extra={"error": type(exc).__name__})
-        return error_response(503, "unavailable", "the datastore is unreachable; try again")
+        return _unavailable()
     except Exception:
         log.exception("unhandled error", extra={"route": route_of(request)})
         return error_response(500, "internal_error", "internal error")
