@@ -19,6 +19,7 @@ from aiohttp import web
 from gateway.account_services import run_background
 from gateway.config import Config
 from gateway.errors import GatewayError
+from gateway.keycheck import check_when_reachable
 from gateway.listen import bind
 from gateway.metrics import Metrics
 from gateway.provider import build_providers
@@ -48,9 +49,11 @@ async def run_worker(config: Config, sockets: list[socket.socket] | None = None)
     runner = await _metrics_server(config, services.metrics, redis, services.api_keys, sockets)
     name = services.worker.name
     try:
-        # No Redis call before the loop: `run` creates the group and rides out
-        # a Redis that is not up yet (a worker started before its Redis).
+        # The key check and `run` ride out a Redis that is not up yet (a worker
+        # started before its Redis); `run` creates the group.
         log.info("worker started", extra={"worker": name})
+        # Before the first send: a secret other than the data's stops the worker.
+        await check_when_reachable(redis, config, stop)
         # The e-mail outbox and the expiry sweep (gateway/account_services.py).
         background = asyncio.create_task(run_background(services.account_services, stop))
         try:
