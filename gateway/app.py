@@ -15,6 +15,7 @@ from aiohttp import web
 
 from gateway.account_services import run_background
 from gateway.config import Config
+from gateway.keycheck import check_at_start
 from gateway.metrics import Metrics
 from gateway.provider import build_providers
 from gateway.queue import ensure_group
@@ -45,6 +46,7 @@ def create_app(config: Config, *, run_worker: bool = True) -> web.Application:
     app[METRICS] = metrics
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        await check_at_start(config)  # a secret other than the data's stops start-up
         redis = redis_client(config)
         services = build_services(config, redis, providers, metrics)
         app[SERVICES] = services

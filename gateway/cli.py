@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import secrets
+import socket
 import sys
 from collections.abc import Iterator
 from dataclasses import replace
@@ -28,8 +29,9 @@ from typing import Any
 from aiohttp import web
 
 from gateway.config import ApiKey, Config, ProviderConfig, RedisConfig, Secret, load_config
-from gateway.embedded import RedisServer
+from gateway.datadir import embedded_redis_url
 from gateway.errors import ConfigError
+from gateway.listen import bind
 from gateway.logs import setup_logging
 
 log = logging.getLogger("otp_gateway")
@@ -75,23 +77,33 @@ def simulate(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     command = args.command or "serve"
-    if command == "simulate":
-        return simulate(args)
     try:
+        if command == "simulate":
+            return simulate(args)
         config = load_config(getattr(args, "config", None))
         setup_logging(config.logging)
+        # Ports first: a port in use stops start-up before Redis or a worker starts.
+        sockets = _listen(command, config)
         with embedded_redis(config) as config:
             if command == "worker":
                 from gateway.worker_main import run_worker
 
                 freeze_startup_objects()
-                asyncio.run(run_worker(config))
+                asyncio.run(run_worker(config, sockets))
             else:
-                serve(config, run_worker=not getattr(args, "no_worker", False))
+                serve(config, sockets, run_worker=not getattr(args, "no_worker", False))
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return 2
     return 0
+
+
+def _listen(command: str, config: Config) -> list[socket.socket]:
+    if command == "worker":
+        if not config.worker.metrics_port:
+            return []
+        return bind(config.server.host, config.worker.metrics_port, "worker.metrics_port")
+    return bind(config.server.host, config.server.port, "server.port")
 
 
 def freeze_startup_objects() -> None:
@@ -103,7 +115,7 @@ def freeze_startup_objects() -> None:
     gc.freeze()
 
 
-def serve(config: Config, *, run_worker: bool) -> None:
+def serve(config: Config, sockets: list[socket.socket], *, run_worker: bool) -> None:
     from gateway.app import create_app
 
     app = create_app(config, run_worker=run_worker)
@@ -116,24 +128,20 @@ def serve(config: Config, *, run_worker: bool) -> None:
         log.info("gateway listening", extra={"address": address, "worker": run_worker})
 
     web.run_app(
-        app, host=config.server.host, port=config.server.port, print=announce,
-        access_log=None, shutdown_timeout=30,
+        app, sock=sockets, print=announce, access_log=None, shutdown_timeout=30,
     )  # fmt: skip
 
 
 @contextlib.contextmanager
 def embedded_redis(config: Config) -> Iterator[Config]:
-    """On the embedded default, run a private redis-server and fill in dev settings."""
+    """On the embedded default, the data folder's private redis-server (started
+    here, or the one another process of the folder runs) and the dev settings."""
     if not config.embedded:
         yield config
         return
     data = Path(config.redis.data_dir)
-    server = RedisServer(data / "redis", appendfsync=config.redis.appendfsync)
-    server.start()
-    try:
-        yield _development_settings(config, data, server.url)
-    finally:
-        server.stop()
+    with embedded_redis_url(data, config.redis.appendfsync) as url:
+        yield _development_settings(config, data, url)
 
 
 def _development_settings(config: Config, data: Path, url: str) -> Config:

@@ -102,6 +102,14 @@ class Keyring:
         return b64(hmac.new(self.tag_key, msg, hashlib.sha256).digest()[:TAG_BYTES])
 
 
+def key_fingerprint(secret: str) -> str:
+    """Which secret wrote a Redis's data (`gateway/keycheck.py`): a keyed hash
+    under its own HKDF label, so it shows neither the secret nor a plain hash of
+    it, and tells nothing about the other keys."""
+    key = _derive(secret.encode(), "otp-gateway/key-fingerprint/v1")
+    return b64(hmac.new(key, b"otp-gateway key fingerprint", hashlib.sha256).digest()[:16])
+
+
 def new_token(prefix: str) -> tuple[str, str]:
     """A bearer token of 256 random bits and the digest Redis stores of it."""
     token = f"{prefix}_{b64(secrets.token_bytes(32))}"

@@ -25,6 +25,8 @@ SWEEP_LAST = PREFIX + "sweep:last"  # string: when the last sweep finished (ms)
 MAIL_STREAM = PREFIX + "mail"  # stream: the e-mail outbox
 MAIL_GROUP = "mailers"  # its consumer group
 MAIL_DEAD = PREFIX + "mail:dead"  # mails that could not be delivered
+# string: crypto.key_fingerprint of the secret the data is written with (gateway/keycheck.py)
+KEY_FINGERPRINT = PREFIX + "key-fingerprint"
 # SCAN patterns of the live state a secret rotation drops (`gateway.rotate`):
 # challenges, rate limits, pending phone changes.
 TRANSIENT_PATTERNS = (PREFIX + "c:*", PREFIX + "rl:*", PREFIX + "pc:*")

@@ -17,6 +17,9 @@ pointers at them then point at nothing), rate-limit counters (they start
 afresh) and pending phone changes. Step-up
 grants and trusted devices survive (their tokens are stored as plain digests).
 A run that stopped halfway can be run again: what is done already is skipped.
+It ends by recording the new secret's fingerprint (`gateway/keycheck.py`): until
+then a gateway or worker started with the new secret refuses to start, and
+after it one started with the old secret does.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from gateway import keys
 from gateway.account_codec import names
 from gateway.config import load_config
 from gateway.crypto import Keyring, Sealer
+from gateway.keycheck import record_key
 from gateway.totp import totp_sealer
 
 
@@ -79,6 +83,7 @@ async def rotate(redis: aioredis.Redis, old_secret: str, new_secret: str) -> Rot
                 key(new.keyring.tag("establishment", name)),
             )
     done.establishments = len(establishments)
+    await record_key(redis, new_secret)  # last: the data is the new secret's now
     return done
 
 

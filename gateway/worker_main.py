@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 
 import redis.asyncio as aioredis
 from aiohttp import web
@@ -18,6 +19,8 @@ from aiohttp import web
 from gateway.account_services import run_background
 from gateway.config import Config
 from gateway.errors import GatewayError
+from gateway.keycheck import check_when_reachable
+from gateway.listen import bind
 from gateway.metrics import Metrics
 from gateway.provider import build_providers
 from gateway.services import build_services, provider_context, redis_client
@@ -27,8 +30,13 @@ from gateway.web.ops import scrape
 log = logging.getLogger("otp_gateway.worker")
 
 
-async def run_worker(config: Config) -> None:
-    """Deliver sends until SIGTERM/SIGINT, then finish the jobs in hand."""
+async def run_worker(config: Config, sockets: list[socket.socket] | None = None) -> None:
+    """Deliver sends until SIGTERM/SIGINT, then finish the jobs in hand.
+
+    `sockets`: the metrics port, bound already (`gateway.listen.bind`); bound
+    here when not given."""
+    if sockets is None and config.worker.metrics_port:
+        sockets = bind(config.server.host, config.worker.metrics_port, "worker.metrics_port")
     metrics = Metrics()
     metrics.prime(config)
     providers = build_providers(config.providers, provider_context(config))
@@ -38,12 +46,14 @@ async def run_worker(config: Config) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, _stopping, stop, sig)
-    runner = await _metrics_server(config, services.metrics, redis, services.api_keys)
+    runner = await _metrics_server(config, services.metrics, redis, services.api_keys, sockets)
     name = services.worker.name
     try:
-        # No Redis call before the loop: `run` creates the group and rides out
-        # a Redis that is not up yet (a worker started before its Redis).
+        # The key check and `run` ride out a Redis that is not up yet (a worker
+        # started before its Redis); `run` creates the group.
         log.info("worker started", extra={"worker": name})
+        # Before the first send: a secret other than the data's stops the worker.
+        await check_when_reachable(redis, config, stop)
         # The e-mail outbox and the expiry sweep (gateway/account_services.py).
         background = asyncio.create_task(run_background(services.account_services, stop))
         try:
@@ -65,7 +75,11 @@ def _stopping(stop: asyncio.Event, sig: signal.Signals) -> None:
 
 
 async def _metrics_server(
-    config: Config, metrics: Metrics, redis: aioredis.Redis, api_keys: ApiKeys
+    config: Config,
+    metrics: Metrics,
+    redis: aioredis.Redis,
+    api_keys: ApiKeys,
+    sockets: list[socket.socket] | None,
 ) -> web.AppRunner:
     """`/metrics` and `/healthz` on `[worker] metrics_port` (0: none)."""
 
@@ -85,6 +99,6 @@ async def _metrics_server(
     app.router.add_get("/metrics", metrics_route)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    if config.worker.metrics_port:
-        await web.TCPSite(runner, config.server.host, config.worker.metrics_port).start()
+    for sock in sockets or []:
+        await web.SockSite(runner, sock).start()
     return runner

@@ -81,9 +81,6 @@ def test_compose_brings_up_the_whole_stack() -> None:
     assert set(services()) == {
         "redis", "gateway", "worker", "twilio", "prometheus", "grafana", "mailpit",
     }  # fmt: skip
-    for name in OTP_SERVICES:
-        service = services()[name]
-        assert (service["build"], service["image"]) == (".", "otp-gateway:local"), name
     commands = {name: services()[name]["command"] for name in OTP_SERVICES}
     assert commands["gateway"][0] == "serve" and "--no-worker" in commands["gateway"]
     assert commands["worker"][0] == "worker"
@@ -96,6 +93,37 @@ def test_compose_brings_up_the_whole_stack() -> None:
         )
 
 
+def test_compose_builds_the_image_once_for_every_otp_service() -> None:
+    gateway = services()["gateway"]
+    assert (gateway["build"], gateway["image"]) == (".", "otp-gateway:local")
+    for name in ("worker", "twilio"):
+        service = services()[name]
+        # No build of their own (it would build the same image again), and no
+        # pull of a name that only exists locally.
+        assert "build" not in service, name
+        assert (service["image"], service["pull_policy"]) == ("otp-gateway:local", "never")
+        assert "gateway" in service["depends_on"], name
+    built = [name for name, service in services().items() if "build" in service]
+    assert built == ["gateway"]
+
+
+def test_compose_publishes_ports_on_loopback_only_by_default() -> None:
+    """Every secret has a development default: nothing is reachable from the
+    network until the operator says so (PUBLISH_ADDRESS)."""
+    published = {
+        name: [expand(port) for port in service.get("ports", [])]
+        for name, service in services().items()
+    }
+    assert published == {
+        "redis": [], "gateway": ["127.0.0.1:8080:8080"], "worker": [], "twilio": [],
+        "prometheus": ["127.0.0.1:9090:9090"], "grafana": ["127.0.0.1:3000:3000"],
+        "mailpit": ["127.0.0.1:8025:8025"],
+    }  # fmt: skip
+    for service in services().values():
+        for port in service.get("ports", []):
+            assert port.startswith("${PUBLISH_ADDRESS:-127.0.0.1}:"), port
+
+
 def test_compose_redis_keeps_an_aof_fsynced_always() -> None:
     redis = services()["redis"]
     args = redis["command"]
@@ -104,6 +132,8 @@ def test_compose_redis_keeps_an_aof_fsynced_always() -> None:
     assert pairs["--appendonly"] == "yes"
     assert pairs["--appendfsync"] == "always"
     assert pairs["--maxmemory-policy"] == "noeviction"
+    # Without a cap, noeviction never applies: Redis grows until the host swaps.
+    assert re.fullmatch(r"[1-9][0-9]*(mb|gb)", expand(pairs["--maxmemory"]))
     assert "redis-data:/data" in redis["volumes"]
     password = expand(pairs["--requirepass"])
     for name in ("gateway", "worker"):

@@ -44,6 +44,7 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.listen import bind
 from gateway.simulator.phone import API_VERSION, Listener, Webhooks, call_params, timestamp
 from gateway.simulator.state import (
     SMS_OUTCOMES,
@@ -453,7 +454,10 @@ async def _json_object(request: web.Request) -> dict[str, Any]:
 
 
 def serve(host: str, port: int, simulator: TwilioSimulator) -> None:
-    """Run the simulator until interrupted (`otp-gateway simulate twilio`)."""
+    """Run the simulator until interrupted (`otp-gateway simulate twilio`).
+
+    Raises ConfigError naming `--port` when the port is taken."""
+    sockets = bind(host, port, "--port")
 
     def announce(_: str) -> None:
         print(
@@ -463,4 +467,4 @@ def serve(host: str, port: int, simulator: TwilioSimulator) -> None:
             flush=True,
         )
 
-    web.run_app(simulator.app(), host=host, port=port, print=announce, access_log=None)
+    web.run_app(simulator.app(), sock=sockets, print=announce, access_log=None)

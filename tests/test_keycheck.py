@@ -1,0 +1,132 @@
+"""A secret other than the one the data was written with is refused at start
+(gateway/keycheck.py); `gateway.rotate` moves the recorded fingerprint along."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from gateway import keys
+from gateway.crypto import Keyring, key_fingerprint
+from gateway.embedded import RedisServer, free_port
+from gateway.keycheck import KeyMismatch, check_key
+from gateway.rotate import rotate
+from tests.conftest import SECRET
+from tests.opshelp import write_config
+from tests.procs import procs
+
+OTHER = "another-secret-0123456789-abcdefghijklmno"
+
+
+async def fingerprint(redis: aioredis.Redis) -> bytes | None:
+    recorded: bytes | None = await redis.get(keys.KEY_FINGERPRINT)
+    return recorded
+
+
+async def test_the_first_start_records_its_key_and_the_same_key_starts_again(
+    redis: aioredis.Redis,
+) -> None:
+    await check_key(redis, SECRET)
+    assert await fingerprint(redis) == key_fingerprint(SECRET).encode()
+    await check_key(redis, SECRET)
+
+
+async def test_another_key_is_refused_with_how_to_rotate(redis: aioredis.Redis) -> None:
+    await check_key(redis, SECRET)
+    with pytest.raises(KeyMismatch) as refused:
+        await check_key(redis, OTHER)
+    message = str(refused.value)
+    assert message.startswith("configuration error: security.secret: ")
+    assert "python -m gateway.rotate" in message and "\n" not in message
+    assert SECRET not in message and OTHER not in message
+    assert await fingerprint(redis) == key_fingerprint(SECRET).encode()
+
+
+async def test_processes_starting_together_agree_on_one_key(redis: aioredis.Redis) -> None:
+    for _ in range(10):
+        await redis.delete(keys.KEY_FINGERPRINT)
+        results = await asyncio.gather(
+            check_key(redis, SECRET), check_key(redis, OTHER), return_exceptions=True
+        )
+        assert sorted(type(r).__name__ for r in results) == ["KeyMismatch", "NoneType"]
+        winner = SECRET if results[0] is None else OTHER
+        assert await fingerprint(redis) == key_fingerprint(winner).encode()
+
+
+def test_the_fingerprint_is_a_keyed_hash_not_the_secret_or_its_plain_hash() -> None:
+    recorded = key_fingerprint(SECRET)
+    assert recorded == key_fingerprint(SECRET) != key_fingerprint(OTHER)
+    digest = hashlib.sha256(SECRET.encode()).digest()
+    plain = {digest.hex(), base64.urlsafe_b64encode(digest).decode().rstrip("=")}
+    assert SECRET not in recorded and not any(p.startswith(recorded) for p in plain)
+
+
+async def test_data_from_before_fingerprints_is_checked_on_a_sealed_number(
+    redis: aioredis.Redis,
+) -> None:
+    sealed = Keyring.from_secret(SECRET).phones.seal(b"+33612345678", b"alice")
+    await redis.sadd(keys.ACCOUNT_INDEX, "alice")
+    await redis.hset(keys.account("alice"), mapping={"phone": sealed})
+    with pytest.raises(KeyMismatch):
+        await check_key(redis, OTHER)
+    assert await fingerprint(redis) is None
+    await check_key(redis, SECRET)
+    assert await fingerprint(redis) == key_fingerprint(SECRET).encode()
+
+
+async def test_rotation_moves_the_fingerprint_to_the_new_key(redis: aioredis.Redis) -> None:
+    await check_key(redis, SECRET)
+    await rotate(redis, SECRET, OTHER)
+    await check_key(redis, OTHER)
+    with pytest.raises(KeyMismatch):
+        await check_key(redis, SECRET)
+
+
+# --- the processes ------------------------------------------------------------------
+
+
+def config_with(path: Path, redis_url: str, secret: str) -> Path:
+    return write_config(
+        path, redis_url, [], security={"secret": secret}, worker={"metrics_port": 0}
+    )
+
+
+@pytest.mark.parametrize("command", ["serve", "worker"])
+async def test_a_process_with_another_secret_refuses_to_start_in_one_line(
+    command: str, tmp_path: Path, redis_server: RedisServer, redis: aioredis.Redis
+) -> None:
+    await check_key(redis, SECRET)  # the data's secret
+    config = config_with(tmp_path / "other.toml", redis_server.url, OTHER)
+    with procs(tmp_path) as start:
+        child = start(command, "--config", str(config), port=free_port())
+        assert await asyncio.to_thread(child.exit_code) == 2, child.output()
+        output = child.output()
+    assert "Traceback" not in output
+    refusals = [line for line in output.splitlines() if line.startswith("configuration error")]
+    assert refusals == [str(KeyMismatch())]
+
+
+async def test_after_a_rotation_the_new_secret_starts(
+    tmp_path: Path, redis_server: RedisServer, redis: aioredis.Redis
+) -> None:
+    await check_key(redis, SECRET)
+    config = config_with(tmp_path / "new.toml", redis_server.url, OTHER)
+    rotated = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "gateway.rotate", "--config", str(config)],
+        capture_output=True, text=True, timeout=30,
+        env={**os.environ, "OTPGW_OLD_SECRET": SECRET},
+    )  # fmt: skip
+    assert rotated.returncode == 0, rotated.stderr
+    with procs(tmp_path) as start:
+        gateway = start("serve", "--config", str(config), port=free_port())
+        await asyncio.to_thread(gateway.wait_for, "listening on")
+    assert await fingerprint(redis) == key_fingerprint(OTHER).encode()
