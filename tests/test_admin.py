@@ -414,7 +414,10 @@ async def test_operator_blanks_everything(agw: Gateway) -> None:
     assert (await as_operator(agw, "GET", "/accounts/carol")).body["phone_set"] is False
 
 
-@pytest.mark.parametrize("body", [{}, {"all": False}, {"all": True, "establishment": "X"}])
+@pytest.mark.parametrize(
+    "body",
+    [{}, {"all": False}, {"all": True, "establishment": "X"}, {"establishment": "", "all": False}],
+)
 async def test_blank_needs_one_scope(agw: Gateway, body: dict[str, Any]) -> None:
     assert_error(await as_operator(agw, "POST", "/phones/blank", body), 400, "invalid_request")
 

@@ -12,7 +12,7 @@ from gateway.web import admin as admin_routes
 from gateway.web import selfservice as selfservice_routes
 from gateway.web import totp as totp_routes
 from gateway.web.body import Field
-from tests.test_openapi import operations, resolve
+from tests.test_openapi import max_length, operations, resolve
 
 BODY_SPECS: dict[tuple[str, str], dict[str, Field]] = {
     ("/phones/blank", "post"): admin_routes.BLANK_FIELDS,
@@ -31,6 +31,13 @@ STEP_UP = {
     ("/accounts/{account_id}/totp", "post"): "contact.update",
     ("/accounts/{account_id}/totp", "delete"): "contact.update",
 }
+# Destructive admin actions need a step-up too (issue 10, section 8).
+DESTRUCTIVE = {
+    ("/accounts/{account_id}", "delete"),
+    ("/accounts/{account_id}/devices", "delete"),
+    ("/accounts/{account_id}/devices/{device_id}", "delete"),
+    ("/phones/blank", "post"),
+}
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +55,7 @@ def test_request_bodies_mirror_the_field_specs(doc: dict[str, Any]) -> None:
         assert set(schema.get("required", [])) == {n for n, f in spec.items() if f.required}
         for name, f in spec.items():
             if f.kind is str:
-                assert schema["properties"][name]["maxLength"] == f.max_len, (path, name)
+                assert max_length(doc, schema["properties"][name]) == f.max_len, (path, name)
 
 
 def test_step_up_routes_say_so(doc: dict[str, Any]) -> None:
@@ -58,9 +65,12 @@ def test_step_up_routes_say_so(doc: dict[str, Any]) -> None:
         assert step_up in op["parameters"], (path, method)
         assert resolve(doc, op["responses"]["401"])["content"], (path, method)
         assert purpose in json.dumps(op) or purpose in json.dumps(doc["paths"][path]), path
+    either = {"$ref": "#/components/responses/UnauthorizedOrStepUp"}
     for path, method, op in operations(doc):
-        if (path, method) not in STEP_UP:
-            assert step_up not in op["parameters"], (path, method)
+        needs = (path, method) in STEP_UP or (path, method) in DESTRUCTIVE
+        assert (step_up in op["parameters"]) == needs, (path, method)
+        # A missing key is 401 `unauthorized` before any step-up is looked at.
+        assert (op["responses"].get("401") == either) == needs, (path, method)
 
 
 def test_admin_routes_take_an_acting_account(doc: dict[str, Any]) -> None:

@@ -12,11 +12,12 @@ from typing import Any
 import pytest
 
 import gateway
+from gateway.config import BUILTIN_PURPOSES
 from gateway.web import accounts as account_routes
 from gateway.web import otp as otp_routes
 from gateway.web.body import Field
 from gateway.web.middleware import _HTTP_CODES
-from tests.conftest import Gateway
+from tests.conftest import Gateway, GatewayFactory
 
 GATEWAY_DIR = Path(gateway.__file__).parent
 METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
@@ -61,6 +62,17 @@ def resolve(doc: dict[str, Any], node: Any) -> Any:
             target = target[part]
         node = target
     return node
+
+
+def max_length(doc: dict[str, Any], node: Any) -> int | None:
+    """A string property's maxLength, through `$ref`s, `allOf` and `anyOf` branches."""
+    node = resolve(doc, node)
+    if "maxLength" in node:
+        return int(node["maxLength"])
+    found = [max_length(doc, n) for n in node.get("allOf", []) + node.get("anyOf", [])]
+    lengths = {n for n in found if n is not None}
+    assert len(lengths) <= 1, f"branches disagree on maxLength: {node}"
+    return lengths.pop() if lengths else None
 
 
 def walk(node: Any) -> Iterator[Any]:
@@ -138,7 +150,7 @@ def test_request_bodies_mirror_the_field_specs(doc: dict[str, Any]) -> None:
         assert set(schema.get("required", [])) == required, (path, method)
         for name, f in spec.items():
             if f.kind is str:
-                assert schema["properties"][name]["maxLength"] == f.max_len, (path, name)
+                assert max_length(doc, schema["properties"][name]) == f.max_len, (path, name)
 
 
 def test_every_operation_is_described(doc: dict[str, Any]) -> None:
@@ -152,3 +164,18 @@ def test_every_operation_is_described(doc: dict[str, Any]) -> None:
             assert "X-Request-ID" in response.get("headers", {}), (where, status)
             if status != "204":
                 assert response.get("content"), (where, status)
+
+
+async def test_served_document_states_the_deployment(make_gateway: GatewayFactory) -> None:
+    """Purposes added in config and the code length are what the served document allows."""
+    gw = await make_gateway(otp={"code_length": 8, "purposes": ["badge"]})
+    served = await (await gw.client.get("/openapi.json")).json()
+    schemas = served["components"]["schemas"]
+    assert "badge" in schemas["Purpose"]["enum"] and "login" in schemas["Purpose"]["enum"]
+    assert schemas["OtpCode"]["pattern"] == "^[0-9]{8}$"
+
+
+def test_the_file_describes_the_default_deployment(doc: dict[str, Any]) -> None:
+    schemas = doc["components"]["schemas"]
+    assert schemas["Purpose"]["enum"] == list(BUILTIN_PURPOSES)
+    assert schemas["OtpCode"]["pattern"] == "^[0-9]{6}$"

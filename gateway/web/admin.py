@@ -75,7 +75,8 @@ async def blank_phones(request: web.Request) -> web.Response:
     if caller.scope != "operator":
         raise Forbidden("only an operator can blank numbers")
     body = checked(await read_object(request), BLANK_FIELDS)
-    establishment, everything = body.get("establishment"), body.get("all") is True
+    # An empty name is no establishment: it would blank nothing and answer 200.
+    establishment, everything = body.get("establishment") or None, body.get("all") is True
     if (establishment is None) == (not everything):
         raise InvalidRequest('give either "establishment" or "all": true')
     done = await svc.account_services.admin.blank_phones(caller, establishment)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from importlib.resources import files
-
 import redis.asyncio as aioredis
 from aiohttp import web
 from redis.exceptions import RedisError
 
+from gateway.apidoc import served_document
 from gateway.metrics import CONTENT_TYPE, Metrics
 from gateway.services import SERVICES
 
@@ -49,9 +48,9 @@ async def scrape(metrics: Metrics, redis: aioredis.Redis, within: float) -> web.
 
 
 async def openapi(request: web.Request) -> web.Response:
-    """The OpenAPI 3.1 description of the whole API."""
-    text = (files("gateway") / "openapi.json").read_text()
-    return web.Response(text=text, content_type="application/json")
+    """The OpenAPI 3.1 description of the whole API, with this deployment's settings."""
+    body = served_document(request.app[SERVICES].config)
+    return web.Response(body=body, content_type="application/json")
 
 
 def setup(app: web.Application) -> None:
