@@ -27,7 +27,7 @@ from gateway.web import ops as ops_routes
 from gateway.web import otp as otp_routes
 from gateway.web import selfservice as selfservice_routes
 from gateway.web import totp as totp_routes
-from gateway.web.body import MAX_BODY
+from gateway.web.body import BODY_TIMEOUT, MAX_BODY
 from gateway.web.middleware import build_middleware
 
 log = logging.getLogger("otp_gateway")
@@ -41,6 +41,7 @@ def create_app(config: Config, *, run_worker: bool = True) -> web.Application:
     providers = build_providers(config.providers, provider_context(config))
     app = web.Application(client_max_size=MAX_BODY, middlewares=[build_middleware(metrics)])
     app[METRICS] = metrics
+    app[BODY_TIMEOUT] = config.server.body_timeout_seconds
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         redis = redis_client(config)
