@@ -17,11 +17,12 @@ from aiohttp import web
 
 
 @contextlib.asynccontextmanager
-async def served(app: web.Application) -> AsyncIterator[int]:
-    """`app` on a loopback port (yielded), run as `web.run_app` runs it in production:
+async def served(app: web.Application, **options: Any) -> AsyncIterator[int]:
+    """`app` on a loopback port (yielded), run as `otp-gateway serve` runs it:
     no aiohttp access log and no handler cancellation (aiohttp's TestServer
-    cancels the handler of a client that left; production does not)."""
-    runner = web.AppRunner(app, access_log=None)
+    cancels the handler of a client that left; production does not).
+    `options` go to `web.AppRunner`, e.g. `access_log=` to turn aiohttp's on."""
+    runner = web.AppRunner(app, **{"access_log": None, **options})
     await runner.setup()
     try:
         site = web.TCPSite(runner, "127.0.0.1", 0)
