@@ -140,8 +140,10 @@ def test_secret_and_secret_env_together_refused() -> None:
 
 def test_environment_overrides_file(tmp_path: Path) -> None:
     path = tmp_path / "c.toml"
-    path.write_text('[redis]\nurl = "redis://127.0.0.1:1/0"\n[server]\nport = 9000\n'
-                    '[security]\nsecret = "' + "x" * 32 + '"\n')
+    path.write_text(
+        '[redis]\nurl = "redis://127.0.0.1:1/0"\n[server]\nport = 9000\n'
+        '[security]\nsecret = "' + "x" * 32 + '"\n'
+    )
     env = {"OTPGW_REDIS_URL": "redis://127.0.0.1:2/0", "OTPGW_PORT": "9100"}
     cfg = load_config(str(path), env)
     assert cfg.redis.url == "redis://127.0.0.1:2/0"
@@ -153,6 +155,15 @@ def test_bad_port_override_is_named() -> None:
     with pytest.raises(ConfigError) as exc:
         load_config(None, {"OTPGW_PORT": "80a"})
     assert error_key(exc) == "OTPGW_PORT"
+
+
+def test_body_timeout_is_ten_seconds_by_default_and_bounded() -> None:
+    assert build().server.body_timeout_seconds == 10.0
+    assert build(server={"body_timeout_seconds": 2}).server.body_timeout_seconds == 2.0
+    for bad in (0, 0.01, 301, "10", True):
+        with pytest.raises(ConfigError) as exc:
+            build(server={"body_timeout_seconds": bad})
+        assert error_key(exc) == "server.body_timeout_seconds"
 
 
 def test_unreadable_and_invalid_files(tmp_path: Path) -> None:
