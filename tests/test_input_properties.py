@@ -34,6 +34,7 @@ from tests.conftest import (
     make_config,
     sink_provider,
 )
+from tests.dates import iso_in
 from tests.otp_helpers import redis_fingerprint
 from tests.rawhttp import exchange, request
 
@@ -82,7 +83,7 @@ CHALLENGE = "A" * 28
 SAMPLES = [
     "", " ", "alice", "boss", "carol", CHALLENGE, "twilio", "sink", "login", "account.create",
     "sms", "voice", "admin", "user", "operator", "suspended", "+33612345678", "06 12 34 56 78",
-    "alice@example.org", "Mairie de Luisant", "2030-01-01T00:00:00Z", "0060-00-00", "0-0",
+    "alice@example.org", "Mairie de Luisant", iso_in(30), iso_in(-1), "0060-00-00", "0-0",
     "18446744073709551616-0", "123456", "\ud800", "a\udfff", "\x00", "\u202e", "é", "../..",
     "%00", "0" * 300, "-1", "1e309",
 ]  # fmt: skip
