@@ -58,7 +58,9 @@ def _from_gateway_error(exc: GatewayError) -> web.Response:
     if isinstance(exc, RateLimited):
         response.headers["Retry-After"] = str(exc.retry_after)
     if isinstance(exc, RequestTimeout):
-        # The rest of the body may still trickle in: do not wait for it.
+        # `Connection: close`: the stalled connection serves nothing more. aiohttp
+        # then drains what is left of the body for at most its lingering time
+        # (10 s, no handler held) and closes it.
         response.force_close()
     return response
 
