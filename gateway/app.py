@@ -29,7 +29,7 @@ from gateway.web import otp as otp_routes
 from gateway.web import selfservice as selfservice_routes
 from gateway.web import totp as totp_routes
 from gateway.web.auth import warn_unbound
-from gateway.web.body import MAX_BODY
+from gateway.web.body import BODY_TIMEOUT, MAX_BODY
 from gateway.web.middleware import build_middleware
 
 log = logging.getLogger("otp_gateway")
@@ -44,6 +44,7 @@ def create_app(config: Config, *, run_worker: bool = True) -> web.Application:
     warn_unbound(config.api_keys)
     app = web.Application(client_max_size=MAX_BODY, middlewares=[build_middleware(metrics)])
     app[METRICS] = metrics
+    app[BODY_TIMEOUT] = config.server.body_timeout_seconds
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await check_at_start(config)  # a secret other than the data's stops start-up

@@ -13,7 +13,7 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -70,6 +70,7 @@ class ServerConfig:
     public_url: str = "http://127.0.0.1:8080"
     mode: str = "production"  # production | development (console provider allowed)
     metrics_auth: bool = False
+    body_timeout_seconds: float = 10.0  # a request body not in by then is cut (408)
 
     @property
     def development(self) -> bool:
@@ -316,7 +317,10 @@ def _server(t: _Table, env: Mapping[str, str]) -> ServerConfig:
         public_url=public_url,
         mode=t.choice("mode", "production", ("production", "development")),
         metrics_auth=t.get("metrics_auth", bool, False),
+        body_timeout_seconds=t.get("body_timeout_seconds", float, 10.0),
     )
+    if not 0.05 <= server.body_timeout_seconds <= 300:
+        raise ConfigError(t.key("body_timeout_seconds"), "must be between 0.05 and 300")
     t.done()
     return server
 
@@ -609,7 +613,7 @@ def _build(raw: dict[str, Any], env: Mapping[str, str], *, source: str, has_file
     server = _server(top.sub("server"), env)
     if not has_file and redis.url is None:
         # The embedded default is a development sandbox: console provider allowed.
-        server = ServerConfig(server.host, server.port, server.public_url, "development")
+        server = replace(server, mode="development")
     sections: dict[str, Callable[[_Table], Any]] = {
         "otp": _otp,
         "rate_limits": _rate_limits,

@@ -7,9 +7,11 @@
     ├── Forbidden                403 forbidden / account_expired / account_suspended
     ├── NotFound                 404 not_found / unknown_account / challenge_not_found
     ├── MethodNotAllowed         405 method_not_allowed
+    ├── RequestTimeout           408 request_timeout (the body did not arrive in time)
     ├── Conflict                 409 account_exists / phone_required / last_admin
     ├── Gone                     410 expired / already_used / too_many_attempts
     ├── PayloadTooLarge          413 payload_too_large
+    ├── UnsupportedMediaType     415 unsupported_media_type
     ├── Unprocessable            422 invalid_phone / channel_unavailable / invalid_code
     ├── RateLimited              429 rate_limited (carries retry_after)
     └── Unavailable              503 unavailable (Redis unreachable)
@@ -78,6 +80,13 @@ class MethodNotAllowed(GatewayError):
     code = "method_not_allowed"
 
 
+class RequestTimeout(GatewayError):
+    """The body did not arrive within `[server] body_timeout_seconds`: the connection closes."""
+
+    status = 408
+    code = "request_timeout"
+
+
 class Conflict(GatewayError):
     status = 409
     code = "conflict"
@@ -91,6 +100,11 @@ class Gone(GatewayError):
 class PayloadTooLarge(GatewayError):
     status = 413
     code = "payload_too_large"
+
+
+class UnsupportedMediaType(GatewayError):
+    status = 415
+    code = "unsupported_media_type"
 
 
 class Unprocessable(GatewayError):

@@ -28,7 +28,9 @@ import sys
 import time
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TextIO
+
+from aiohttp.http_exceptions import HttpProcessingError
 
 from gateway.config import LoggingConfig
 
@@ -38,6 +40,8 @@ _SECRET_FIELDS = frozenset(
     {"code", "to", "phone", "number", "secret", "token", "key", "password", "authorization"}
 )
 _CHALLENGE_ID_RE = re.compile(r"[A-Za-z0-9_-]{28}")
+_OURS = "otp_gateway"
+_REASON_RE = re.compile(r"[A-Za-z][A-Za-z ]{0,59}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,10 +86,79 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
         for k, v in record.__dict__.items()
         if k not in _STANDARD
     }
+    return _with_request_id(fields)
+
+
+def _with_request_id(fields: dict[str, Any]) -> dict[str, Any]:
     context = _REQUEST.get()
     if context is not None:
         fields.setdefault("request_id", context.request_id)
     return fields
+
+
+# What a foreign logger's text may quote from a request: the raw bytes of a
+# line (aiohttp quotes the line it could not parse), a credential, a header's
+# value, a query string (aiohttp's access line).
+_SCRUBS = (
+    (re.compile(r"\bb'(?:[^'\\\n]|\\.)*'"), "b'[redacted]'"),
+    (re.compile(r'\bb"(?:[^"\\\n]|\\.)*"'), "b'[redacted]'"),
+    (re.compile(r"(?i)\b(bearer|basic)\s+[^\s'\"]+"), rf"\1 {REDACTED}"),
+    (
+        re.compile(
+            r"(?i)\b(authorization|proxy-authorization|cookie|set-cookie|x-step-up-token"
+            r"|x-acting-account|x-twilio-signature|x-signature-sha256)(['\"]?\s*[:=]\s*)[^\r\n]*"
+        ),
+        rf"\1\2{REDACTED}",
+    ),
+    (re.compile(r"""(/[^\s?"']*)\?[^\s"']*"""), rf"\1?{REDACTED}"),
+)
+
+
+def scrub(text: str) -> str:
+    """`text` without anything a request may have carried in (see `_SCRUBS`)."""
+    for pattern, replacement in _SCRUBS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def _ours(record: logging.LogRecord) -> bool:
+    return record.name == _OURS or record.name.startswith(_OURS + ".")
+
+
+@dataclass(frozen=True, slots=True)
+class _Line:
+    """What a formatter writes for one record, once redacted."""
+
+    level: str
+    event: str
+    fields: dict[str, Any]
+    exception: str | None
+
+
+def _line(record: logging.LogRecord, formatter: logging.Formatter) -> _Line:
+    """Our records with their fields; any other logger's (aiohttp.server,
+    aiohttp.access, aiohttp.web, asyncio, ...) scrubbed, without its fields,
+    and a request aiohttp could not parse as one warning naming only the fault."""
+    exc = record.exc_info[1] if record.exc_info else None
+    if not _ours(record) and isinstance(exc, HttpProcessingError):
+        return _malformed(record, exc)
+    exception = scrub(formatter.formatException(record.exc_info)) if record.exc_info else None
+    if _ours(record):
+        return _Line(record.levelname, record.getMessage(), _fields(record), exception)
+    return _Line(record.levelname, scrub(record.getMessage()), _with_request_id({}), exception)
+
+
+def _malformed(record: logging.LogRecord, exc: HttpProcessingError) -> _Line:
+    # aiohttp's message quotes the offending line, header values included
+    # (an API key before a NUL byte): only its leading words are kept.
+    reason = _REASON_RE.match(exc.message)
+    level = "WARNING" if record.levelno >= logging.WARNING else record.levelname
+    fields = {
+        "error": type(exc).__name__,
+        "status": exc.code,
+        "reason": reason.group(0).strip() if reason else "",
+    }
+    return _Line(level, "malformed request", fields, None)
 
 
 def _timestamp(record: logging.LogRecord) -> str:
@@ -99,15 +172,16 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, event, then the fields."""
 
     def format(self, record: logging.LogRecord) -> str:
+        line = _line(record, self)
         entry: dict[str, Any] = {
             "time": _timestamp(record),
-            "level": record.levelname.lower(),
+            "level": line.level.lower(),
             "logger": record.name,
-            "event": record.getMessage(),
+            "event": line.event,
         }
-        entry.update(_fields(record))
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+        entry.update(line.fields)
+        if line.exception:
+            entry["exception"] = line.exception
         return json.dumps(entry, default=str)
 
 
@@ -115,20 +189,27 @@ class TextFormatter(logging.Formatter):
     """`time level logger event key=value ...` for people reading a terminal."""
 
     def format(self, record: logging.LogRecord) -> str:
-        pairs = " ".join(f"{k}={json.dumps(v, default=str)}" for k, v in _fields(record).items())
-        line = f"{_timestamp(record)} {record.levelname} {record.name} {record.getMessage()}"
-        line = f"{line} {pairs}" if pairs else line
-        if record.exc_info:
-            line += "\n" + self.formatException(record.exc_info)
-        return line
+        line = _line(record, self)
+        pairs = " ".join(f"{k}={json.dumps(v, default=str)}" for k, v in line.fields.items())
+        text = f"{_timestamp(record)} {line.level} {record.name} {line.event}"
+        text = f"{text} {pairs}" if pairs else text
+        if line.exception:
+            text += "\n" + line.exception
+        return text
 
 
-def setup_logging(config: LoggingConfig) -> None:
-    """Send every log line to stderr in `[logging] format`, at `[logging] level`."""
-    handler = logging.StreamHandler(sys.stderr)
+def setup_logging(config: LoggingConfig, stream: TextIO | None = None) -> None:
+    """Send every log line to `stream` (stderr) in `[logging] format`, at `[logging] level`.
+
+    The handler sits on the root logger, so aiohttp's and asyncio's records
+    pass the same formatter, hence the same redaction, as ours."""
+    handler = logging.StreamHandler(sys.stderr if stream is None else stream)
     handler.setFormatter(JsonFormatter() if config.format == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(config.level.upper())
     # aiohttp's access log would print raw paths; our middleware logs routes.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # A record that fails to format is dropped: `Handler.handleError` would
+    # print its raw arguments to stderr, past every redaction.
+    logging.raiseExceptions = False

@@ -157,6 +157,15 @@ def test_bad_port_override_is_named() -> None:
     assert error_key(exc) == "OTPGW_PORT"
 
 
+def test_body_timeout_is_ten_seconds_by_default_and_bounded() -> None:
+    assert build().server.body_timeout_seconds == 10.0
+    assert build(server={"body_timeout_seconds": 2}).server.body_timeout_seconds == 2.0
+    for bad in (0, 0.01, 301, "10", True):
+        with pytest.raises(ConfigError) as exc:
+            build(server={"body_timeout_seconds": bad})
+        assert error_key(exc) == "server.body_timeout_seconds"
+
+
 def test_unreadable_and_invalid_files(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as exc:
         load_config(str(tmp_path / "missing.toml"), {})

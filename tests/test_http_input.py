@@ -459,3 +459,142 @@ def test_parse_json_accepts_plain_json() -> None:
         "a": [1, 2.5, "é", None, True],
         "b": {"a": 1},
     }
+
+
+# --- strings that are not Unicode: one check in the parser covers every field ----------
+# "\ud800" is valid JSON (an escape) but no valid text: json.loads lets it through as
+# a string that no .encode() takes. Each of these answered 500 before.
+
+LONE = ["\ud800", "a\udfff", "\udc00b"]
+
+
+@pytest.mark.parametrize("lone", LONE)
+@pytest.mark.parametrize("field", ["device_label", "challenge_id", "code"])
+async def test_lone_surrogates_in_verify_are_400(
+    gw: Gateway, redis: aioredis.Redis, live: tuple[str, str], field: str, lone: str
+) -> None:
+    challenge_id, code = live
+    body = {"challenge_id": challenge_id, "code": code, "trust_device": True, field: lone}
+    probe = lambda: call(gw, "POST", "/verify", body)  # noqa: E731
+    await refused_without_trace(gw, redis, probe, 400, "invalid_request")
+    assert (await status_of(gw, challenge_id))["attempts"] == 0
+
+
+@pytest.mark.parametrize("field", ["trusted_device_token", "client_ip", "purpose", "account_id"])
+async def test_lone_surrogates_in_challenge_are_400(
+    gw: Gateway, redis: aioredis.Redis, field: str
+) -> None:
+    await add_account(gw)
+    body = {"account_id": "alice", field: "x\ud800"}
+    probe = lambda: call(gw, "POST", "/challenge", body)  # noqa: E731
+    await refused_without_trace(gw, redis, probe, 400, "invalid_request")
+
+
+@pytest.mark.parametrize(
+    "field", ["establishment", "last_name", "first_name", "email", "phone", "expires_at"]
+)
+async def test_lone_surrogates_in_account_fields_are_400(
+    gw: Gateway, redis: aioredis.Redis, field: str
+) -> None:
+    body = {
+        "account_id": "bob", "establishment": "Mairie", "last_name": "Durand",
+        "first_name": "Bob", "email": "bob@example.org", "role": "user", field: "B\udfffb",
+    }  # fmt: skip
+    probe = lambda: call(gw, "POST", "/accounts", body, key=OPERATOR_KEY)  # noqa: E731
+    await refused_without_trace(gw, redis, probe, 400, "invalid_request")
+    await add_account(gw)
+    patch = {"email": "\ud800@example.org"} if field == "establishment" else {field: "\ud800"}
+    probe = lambda: call(gw, "PATCH", "/accounts/alice", patch, key=OPERATOR_KEY)  # noqa: E731
+    await refused_without_trace(gw, redis, probe, 400, "invalid_request")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [b'"\\ud800"', b'{"a": ["ok", {"b": "\\udfff"}]}', b'{"\\udc00": 1}', b'["\\ude00\\ud83d"]'],
+)
+def test_parse_json_refuses_lone_surrogates_anywhere(text: bytes) -> None:
+    with pytest.raises(InvalidRequest, match="surrogate"):
+        parse_json(text)
+
+
+def test_parse_json_accepts_surrogate_pairs() -> None:
+    assert parse_json(b'{"label": "\\ud83d\\ude00 caf\\u00e9"}') == {"label": "\U0001f600 café"}
+
+
+# --- media types: a JSON endpoint takes application/json (UTF-8), or no body ------------
+
+
+@pytest.mark.parametrize(
+    ("content_type", "data"),
+    [
+        ("text/plain", b'{"account_id": "alice"}'),
+        ("text/plain; charset=utf-8", b'{"account_id": "alice"}'),
+        ("application/x-www-form-urlencoded", b"account_id=alice"),
+        ("multipart/form-data; boundary=x", b'--x\r\nContent-Disposition: form-data; name="a"'),
+        ("application/octet-stream", b'{"account_id": "alice"}'),
+        ("application/json; charset=latin-1", b'{"account_id": "alice"}'),
+        ("application/json; charset=utf-16", b'{"account_id": "alice"}'),
+        ("application/jsonx", b'{"account_id": "alice"}'),
+        ("application/problem+json", b'{"account_id": "alice"}'),
+        ("", b'{"account_id": "alice"}'),
+    ],
+)
+async def test_a_body_that_is_not_json_is_415_and_sends_nothing(
+    gw: Gateway, redis: aioredis.Redis, content_type: str, data: bytes
+) -> None:
+    await add_account(gw)
+    headers = {"Content-Type": content_type}
+    probe = lambda: call(gw, "POST", "/challenge", data=data, headers=headers)  # noqa: E731
+    await refused_without_trace(gw, redis, probe, 415, "unsupported_media_type")
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["application/json", "application/json; charset=utf-8", "Application/JSON; charset=UTF-8"],
+)
+async def test_json_with_or_without_a_utf8_charset_is_accepted(
+    gw: Gateway, content_type: str
+) -> None:
+    await add_account(gw)
+    data = b'{"account_id": "alice"}'
+    reply = await call(gw, "POST", "/challenge", data=data, headers={"Content-Type": content_type})
+    assert reply.status == 202, reply.body
+
+
+async def test_routes_with_optional_bodies_take_none_whatever_the_type(gw: Gateway) -> None:
+    await add_account(gw)
+    challenge_id = (await call(gw, "POST", "/challenge", {"account_id": "alice"})).body[
+        "challenge_id"
+    ]
+    for headers in ({}, {"Content-Type": "text/plain"}):
+        reply = await call(gw, "POST", f"/challenge/{challenge_id}/resend", headers=headers)
+        assert reply.status == 202, reply.body
+    reply = await call(gw, "POST", "/accounts/alice/renew", key=OPERATOR_KEY)
+    assert reply.status == 200, reply.body
+
+
+# Every route that reads a JSON body, with a key that passes its auth.
+JSON_ROUTES = [
+    ("POST", "/challenge", OTP_KEY),
+    ("POST", "/verify", OTP_KEY),
+    ("POST", "/challenge/" + "A" * 28 + "/resend", OTP_KEY),
+    ("POST", "/accounts", OPERATOR_KEY),
+    ("PATCH", "/accounts/alice", OPERATOR_KEY),
+    ("PUT", "/accounts/alice/phone", OPERATOR_KEY),
+    ("POST", "/accounts/alice/phone-change", OTP_KEY),
+    ("POST", "/accounts/alice/phone-change/verify", OTP_KEY),
+    ("PUT", "/accounts/alice/email", OTP_KEY),
+    ("POST", "/accounts/alice/totp/confirm", OTP_KEY),
+    ("POST", "/accounts/alice/totp/verify", OTP_KEY),
+    ("POST", "/phones/blank", OPERATOR_KEY),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "key"), JSON_ROUTES)
+async def test_every_json_route_refuses_other_media_types(
+    gw: Gateway, redis: aioredis.Redis, method: str, path: str, key: str
+) -> None:
+    await add_account(gw)
+    headers = {"Content-Type": "text/plain"}
+    probe = lambda: call(gw, method, path, key=key, data=b"{}", headers=headers)  # noqa: E731
+    await refused_without_trace(gw, redis, probe, 415, "unsupported_media_type")

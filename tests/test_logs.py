@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import aiohttp.web
 import pytest
 
 from gateway import logs
@@ -44,6 +45,7 @@ from tests.otp_helpers import (
     digit_runs,
     wrong,
 )
+from tests.rawhttp import exchange, request, served
 
 # --- the formatters ---------------------------------------------------------------
 
@@ -348,3 +350,134 @@ def _assert_nothing_leaked(text: str, secrets: set[str]) -> None:
         assert secret not in text, "a key or secret is in the logs"
     for digits in (MOBILE_DIGITS, OTHER_DIGITS, "12 34 56 78", "98 76 54 32", "no-such-thing"):
         assert digits not in text, f"{digits!r} is in the logs"
+
+
+# --- foreign loggers (aiohttp, asyncio): the same redaction, over raw sockets ----------------
+
+
+@pytest.fixture
+def logged() -> Iterator[Any]:
+    """The gateway's own logging set-up (`setup_logging`) writing into a buffer;
+    call the fixture's value with a format to (re)start it. Restored after."""
+    root, access = logging.getLogger(), logging.getLogger("aiohttp.access")
+    saved = (root.handlers[:], root.level, access.level, logging.raiseExceptions)
+    stream = io.StringIO()
+
+    def start(fmt: str = "json") -> io.StringIO:
+        setup_logging(LoggingConfig("info", fmt), stream)
+        return stream
+
+    try:
+        yield start
+    finally:
+        root.handlers[:], root.level = saved[0], saved[1]
+        access.setLevel(saved[2])
+        logging.raiseExceptions = saved[3]
+
+
+KEY_LINE = b"Authorization: Bearer " + OTP_KEY.encode()
+MALFORMED_REQUESTS = {
+    "nul_after_key": b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + KEY_LINE + b"\x00\r\n\r\n",
+    "nul_inside_key": b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + KEY_LINE[:-4] + b"\x00"
+    + KEY_LINE[-4:] + b"\r\n\r\n",
+    "control_in_step_up": b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + KEY_LINE
+    + b"\r\nX-Step-Up-Token: su_" + OTP_KEY.encode() + b"\x01\r\n\r\n",
+    "no_colon": b"GET /healthz HTTP/1.1\r\nHost: x\r\nAuthorization Bearer " + OTP_KEY.encode()
+    + b"\r\n\r\n",
+    "nul_in_query": b"GET /healthz?key=" + OTP_KEY.encode() + b"\x00 HTTP/1.1\r\nHost: x\r\n\r\n",
+}  # fmt: skip
+
+
+def _fragments(secret: str) -> list[str]:
+    """Every 8-character piece of `secret`: a cut or escaped copy still shows one."""
+    return [secret[i : i + 8] for i in range(len(secret) - 7)]
+
+
+@pytest.mark.parametrize("fmt", ["json", "text"])
+@pytest.mark.parametrize("kind", MALFORMED_REQUESTS)
+async def test_a_malformed_request_is_one_warning_without_the_header(
+    redis_server: RedisServer, redis: Any, logged: Any, kind: str, fmt: str
+) -> None:
+    stream = logged(fmt)
+    app = create_app(make_config(redis_server.url), run_worker=False)
+    async with served(app) as port:
+        reply = await exchange(port, MALFORMED_REQUESTS[kind])
+        await poll(lambda: "malformed request" in stream.getvalue(), what="the warning")
+    assert reply.status == 400
+    text = stream.getvalue()
+    for piece in _fragments(OTP_KEY):
+        assert piece not in text, (piece, text)
+    assert "\\x00" not in text and "\\x01" not in text and "Bearer" not in text
+    [line] = [line for line in text.splitlines() if "malformed request" in line]
+    if fmt == "json":
+        entries = [json.loads(line) for line in text.splitlines()]
+        assert [e["level"] for e in entries if e["level"] not in ("info", "debug")] == ["warning"]
+        entry = json.loads(line)
+        assert (entry["logger"], entry["level"], entry["status"]) == (
+            "aiohttp.server",
+            "warning",
+            400,
+        )
+        assert entry["error"] in (
+            "BadHttpMessage",
+            "InvalidHeader",
+            "InvalidURLError",
+            "BadStatusLine",
+        )
+        assert "exception" not in entry
+    else:
+        assert " WARNING aiohttp.server malformed request " in line
+        assert "ERROR" not in text and "Traceback" not in text
+
+
+async def test_access_lines_ours_and_aiohttps_never_carry_the_key_or_the_query(
+    redis_server: RedisServer, redis: Any, logged: Any
+) -> None:
+    stream = logged("json")
+    # An operator who turns aiohttp's own access log on gets it redacted too.
+    logging.getLogger("aiohttp.access").setLevel(logging.INFO)
+    app = create_app(make_config(redis_server.url), run_worker=False)
+    query = "/challenge/" + "A" * 28 + "?code=424242&phone=0612345678"
+    headers = {"Authorization": f"Bearer {OTP_KEY}", "X-Step-Up-Token": "su_" + ADMIN_KEY}
+    async with served(app, access_log=aiohttp.web.access_logger) as port:
+        reply = await exchange(port, request("GET", query, headers))
+        await poll(lambda: stream.getvalue().count("\n") >= 2, what="both access lines")
+    assert reply.status == 404
+    text = stream.getvalue()
+    entries = [json.loads(line) for line in text.splitlines()]
+    ours = [e for e in entries if e["logger"] == "otp_gateway.access"]
+    theirs = [e for e in entries if e["logger"] == "aiohttp.access"]
+    assert [(e["route"], e["status"]) for e in ours] == [("/challenge/{challenge_id}", 404)]
+    assert len(theirs) == 1 and "/challenge/" in theirs[0]["event"]
+    assert set(theirs[0]) == {"time", "level", "logger", "event"}  # aiohttp's extras dropped
+    for secret in ("424242", "0612345678", *_fragments(OTP_KEY), *_fragments(ADMIN_KEY)):
+        assert secret not in text, secret
+
+
+def _foreign(
+    name: str, msg: str, *args: Any, exc: BaseException | None = None
+) -> logging.LogRecord:
+    record = logging.LogRecord(name, logging.ERROR, __file__, 1, msg, args, None)
+    if exc is not None:
+        try:
+            raise exc
+        except BaseException:
+            record.exc_info = sys.exc_info()
+    record.__dict__["first_request_line"] = "GET /x?code=424242 HTTP/1.1"  # an extra
+    return record
+
+
+@pytest.mark.parametrize("formatter", [JsonFormatter(), TextFormatter()])
+def test_foreign_records_are_scrubbed_and_lose_their_extras(formatter: logging.Formatter) -> None:
+    key = OTP_KEY
+    records = [
+        _foreign("asyncio", "Exception in callback %r", {"Authorization": f"Bearer {key}"}),
+        _foreign("aiohttp.web", "Error handling request", exc=ValueError(f"bad b'{key}\\x00'")),
+        _foreign("aiohttp.access", '1.2.3.4 "GET /verify?code=424242&t=%s HTTP/1.1" 200', key),
+        _foreign("aiohttp.server", "x-step-up-token: %s", key),
+        _foreign("aiohttp.client", "Cookie=%s; more", key),
+    ]
+    for record in records:
+        line = formatter.format(record)
+        assert key[:8] not in line and key[-8:] not in line, line
+        assert "424242" not in line and "first_request_line" not in line, line

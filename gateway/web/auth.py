@@ -44,7 +44,9 @@ class ApiKeys:
         scheme, _, presented = header.partition(" ")
         if scheme.lower() != "bearer" or not presented:
             raise Unauthorized("missing API key: send Authorization: Bearer <key>")
-        digest = hashlib.sha256(presented.strip().encode()).digest()
+        # aiohttp keeps a header's non-UTF-8 bytes as lone surrogates; such a key
+        # cannot match, but must still be hashed (and refused) like any other.
+        digest = hashlib.sha256(presented.strip().encode("utf-8", "surrogatepass")).digest()
         found: ApiKey | None = None
         for stored, key in self._keys:
             # No early exit: every key is compared whatever matched.

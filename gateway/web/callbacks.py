@@ -4,9 +4,11 @@
     POST /callbacks/{provider}/twiml?t=<session>              the code's TwiML
 
 The named provider checks the signature over the URL it was given (the
-configured `public_url` plus this path and query) and the POST parameters. A
-request that fails the check, or names no provider that takes callbacks, gets
-403 and changes nothing. A valid status callback is applied by
+configured `public_url` plus this path and query) and the POST parameters. The
+body must be `application/x-www-form-urlencoded` in UTF-8 (415, 400 otherwise:
+it is read before the signature is checked, so it is parsed strictly and
+nothing else is). A request that fails the check, or names no provider that
+takes callbacks, gets 403 and changes nothing. A valid status callback is applied by
 `Deliveries.record`, which is idempotent: a duplicate changes nothing twice.
 """
 
@@ -22,6 +24,7 @@ from gateway.crypto import CHALLENGE_ID_LENGTH
 from gateway.delivery import CallbackProvider, DeliveryEvent, now_ms
 from gateway.errors import Forbidden, InvalidRequest
 from gateway.services import SERVICES, Services
+from gateway.web.body import read_form
 
 log = logging.getLogger("otp_gateway.callbacks")
 _CHALLENGE_RE = re.compile(f"[A-Za-z0-9_-]{{{CHALLENGE_ID_LENGTH}}}")
@@ -37,16 +40,24 @@ def callback_url(svc: Services, request: web.Request) -> str:
 async def _signed(request: web.Request) -> tuple[Services, CallbackProvider, dict[str, str]]:
     svc = request.app[SERVICES]
     provider = svc.dispatcher.provider(request.match_info["provider"])
-    form = await request.post()
-    params = [(name, value) for name, value in form.items() if isinstance(value, str)]
-    if not isinstance(provider, CallbackProvider) or not provider.verify_callback(
-        callback_url(svc, request), params, request.headers
-    ):
+    params = await read_form(request)
+    if not isinstance(provider, CallbackProvider) or not _verified(provider, svc, request, params):
         # The provider's name comes from the URL: only a known one is logged.
         name = provider.name if provider is not None else "unknown"
         log.warning("callback refused: bad signature", extra={"provider": name})
         raise Forbidden("the callback's signature does not match")
     return svc, provider, dict(params)
+
+
+def _verified(
+    provider: CallbackProvider, svc: Services, request: web.Request, params: list[tuple[str, str]]
+) -> bool:
+    try:
+        return provider.verify_callback(callback_url(svc, request), params, request.headers)
+    except UnicodeError:
+        # A header that is not UTF-8 (aiohttp keeps such bytes as surrogates)
+        # cannot hold a valid signature: a refusal, not a crash.
+        return False
 
 
 def _send_of(request: web.Request) -> tuple[str, int]:

@@ -48,7 +48,12 @@ def _digits(value: str) -> str:
 
 
 def step_up_token(request: web.Request) -> str | None:
-    return request.headers.get(STEP_UP_HEADER) or None
+    """`X-Step-Up-Token`, if it could be one: tokens are printable ASCII.
+
+    Anything else (aiohttp keeps non-UTF-8 bytes as lone surrogates, which no
+    `.encode()` takes) counts as no token: 401 `step_up_required` where one is needed."""
+    token = request.headers.get(STEP_UP_HEADER, "")
+    return token if token and token.isascii() and token.isprintable() else None
 
 
 async def account_caller(request: web.Request) -> tuple[Services, Caller]:

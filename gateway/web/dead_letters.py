@@ -12,7 +12,8 @@ from gateway.challenges import iso_ms
 from gateway.errors import InvalidRequest
 from gateway.web.otp import services
 
-_ENTRY_ID_RE = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
+_ENTRY_ID_RE = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")
+_MAX_U64 = 2**64 - 1
 MAX_LIMIT = 500
 
 
@@ -22,6 +23,19 @@ def _limit(value: str | None) -> int:
     if not re.fullmatch(r"[0-9]{1,3}", value) or not 1 <= int(value) <= MAX_LIMIT:
         raise InvalidRequest(f"limit must be between 1 and {MAX_LIMIT}")
     return int(value)
+
+
+def _before(value: str | None) -> str | None:
+    """`before` as a stream id Redis takes: checked here, since a Redis error
+    (`ResponseError`) would read as an outage (503) when the input is at fault."""
+    if value is None:
+        return None
+    match = _ENTRY_ID_RE.fullmatch(value)
+    parts = [int(part) for part in match.groups()] if match else []
+    # Both parts are 64-bit; 0-0 is never an entry's id (nothing comes before it).
+    if not parts or max(parts) > _MAX_U64 or parts == [0, 0]:
+        raise InvalidRequest("before must be a dead letter id like 1732646400000-0")
+    return f"{parts[0]}-{parts[1]}"
 
 
 def _entry(entry_id: bytes, fields: dict[bytes, bytes]) -> dict[str, Any]:
@@ -41,9 +55,7 @@ async def list_dead_letters(request: web.Request) -> web.Response:
     """Dead letters, newest first; `before` (an id) pages on, `limit` caps the page."""
     svc = services(request, "operator")
     limit = _limit(request.query.get("limit"))
-    before = request.query.get("before")
-    if before is not None and not _ENTRY_ID_RE.fullmatch(before):
-        raise InvalidRequest("before must be a dead letter id like 1732646400000-0")
+    before = _before(request.query.get("before"))
     async with svc.redis.pipeline(transaction=False) as pipe:
         pipe.xrevrange(keys.DEAD_LETTERS, f"({before}" if before else "+", "-", count=limit + 1)
         pipe.xlen(keys.DEAD_LETTERS)

@@ -4,8 +4,10 @@ A `GatewayError` becomes the contract's `{"error", "message"}` body with its
 status; aiohttp's own HTTP errors (404, 405, 413) get the same shape; a Redis
 outage or a Redis slower than `[redis] timeout_seconds` is a 503 with
 `Retry-After` (never a 200 by default: the gateway fails closed; and never
-after a command was sent twice, see gateway/datastore.py); anything else is a
-500 whose message says nothing of the cause.
+after a command was sent twice, see gateway/datastore.py); a client that hangs
+up mid-body is one info line and a 499 in the access line and the metrics (no
+5xx: nothing here failed); anything else is a 500 whose message says nothing
+of the cause.
 
 Each request gets an id (a well-formed `X-Request-ID` it came with, else a
 new one), returned in `X-Request-ID` and bound to every log line written
@@ -27,7 +29,7 @@ from aiohttp.typedefs import Middleware
 from redis.exceptions import RedisError
 
 from gateway import logs
-from gateway.errors import GatewayError, RateLimited, Unavailable
+from gateway.errors import GatewayError, RateLimited, RequestTimeout, Unavailable
 from gateway.metrics import Metrics, method_label
 
 log = logging.getLogger("otp_gateway.http")
@@ -46,6 +48,7 @@ _HTTP_CODES = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    408: "request_timeout",
     413: "payload_too_large",
     415: "unsupported_media_type",
 }
@@ -61,6 +64,11 @@ def _from_gateway_error(exc: GatewayError) -> web.Response:
         response.headers["Retry-After"] = str(exc.retry_after)
     elif isinstance(exc, Unavailable):
         response.headers["Retry-After"] = str(UNAVAILABLE_RETRY_AFTER)
+    elif isinstance(exc, RequestTimeout):
+        # `Connection: close`: the stalled connection serves nothing more. aiohttp
+        # then drains what is left of the body for at most its lingering time
+        # (10 s, no handler held) and closes it.
+        response.force_close()
     return response
 
 
@@ -136,9 +144,25 @@ async def _respond(request: web.Request, handler: Handler) -> web.StreamResponse
         if exc.status < 400:
             raise
         return _from_http_exception(exc)
+    except ConnectionResetError:
+        if not _client_left(request):
+            return _internal_error(request)
+        # Reading the body failed because the client hung up: nobody to answer,
+        # nothing broken here. Counted as 499, never as a 5xx that pages.
+        log.info("client disconnected", extra={"route": route_of(request)})
+        return error_response(CLIENT_GONE, "client_gone", "the client closed the connection")
     except (RedisError, TimeoutError) as exc:  # TimeoutError: an asyncio deadline on Redis
         log.error("redis unavailable", extra={"error": type(exc).__name__})
         return _unavailable()
     except Exception:
-        log.exception("unhandled error", extra={"route": route_of(request)})
-        return error_response(500, "internal_error", "internal error")
+        return _internal_error(request)
+
+
+def _internal_error(request: web.Request) -> web.Response:
+    log.exception("unhandled error", extra={"route": route_of(request)})
+    return error_response(500, "internal_error", "internal error")
+
+
+def _client_left(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
