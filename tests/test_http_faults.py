@@ -13,10 +13,12 @@ import json
 import logging
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import redis.asyncio as aioredis
 
+from gateway import keys
 from gateway.app import create_app
 from gateway.embedded import RedisServer
 from gateway.logs import JsonFormatter
@@ -170,26 +172,39 @@ async def test_a_signature_that_is_not_utf8_is_403(
 # --- dead letters: a stream id Redis would refuse is the caller's fault ------------------
 
 
-@pytest.mark.parametrize(
-    "before",
-    ["0-0", "00-000", "18446744073709551616-0", "0-18446744073709551616", "99999999999999999999-1"],
-)
-async def test_a_dead_letter_id_redis_would_refuse_is_400(
+@pytest.mark.parametrize("before", ["x", "1-", "-1", "1-2-3", "1", "1" * 21 + "-0", "1-0 "])
+async def test_a_dead_letter_id_that_is_no_stream_id_is_400(
     gw: Gateway, redis: aioredis.Redis, before: str
 ) -> None:
     headers = {"Authorization": f"Bearer {OPERATOR_KEY}"}
-    data = request("GET", f"/dead-letters?before={before}", headers)
+    data = request("GET", f"/dead-letters?before={quote(before)}", headers)
     await refused(gw, redis, data, 400, "invalid_request")
 
 
-@pytest.mark.parametrize("before", ["18446744073709551615-18446744073709551615", "0-1", "007-0"])
-async def test_the_extreme_dead_letter_ids_still_page(gw: Gateway, before: str) -> None:
+@pytest.mark.parametrize(
+    ("before", "listed"),
+    [
+        ("0-0", False),  # nothing comes before it (Redis refuses the exclusive range)
+        ("00-000", False),
+        ("0-1", False),
+        ("007-0", False),
+        ("18446744073709551615-18446744073709551615", True),  # the largest id Redis allows
+        ("18446744073709551616-0", True),  # past it: everything is before
+        ("0-18446744073709551616", False),
+        ("99999999999999999999-1", True),
+    ],
+)
+async def test_extreme_dead_letter_ids_page_as_their_order_says(
+    gw: Gateway, redis: aioredis.Redis, before: str, listed: bool
+) -> None:
+    await redis.xadd(keys.DEAD_LETTERS, {"c": "x" * 28, "n": "1", "ch": "sms", "reason": "error"})
     headers = {"Authorization": f"Bearer {OPERATOR_KEY}"}
     reply = await exchange(
         gw.client.port, request("GET", f"/dead-letters?before={before}", headers)
     )
     assert reply.status == 200, reply.body
-    assert reply.json()["dead_letters"] == []
+    assert reply.json()["total"] == 1
+    assert len(reply.json()["dead_letters"]) == (1 if listed else 0)
 
 
 # --- bodies cut short or never finished, against the gateway as `serve` runs it -----------

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import threading
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
@@ -42,7 +41,6 @@ from tests.conftest import (
 )
 
 T = TypeVar("T")
-ZERO_ID = re.compile(r"0+(-0*)?")
 
 LIVE_CHALLENGE = "live-challenge"
 LIVE_DEVICE = "live-device"
@@ -314,25 +312,7 @@ def prepare(case: Any, live: LiveGateway, seed: Seed, key: str) -> dict[str, str
     return {"Authorization": f"Bearer {key}"}
 
 
-def pending_elsewhere(case: Any) -> bool:
-    """Known 5xx answers that other slices of issue 10 fix (section 3); the only cases skipped.
-
-    Remove each line once its fix is merged: the run then covers the case again.
-    """
-    sent_type = (case.headers or {}).get("Content-Type") or case.media_type or ""
-    multipart = str(sent_type).startswith("multipart/form-data")
-    if case.path.startswith("/callbacks/") and multipart:
-        return True  # a multipart body without a boundary: 500 (web/callbacks.py)
-    before = (case.query or {}).get("before")
-    # A stream id below the first entry: Redis errors, answered 503 (web/dead_letters.py).
-    return (
-        case.path == "/dead-letters" and isinstance(before, str) and bool(ZERO_ID.fullmatch(before))
-    )
-
-
 def run_case(case: Any, live: LiveGateway, seed: Seed, key: str) -> None:
-    if pending_elsewhere(case):
-        return
     headers = prepare(case, live, seed, key)
     case.call_and_validate(base_url=live.url, headers=headers)
 

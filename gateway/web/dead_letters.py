@@ -25,17 +25,21 @@ def _limit(value: str | None) -> int:
     return int(value)
 
 
-def _before(value: str | None) -> str | None:
-    """`before` as a stream id Redis takes: checked here, since a Redis error
+def _newest(value: str | None) -> str | None:
+    """XREVRANGE's upper end for `before` (an id): "+" without it, None when no
+    entry can come before it (0-0). Checked here, since a Redis error
     (`ResponseError`) would read as an outage (503) when the input is at fault."""
     if value is None:
-        return None
+        return "+"
     match = _ENTRY_ID_RE.fullmatch(value)
-    parts = [int(part) for part in match.groups()] if match else []
-    # Both parts are 64-bit; 0-0 is never an entry's id (nothing comes before it).
-    if not parts or max(parts) > _MAX_U64 or parts == [0, 0]:
+    if not match:
         raise InvalidRequest("before must be a dead letter id like 1732646400000-0")
-    return f"{parts[0]}-{parts[1]}"
+    ms, seq = (int(part) for part in match.groups())
+    if ms == seq == 0:
+        return None
+    if ms > _MAX_U64 or (ms == _MAX_U64 and seq >= _MAX_U64):
+        return "+"  # past the largest id Redis allows: every entry is before it
+    return f"({ms}-{min(seq, _MAX_U64)}"
 
 
 def _entry(entry_id: bytes, fields: dict[bytes, bytes]) -> dict[str, Any]:
@@ -55,11 +59,13 @@ async def list_dead_letters(request: web.Request) -> web.Response:
     """Dead letters, newest first; `before` (an id) pages on, `limit` caps the page."""
     svc = services(request, "operator")
     limit = _limit(request.query.get("limit"))
-    before = _before(request.query.get("before"))
+    newest = _newest(request.query.get("before"))
     async with svc.redis.pipeline(transaction=False) as pipe:
-        pipe.xrevrange(keys.DEAD_LETTERS, f"({before}" if before else "+", "-", count=limit + 1)
+        if newest is not None:
+            pipe.xrevrange(keys.DEAD_LETTERS, newest, "-", count=limit + 1)
         pipe.xlen(keys.DEAD_LETTERS)
-        entries, total = await pipe.execute()
+        *found, total = await pipe.execute()
+    entries = found[0] if found else []
     page = [_entry(eid, fields) for eid, fields in entries[:limit]]
     more = len(entries) > limit
     return web.json_response(
