@@ -1,5 +1,6 @@
 """`otp-gateway`: serve the API (with an in-process worker), or run workers only.
 
+    otp-gateway --version
     otp-gateway serve [--config FILE] [--no-worker]
     otp-gateway worker [--config FILE]
     otp-gateway simulate twilio [--port N]   (a Twilio-compatible API, for demos and tests)
@@ -15,6 +16,7 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import importlib.metadata
 import json
 import logging
 import os
@@ -40,6 +42,7 @@ DEV_SCOPES = ("otp", "admin", "operator", "metrics")
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="otp-gateway", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version", version=f"otp-gateway {_version()}")
     sub = parser.add_subparsers(dest="command")
     serve = sub.add_parser("serve", help="run the HTTP API (and a send worker)")
     serve.add_argument("--config", help="TOML file (default: $OTPGW_CONFIG, else embedded)")
@@ -48,6 +51,14 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--config", help="TOML file (default: $OTPGW_CONFIG)")
     _simulate_parser(sub)
     return parser
+
+
+def _version() -> str:
+    """The installed distribution's version (pyproject.toml's `version`)."""
+    try:
+        return importlib.metadata.version("otp-gateway")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree, not installed
+        return "unknown"
 
 
 def _simulate_parser(sub: Any) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import json
 import os
 import re
@@ -27,6 +28,19 @@ def run_cli(
         [*CLI, *args], cwd=cwd, capture_output=True, text=True, timeout=30,
         env={**os.environ, **(env or {})},
     )  # fmt: skip
+
+
+def test_version_is_the_installed_distributions(tmp_path: Path) -> None:
+    result = run_cli("--version", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"otp-gateway {importlib.metadata.version('otp-gateway')}\n"
+
+
+def test_the_package_says_it_is_typed_and_licensed() -> None:
+    repo = Path(__file__).parent.parent
+    assert (repo / "gateway" / "py.typed").is_file() and (repo / "providers" / "py.typed").is_file()
+    assert "Apache License" in (repo / "LICENSE").read_text()
+    assert "Version 2.0" in (repo / "LICENSE").read_text()
 
 
 def test_bad_configuration_stops_with_one_line_naming_the_key(tmp_path: Path) -> None:
