@@ -54,11 +54,6 @@ from gateway.account_records import (
     check_role,
     check_services,
     check_text,
-    from_ms,
-    iso,
-    normalize_time,
-    to_ms,
-    utc_now,
     valid_account_id,
 )
 from gateway.audit import (
@@ -69,6 +64,7 @@ from gateway.audit import (
     Who,
     decode_entry,
 )
+from gateway.clock import from_ms, iso, normalize_time, to_ms, utc_now
 from gateway.config import AccountsConfig, Config
 from gateway.crypto import Keyring
 from gateway.errors import (

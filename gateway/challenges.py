@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -25,6 +24,7 @@ import redis.asyncio as aioredis
 
 from gateway import codes, keys
 from gateway.accounts import Account, AccountStore, Status
+from gateway.clock import iso_ms, now_ms
 from gateway.config import Config
 from gateway.crypto import (
     CHALLENGE_ID_LENGTH,
@@ -85,14 +85,6 @@ class Verified:
     token: str | None
     until_ms: int
     destination: str | None = None  # E.164 of a number proven by this verification
-
-
-def iso_ms(ms: int) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ms // 1000))
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def _ip_key(keyring: Keyring, client_ip: str | None) -> str:

@@ -36,9 +36,10 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from gateway import keys
-from gateway.account_records import Account, Status, to_ms
+from gateway.account_records import Account, Status
 from gateway.accounts import AccountStore
 from gateway.audit import SWEEP
+from gateway.clock import to_ms
 from gateway.config import AccountsConfig
 from gateway.errors import GatewayError
 from gateway.mail import wait

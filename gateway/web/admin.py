@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.challenges import iso_ms
+from gateway.clock import iso_ms
 from gateway.errors import Forbidden, InvalidRequest
 from gateway.web.body import Field, checked, read_object
 from gateway.web.caller import account_caller, page_of, step_up_token

@@ -20,8 +20,9 @@ import re
 from aiohttp import web
 
 from gateway import voice
+from gateway.clock import now_ms
 from gateway.crypto import CHALLENGE_ID_LENGTH
-from gateway.delivery import CallbackProvider, DeliveryEvent, now_ms
+from gateway.delivery import CallbackProvider, DeliveryEvent
 from gateway.errors import Forbidden, InvalidRequest
 from gateway.services import SERVICES, Services
 from gateway.web.body import read_form

@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway import keys
-from gateway.challenges import iso_ms
+from gateway.clock import iso_ms
 from gateway.errors import InvalidRequest
 from gateway.web.otp import services
 

@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.admin import ACCOUNT_MANAGE, CONTACT_UPDATE
-from gateway.challenges import iso_ms
+from gateway.clock import iso_ms
 from gateway.errors import GatewayError, InvalidRequest, NotFound
 from gateway.web.body import Field, checked, read_object
 from gateway.web.caller import any_caller, step_up_token, user_caller
