@@ -22,7 +22,7 @@ from common import account_body, phone_for
 
 from gateway import embedded, keys
 from gateway.accounts import NewAccount
-from gateway.audit import Who
+from gateway.accounts.audit import Who
 from gateway.config import config_from_dict
 from gateway.metrics import Metrics
 from gateway.provider import build_providers

@@ -14,17 +14,17 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
-from gateway.accounts import AccountStore
-from gateway.admin import AccountAdmin
-from gateway.challenges import ChallengeService
+from gateway.accounts.mail import MailQueue, SmtpTransport, Transport, wait
+from gateway.accounts.notices import Notifier
+from gateway.accounts.phone_change import PhoneChanges
+from gateway.accounts.policy import AccountAdmin
+from gateway.accounts.store import AccountStore
+from gateway.accounts.sweep import Sweeper
+from gateway.accounts.totp import TotpService, totp_sealer
 from gateway.config import Config
 from gateway.crypto import Keyring
-from gateway.mail import MailQueue, SmtpTransport, Transport, wait
-from gateway.notices import Notifier
-from gateway.phone_change import PhoneChanges
-from gateway.sweep import Sweeper
-from gateway.tokens import StepUps, TrustedDevices
-from gateway.totp import TotpService, totp_sealer
+from gateway.otp.challenges import ChallengeService
+from gateway.otp.tokens import StepUps, TrustedDevices
 
 log = logging.getLogger("otp_gateway.accounts")
 

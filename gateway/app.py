@@ -17,8 +17,8 @@ from gateway.account_services import run_background
 from gateway.config import Config
 from gateway.keycheck import check_at_start
 from gateway.metrics import Metrics
+from gateway.otp.queue import ensure_group
 from gateway.provider import build_providers
-from gateway.queue import ensure_group
 from gateway.services import METRICS, SERVICES, build_services, provider_context, redis_client
 from gateway.web import accounts as account_routes
 from gateway.web import admin as admin_routes

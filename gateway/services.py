@@ -9,19 +9,19 @@ from aiohttp import web
 
 from gateway import account_services
 from gateway.account_services import AccountServices
-from gateway.accounts import AccountStore
-from gateway.challenges import ChallengeService
+from gateway.accounts.store import AccountStore
 from gateway.config import Config
 from gateway.crypto import Keyring
 from gateway.datastore import redis_client as redis_client  # app.py and the worker open it here
-from gateway.delivery import Deliveries
-from gateway.dispatch import Dispatcher
 from gateway.metrics import Metrics
+from gateway.otp.challenges import ChallengeService
+from gateway.otp.delivery import Deliveries
+from gateway.otp.dispatch import Dispatcher
+from gateway.otp.queue import Worker
+from gateway.otp.scripts import Scripts
+from gateway.otp.tokens import StepUps, TrustedDevices
 from gateway.phones import PhonePolicy
 from gateway.provider import Provider, ProviderContext
-from gateway.queue import Worker
-from gateway.scripts import Scripts
-from gateway.tokens import StepUps, TrustedDevices
 from gateway.web.auth import ApiKeys
 
 

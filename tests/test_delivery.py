@@ -9,7 +9,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from gateway import keys
-from gateway.delivery import DeliveryEvent
+from gateway.otp.delivery import DeliveryEvent
 from tests.conftest import Gateway, GatewayFactory, add_account
 from tests.httpstub import StubFactory, sample
 

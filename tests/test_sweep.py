@@ -13,7 +13,7 @@ import pytest
 from gateway import keys
 from gateway.account_services import run_background
 from gateway.accounts import AccountStore, Status
-from gateway.sweep import Sweeper
+from gateway.accounts.sweep import Sweeper
 from tests.admin_helpers import (
     ESTABLISHMENT,
     Inbox,

@@ -14,8 +14,8 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway import listing
-from gateway.accounts import KEEP, NewAccount
+from gateway.accounts import listing
+from gateway.accounts.records import KEEP, NewAccount
 from gateway.errors import InvalidRequest
 from gateway.web.body import Field, checked, read_object
 from gateway.web.caller import (

@@ -19,11 +19,11 @@ import re
 
 from aiohttp import web
 
-from gateway import voice
 from gateway.clock import now_ms
 from gateway.crypto import CHALLENGE_ID_LENGTH
-from gateway.delivery import CallbackProvider, DeliveryEvent
 from gateway.errors import Forbidden, InvalidRequest
+from gateway.otp import voice
+from gateway.otp.delivery import CallbackProvider, DeliveryEvent
 from gateway.services import SERVICES, Services
 from gateway.web.body import read_form
 

@@ -16,8 +16,8 @@ from typing import Final
 
 from aiohttp import web
 
-from gateway.account_records import Account
-from gateway.admin import Caller, require_active
+from gateway.accounts.policy import Caller, require_active
+from gateway.accounts.records import Account
 from gateway.config import ApiKey
 from gateway.errors import Forbidden, InvalidRequest, NotFound
 from gateway.services import SERVICES, Services

@@ -9,9 +9,9 @@ from typing import Any
 from aiohttp import web
 
 from gateway import logs
-from gateway.challenges import Created
 from gateway.clock import iso_ms, now_ms
 from gateway.errors import GatewayError, InvalidRequest, NotFound, RateLimited
+from gateway.otp.challenges import Created
 from gateway.services import SERVICES, Services
 from gateway.web.body import Field, checked, parse_channel, parse_client_ip, read_object
 

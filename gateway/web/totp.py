@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.admin import ACCOUNT_MANAGE, CONTACT_UPDATE
+from gateway.accounts.policy import ACCOUNT_MANAGE, CONTACT_UPDATE
 from gateway.clock import iso_ms
 from gateway.errors import GatewayError, InvalidRequest, NotFound
 from gateway.web.body import Field, checked, read_object

@@ -32,7 +32,7 @@ from gateway.clock import now_ms
 from gateway.config import Config
 from gateway.crypto import Keyring, open_code, points_to
 from gateway.metrics import Metrics
-from gateway.scripts import Scripts
+from gateway.otp.scripts import Scripts
 
 log = logging.getLogger("otp_gateway.delivery")
 

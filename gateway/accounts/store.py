@@ -33,8 +33,16 @@ from typing import Any, Final, Literal
 import redis.asyncio as aioredis
 
 from gateway import keys
-from gateway.account_codec import Codec, as_record, names
-from gateway.account_records import (
+from gateway.accounts.audit import (
+    AUDIT_LUA_FN,
+    ESTABLISHMENT_HISTORY_MAXLEN,
+    HISTORY_MAXLEN,
+    Entry,
+    Who,
+    decode_entry,
+)
+from gateway.accounts.codec import Codec, as_record, names
+from gateway.accounts.records import (
     KEEP,
     MAX_PER_PAGE,
     MAX_SERVICES,
@@ -55,14 +63,6 @@ from gateway.account_records import (
     check_services,
     check_text,
     valid_account_id,
-)
-from gateway.audit import (
-    AUDIT_LUA_FN,
-    ESTABLISHMENT_HISTORY_MAXLEN,
-    HISTORY_MAXLEN,
-    Entry,
-    Who,
-    decode_entry,
 )
 from gateway.clock import from_ms, iso, normalize_time, to_ms, utc_now
 from gateway.config import AccountsConfig, Config

@@ -22,7 +22,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from gateway import codes, keys
+from gateway import keys
 from gateway.accounts import Account, AccountStore, Status
 from gateway.clock import iso_ms, now_ms
 from gateway.config import Config
@@ -47,8 +47,9 @@ from gateway.errors import (
     RateLimited,
     Unprocessable,
 )
+from gateway.otp import codes
+from gateway.otp.scripts import Scripts
 from gateway.phones import Phone
-from gateway.scripts import Scripts
 
 _ID_RE = re.compile(f"[A-Za-z0-9_-]{{{CHALLENGE_ID_LENGTH}}}")
 _LABEL_RE = re.compile(r"[^\x00-\x1f\x7f|]{0,64}")

@@ -45,15 +45,16 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from gateway import keys, messages, voice
+from gateway import keys, messages
 from gateway.config import Config
 from gateway.crypto import Keyring, destination_aad, open_code
-from gateway.delivery import Deliveries, DeliveryEvent
-from gateway.dispatch import Dispatcher, Sent
 from gateway.errors import ProviderRejected, ProviderUnavailable
 from gateway.metrics import Metrics
+from gateway.otp import voice
+from gateway.otp.delivery import Deliveries, DeliveryEvent
+from gateway.otp.dispatch import Dispatcher, Sent
+from gateway.otp.scripts import Scripts
 from gateway.provider import OutboundMessage
-from gateway.scripts import Scripts
 
 log = logging.getLogger("otp_gateway.worker")
 
