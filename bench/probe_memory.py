@@ -26,7 +26,7 @@ from gateway.accounts.audit import Who
 from gateway.config import config_from_dict
 from gateway.metrics import Metrics
 from gateway.provider import build_providers
-from gateway.services import build_services, provider_context
+from gateway.runtime import build, provider_context
 
 
 async def used(r: aioredis.Redis) -> int:
@@ -53,7 +53,7 @@ async def main(n: int, server_path: str | None) -> None:
             })  # fmt: skip
             # The console provider takes both channels (nothing is sent: no worker runs).
             providers = build_providers(config.providers, provider_context(config))
-            s = build_services(config, r, providers, Metrics())
+            s = build(config, r, providers, Metrics())
             who = Who("bench", "r")
             sem = asyncio.Semaphore(20)
 

@@ -22,7 +22,7 @@ from gateway.clock import iso_ms
 from gateway.errors import GatewayError, InvalidRequest, NotFound
 from gateway.web.body import Field, checked, read_object
 from gateway.web.caller import any_caller, step_up_token, user_caller
-from gateway.web.otp import account_id_of
+from gateway.web.request import account_id_of
 
 CODE_FIELDS = {"code": Field(str, required=True, max_len=32)}
 TOTP_VERIFY_FIELDS = {
