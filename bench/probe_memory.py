@@ -76,6 +76,7 @@ async def main(n: int, server_path: str | None) -> None:
             await asyncio.gather(*(chal(a) for a in ids))
             queued = await used(r)
             await r.xgroup_create(keys.STREAM, keys.GROUP, id="0")
+
             async def record_sent(entry_id: bytes, fields: dict[bytes, bytes]) -> None:
                 async with sem:
                     await s.worker.scripts.sent(

@@ -1,4 +1,4 @@
-"""Delivery states and calling again (gateway/delivery.py, status.lua, retry.lua,
+"""Delivery states and calling again (gateway/otp/delivery.py, status.lua, retry.lua,
 sent.lua) against real Redis, driven directly and through the queue."""
 
 from __future__ import annotations

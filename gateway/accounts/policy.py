@@ -300,7 +300,7 @@ class AccountAdmin:
         """Blank every number (of one establishment, or all), revoking trusted devices.
 
         The next `/challenge` of each account answers 409 `phone_required`; the
-        account then enrols a number, proven by a code (`gateway.phone_change`).
+        account then enrols a number, proven by a code (`gateway.accounts.phone_change`).
         """
         if establishment is not None:
             batches = [await self.store.all_in(establishment)]

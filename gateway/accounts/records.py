@@ -1,6 +1,6 @@
 """Account records: the values, their JSON and audit views, and field validation.
 
-Pure code, no Redis: `gateway.accounts` stores these records. Times are
+Pure code, no Redis: `gateway.accounts.store` stores these records. Times are
 timezone-aware UTC datetimes, kept to the millisecond (what survives Redis).
 """
 

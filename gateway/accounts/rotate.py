@@ -1,7 +1,7 @@
 """Rotate `[security] secret`: re-seal what it sealed, re-key what it tagged.
 
 Every key derives from the one secret (`gateway.crypto.Keyring`, and the TOTP
-key in `gateway.totp`): the sealed phone numbers and TOTP secrets must be
+key in `gateway.accounts.totp`): the sealed phone numbers and TOTP secrets must be
 opened with the old secret and sealed again with the new one, and every Redis
 key named after a keyed tag (establishments, an account's trusted devices,
 failures, authenticator app, reminders, last login) must be renamed.

@@ -2,13 +2,13 @@
 
 Layout (key names from `gateway.keys`):
 
-- `keys.account(id)`: the record (`gateway.account_codec`: phone sealed). A
+- `keys.account(id)`: the record (`gateway.accounts.codec`: phone sealed). A
   version field `v` is bumped by every change and guards the
   read-modify-write cycle (optimistic concurrency, checked in Lua).
 - `keys.ACCOUNT_INDEX`: set of every account id.
 - `keys.establishment(tag)`: set of the account ids of one establishment.
 - `keys.history(id)` and `keys.establishment_history(tag)`: audit
-  streams (`gateway.audit`), kept after the account is deleted.
+  streams (`gateway.accounts.audit`), kept after the account is deleted.
 
 Every change that touches more than one key is one Lua script, so indexes,
 record and history never disagree.

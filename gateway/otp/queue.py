@@ -20,7 +20,7 @@ A worker's job path is decode -> load -> dispatch -> ack | retry | dead-letter:
   way, and after `max_deliveries` deliveries goes to the dead-letter stream
   with that reason (`drop.lua`, which also records and acknowledges it);
 - each turn of the loop also queues the calls that are due again
-  (`Deliveries.promote_due`, see gateway/delivery.py).
+  (`Deliveries.promote_due`, see gateway/otp/delivery.py).
 
 A send refused for good (ProviderRejected: the number), dropped or
 dead-lettered is recorded as `failed`, with its reason, so GET /challenge/{id}

@@ -1,4 +1,4 @@
-"""Who calls an account route (see `gateway.admin`): resolved before the body is read.
+"""Who calls an account route (see `gateway.accounts.policy`): resolved before the body is read.
 
 - `account_caller`: an `operator` key, or an `admin` key with
   `X-Acting-Account: <admin account id>` (400 without it; 403 when that

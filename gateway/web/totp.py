@@ -1,4 +1,4 @@
-"""Authenticator-app routes (see `gateway.totp`; `[accounts] totp = true` to allow).
+"""Authenticator-app routes (see `gateway.accounts.totp`; `[accounts] totp = true` to allow).
 
 - `GET /accounts/{id}/totp`: whether the account has one (the user, its admins,
   operators).
