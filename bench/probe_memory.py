@@ -22,11 +22,11 @@ from common import account_body, phone_for
 
 from gateway import embedded, keys
 from gateway.accounts import NewAccount
-from gateway.audit import Who
+from gateway.accounts.audit import Who
 from gateway.config import config_from_dict
 from gateway.metrics import Metrics
 from gateway.provider import build_providers
-from gateway.services import build_services, provider_context
+from gateway.runtime import build, provider_context
 
 
 async def used(r: aioredis.Redis) -> int:
@@ -53,7 +53,7 @@ async def main(n: int, server_path: str | None) -> None:
             })  # fmt: skip
             # The console provider takes both channels (nothing is sent: no worker runs).
             providers = build_providers(config.providers, provider_context(config))
-            s = build_services(config, r, providers, Metrics())
+            s = build(config, r, providers, Metrics())
             who = Who("bench", "r")
             sem = asyncio.Semaphore(20)
 
@@ -76,6 +76,7 @@ async def main(n: int, server_path: str | None) -> None:
             await asyncio.gather(*(chal(a) for a in ids))
             queued = await used(r)
             await r.xgroup_create(keys.STREAM, keys.GROUP, id="0")
+
             async def record_sent(entry_id: bytes, fields: dict[bytes, bytes]) -> None:
                 async with sem:
                     await s.worker.scripts.sent(

@@ -55,7 +55,7 @@ from common import (  # noqa: E402
 
 from gateway import keys  # noqa: E402
 from gateway.accounts import AccountStore, NewAccount  # noqa: E402
-from gateway.audit import Who  # noqa: E402
+from gateway.accounts.audit import Who  # noqa: E402
 from gateway.config import load_config  # noqa: E402
 from gateway.crypto import Keyring, open_code  # noqa: E402
 from gateway.embedded import RedisServer, free_port  # noqa: E402

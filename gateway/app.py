@@ -1,7 +1,9 @@
-"""The composition root: config in, a wired aiohttp application out.
+"""The HTTP entry point: config in, a wired aiohttp application out.
 
-Everything shared lives in typed `web.AppKey`s; Redis, providers and the
-in-process worker are opened and closed in `cleanup_ctx`. No module globals.
+The services come from the one composition root, `gateway.runtime`, opened in
+`cleanup_ctx` (with the in-process worker); the API-key checker is built here.
+Everything shared lives in typed `web.AppKey`s (`gateway.web.request`). No
+module globals.
 """
 
 from __future__ import annotations
@@ -13,24 +15,24 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from gateway.account_services import run_background
+from gateway import runtime
 from gateway.config import Config
 from gateway.keycheck import check_at_start
 from gateway.metrics import Metrics
+from gateway.otp.queue import ensure_group
 from gateway.provider import build_providers
-from gateway.queue import ensure_group
-from gateway.services import METRICS, SERVICES, build_services, provider_context, redis_client
+from gateway.runtime import provider_context, run_background
 from gateway.web import accounts as account_routes
-from gateway.web import admin as admin_routes
 from gateway.web import callbacks as callback_routes
 from gateway.web import dead_letters as dead_letter_routes
 from gateway.web import ops as ops_routes
 from gateway.web import otp as otp_routes
 from gateway.web import selfservice as selfservice_routes
 from gateway.web import totp as totp_routes
-from gateway.web.auth import warn_unbound
+from gateway.web.auth import ApiKeys, warn_unbound
 from gateway.web.body import BODY_TIMEOUT, MAX_BODY
 from gateway.web.middleware import build_middleware
+from gateway.web.request import API_KEYS, METRICS, SERVICES
 
 log = logging.getLogger("otp_gateway")
 
@@ -44,35 +46,32 @@ def create_app(config: Config, *, run_worker: bool = True) -> web.Application:
     warn_unbound(config.api_keys)
     app = web.Application(client_max_size=MAX_BODY, middlewares=[build_middleware(metrics)])
     app[METRICS] = metrics
+    app[API_KEYS] = ApiKeys(config.api_keys)
     app[BODY_TIMEOUT] = config.server.body_timeout_seconds
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await check_at_start(config)  # a secret other than the data's stops start-up
-        redis = redis_client(config)
-        services = build_services(config, redis, providers, metrics)
-        app[SERVICES] = services
-        stop = asyncio.Event()
-        worker_task = background = None
-        if run_worker:
-            with contextlib.suppress(Exception):
-                await ensure_group(redis)
-            worker_task = asyncio.create_task(services.worker.run(stop))
-            # The e-mail outbox and the expiry sweep (gateway/account_services.py).
-            background = asyncio.create_task(run_background(services.account_services, stop))
-        yield
-        stop.set()
-        if worker_task is not None:
-            await worker_task
-        if background is not None:
-            await background
-        await services.dispatcher.aclose()
-        await redis.aclose()
+        async with runtime.open(config, providers, metrics) as services:
+            app[SERVICES] = services
+            stop = asyncio.Event()
+            worker_task = background = None
+            if run_worker:
+                with contextlib.suppress(Exception):
+                    await ensure_group(services.redis)
+                worker_task = asyncio.create_task(services.worker.run(stop))
+                # The e-mail outbox and the expiry sweep (gateway.runtime.run_background).
+                background = asyncio.create_task(run_background(services.account_services, stop))
+            yield
+            stop.set()
+            if worker_task is not None:
+                await worker_task
+            if background is not None:
+                await background
 
     app.cleanup_ctx.append(lifecycle)
     app.on_shutdown.append(_stopping)
     otp_routes.setup(app)
     account_routes.setup(app)
-    admin_routes.setup(app)
     selfservice_routes.setup(app)
     totp_routes.setup(app)
     ops_routes.setup(app)

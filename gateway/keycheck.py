@@ -26,8 +26,8 @@ from redis.exceptions import RedisError
 from gateway import keys
 from gateway.config import Config
 from gateway.crypto import Keyring, constant_time_equal, key_fingerprint
+from gateway.datastore import redis_client
 from gateway.errors import ConfigError, GatewayError
-from gateway.services import redis_client
 
 log = logging.getLogger("otp_gateway")
 # Redis down or slow: the check cannot be made yet (GatewayError: a timeout

@@ -5,7 +5,7 @@ rate limits) carry a keyed fingerprint
 (`Keyring.tag`) of the account or the number, never the number itself: no
 phone number shows in `redis-cli --scan`, a slow log or a key-space
 notification. The account record (which also holds the account's OTP
-runtime state: see gateway/account_codec.py), its history and the indexes
+runtime state: see gateway/accounts/codec.py), its history and the indexes
 are keyed by the account id, which is not a secret.
 """
 

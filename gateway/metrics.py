@@ -33,12 +33,12 @@ from gateway.config import Config
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 CHANNELS = ("sms", "voice")
-# Outcomes of a provider call (gateway/dispatch.py); circuit_open: skipped, breaker open.
+# Outcomes of a provider call (gateway/otp/dispatch.py); circuit_open: skipped, breaker open.
 DELIVERY_OUTCOMES = ("accepted", "rejected", "unavailable", "error", "circuit_open")
-# Why a send was dead-lettered (gateway/queue.py Failure; a test keeps them equal).
+# Why a send was dead-lettered (gateway/otp/queue.py Failure; a test keeps them equal).
 DEAD_LETTER_REASONS = ("malformed", "unreadable", "all_providers_failed", "error")
 VOICE_OUTCOMES = ("answered", "no_answer", "busy", "machine", "failed")
-# The scopes of `RateLimited` (gateway/challenges.py RATE_MESSAGES; a test keeps them equal).
+# The scopes of `RateLimited` (gateway/otp/challenges.py RATE_MESSAGES; a test keeps them equal).
 RATE_SCOPES = (
     "cooldown", "account", "number", "ip", "country", "establishment", "global",
     "failures", "sends",

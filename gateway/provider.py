@@ -8,7 +8,7 @@ package can add one without touching this project:
     acme = "acme_otp:AcmeProvider"
 
 Timeouts, metrics, error mapping and failover are the dispatcher's job
-(`gateway.dispatch`), never a provider's.
+(`gateway.otp.dispatch`), never a provider's.
 """
 
 from __future__ import annotations

@@ -16,14 +16,14 @@ import socket
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from gateway.account_services import run_background
+from gateway import runtime
 from gateway.config import Config
 from gateway.errors import GatewayError
 from gateway.keycheck import check_when_reachable
 from gateway.listen import bind
 from gateway.metrics import Metrics
 from gateway.provider import build_providers
-from gateway.services import build_services, provider_context, redis_client
+from gateway.runtime import provider_context, run_background
 from gateway.web.auth import ApiKeys
 from gateway.web.ops import scrape
 
@@ -40,13 +40,20 @@ async def run_worker(config: Config, sockets: list[socket.socket] | None = None)
     metrics = Metrics()
     metrics.prime(config)
     providers = build_providers(config.providers, provider_context(config))
-    redis = redis_client(config)
-    services = build_services(config, redis, providers, metrics)
+    async with runtime.open(config, providers, metrics) as services:
+        await _run(config, services, sockets)
+
+
+async def _run(
+    config: Config, services: runtime.Services, sockets: list[socket.socket] | None
+) -> None:
+    redis = services.redis
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, _stopping, stop, sig)
-    runner = await _metrics_server(config, services.metrics, redis, services.api_keys, sockets)
+    api_keys = ApiKeys(config.api_keys)
+    runner = await _metrics_server(config, services.metrics, redis, api_keys, sockets)
     name = services.worker.name
     try:
         # The key check and `run` ride out a Redis that is not up yet (a worker
@@ -54,7 +61,7 @@ async def run_worker(config: Config, sockets: list[socket.socket] | None = None)
         log.info("worker started", extra={"worker": name})
         # Before the first send: a secret other than the data's stops the worker.
         await check_when_reachable(redis, config, stop)
-        # The e-mail outbox and the expiry sweep (gateway/account_services.py).
+        # The e-mail outbox and the expiry sweep (gateway.runtime.run_background).
         background = asyncio.create_task(run_background(services.account_services, stop))
         try:
             await services.worker.run(stop)
@@ -64,8 +71,6 @@ async def run_worker(config: Config, sockets: list[socket.socket] | None = None)
         log.info("worker stopped", extra={"worker": name})
     finally:
         await runner.cleanup()
-        await services.dispatcher.aclose()
-        await redis.aclose()
 
 
 def _stopping(stop: asyncio.Event, sig: signal.Signals) -> None:

@@ -34,9 +34,10 @@ from typing import Any
 import aiohttp
 
 from gateway.config import ProviderConfig
-from gateway.delivery import DeliveryEvent
 from gateway.errors import ConfigError, ProviderRejected, ProviderUnavailable
 from gateway.messages import BUILTIN, FRENCH
+from gateway.otp.delivery import DeliveryEvent
+from gateway.otp.voice import MAX_INLINE_TWIML, VoiceMessage, call_twiml, script_from
 from gateway.provider import (
     OutboundMessage,
     ProviderContext,
@@ -44,7 +45,6 @@ from gateway.provider import (
     option,
     reject_unknown_options,
 )
-from gateway.voice import MAX_INLINE_TWIML, VoiceMessage, call_twiml, script_from
 
 OPTIONS = {
     "base_url",

@@ -75,7 +75,8 @@ from aiohttp import web  # noqa: E402
 from aiohttp.test_utils import TestClient, TestServer  # noqa: E402
 
 from gateway.app import create_app  # noqa: E402
-from gateway.services import SERVICES, Services  # noqa: E402
+from gateway.runtime import Services  # noqa: E402
+from gateway.web.request import SERVICES  # noqa: E402
 
 SINK_SECRET = "sink-secret-0123456789abcdef"
 # After SINK_SECRET: the stubs sign with it, importing it from here.

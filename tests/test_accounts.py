@@ -19,8 +19,8 @@ from gateway.accounts import (
     Role,
     Status,
     Who,
-    iso,
 )
+from gateway.clock import iso
 from gateway.config import AccountsConfig, config_from_dict
 from gateway.crypto import Keyring
 from gateway.errors import ConfigError, Conflict, InvalidRequest, NotFound, Unprocessable

@@ -8,14 +8,14 @@ from typing import Any
 
 import pytest
 
-from gateway.web import admin as admin_routes
+from gateway.web import accounts as account_routes
 from gateway.web import selfservice as selfservice_routes
 from gateway.web import totp as totp_routes
 from gateway.web.body import Field
 from tests.test_openapi import max_length, operations, resolve
 
 BODY_SPECS: dict[tuple[str, str], dict[str, Field]] = {
-    ("/phones/blank", "post"): admin_routes.BLANK_FIELDS,
+    ("/phones/blank", "post"): account_routes.BLANK_FIELDS,
     ("/accounts/{account_id}/phone-change", "post"): selfservice_routes.PHONE_CHANGE_FIELDS,
     ("/accounts/{account_id}/phone-change/verify", "post"): selfservice_routes.PHONE_PROOF_FIELDS,
     ("/accounts/{account_id}/email", "put"): selfservice_routes.EMAIL_FIELDS,

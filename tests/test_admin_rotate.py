@@ -10,7 +10,7 @@ import pyotp
 import pytest
 from cryptography.exceptions import InvalidTag
 
-from gateway.rotate import rotate
+from gateway.accounts.rotate import rotate
 from tests.admin_helpers import (
     ESTABLISHMENT,
     FAST,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.breaker import Breaker, State
+from gateway.otp.breaker import Breaker, State
 
 
 class Clock:

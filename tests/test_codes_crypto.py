@@ -7,7 +7,6 @@ from collections import Counter
 import pytest
 from cryptography.exceptions import InvalidTag
 
-from gateway import codes
 from gateway.crypto import (
     CHALLENGE_ID_LENGTH,
     Keyring,
@@ -16,6 +15,7 @@ from gateway.crypto import (
     new_token,
     token_digest,
 )
+from gateway.otp import codes
 
 KEYRING = Keyring.from_secret("s" * 40)
 
@@ -92,7 +92,7 @@ def test_constant_time_equal() -> None:
 
 def test_settings_chunk_renders_the_config_as_one_lua_table() -> None:
     from gateway.config import config_from_dict
-    from gateway.scripts import settings_chunk
+    from gateway.otp.scripts import settings_chunk
 
     config = config_from_dict({
         "otp": {"ttl_seconds": 120, "max_attempts": 3},
@@ -109,7 +109,7 @@ def test_settings_chunk_renders_the_config_as_one_lua_table() -> None:
 
 
 def test_lua_literals_escape_strings() -> None:
-    from gateway.scripts import _lua
+    from gateway.otp.scripts import _lua
 
     assert _lua('a"b\\c') == '"a\\"b\\\\c"'
     assert _lua({"k": [1, True]}) == '{["k"] = {1, true}}'

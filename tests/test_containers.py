@@ -11,7 +11,7 @@ import pytest
 
 from gateway.config import load_config
 from gateway.provider import build_providers
-from gateway.services import provider_context
+from gateway.runtime import provider_context
 from tests import yamlsubset
 from tests.opshelp import REPO
 

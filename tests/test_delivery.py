@@ -1,4 +1,4 @@
-"""Delivery states and calling again (gateway/delivery.py, status.lua, retry.lua,
+"""Delivery states and calling again (gateway/otp/delivery.py, status.lua, retry.lua,
 sent.lua) against real Redis, driven directly and through the queue."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from gateway import keys
-from gateway.delivery import DeliveryEvent
+from gateway.otp.delivery import DeliveryEvent
 from tests.conftest import Gateway, GatewayFactory, add_account
 from tests.httpstub import StubFactory, sample
 

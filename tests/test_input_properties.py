@@ -55,7 +55,7 @@ def _routes() -> list[tuple[str, str]]:
 def _field_names() -> list[str]:
     """Every body field some handler declares (its `{name: Field}` specs)."""
     names: set[str] = set()
-    for module in ("otp", "accounts", "admin", "selfservice", "totp"):
+    for module in ("otp", "accounts", "selfservice", "totp"):
         for value in vars(import_module(f"gateway.web.{module}")).values():
             if (
                 isinstance(value, dict)

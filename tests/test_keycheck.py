@@ -15,10 +15,10 @@ import pytest
 import redis.asyncio as aioredis
 
 from gateway import keys
+from gateway.accounts.rotate import rotate
 from gateway.crypto import Keyring, key_fingerprint
 from gateway.embedded import RedisServer, free_port
 from gateway.keycheck import KeyMismatch, check_key
-from gateway.rotate import rotate
 from tests.conftest import SECRET
 from tests.opshelp import write_config
 from tests.procs import procs

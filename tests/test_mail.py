@@ -9,9 +9,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from gateway import keys
+from gateway.accounts.mail import MAX_DELIVERIES, Mail, MailError, MailQueue, SmtpTransport
 from gateway.config import SmtpConfig
 from gateway.embedded import free_port
-from gateway.mail import MAX_DELIVERIES, Mail, MailError, MailQueue, SmtpTransport
 from tests.admin_helpers import Inbox, parts, poll, smtp_server
 
 MAIL = Mail(

@@ -19,10 +19,10 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.app import create_app
-from gateway.challenges import RATE_MESSAGES
 from gateway.embedded import RedisServer, free_port
 from gateway.metrics import DEAD_LETTER_REASONS, RATE_SCOPES, Metrics
-from gateway.queue import Failure
+from gateway.otp.challenges import RATE_MESSAGES
+from gateway.otp.queue import Failure
 from tests.conftest import (
     METRICS_KEY,
     GatewayFactory,

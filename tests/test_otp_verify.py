@@ -14,7 +14,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from gateway import keys
-from gateway.audit import Who
+from gateway.accounts.audit import Who
 from gateway.crypto import token_digest
 from tests.conftest import (
     OPERATOR_KEY,
@@ -376,7 +376,7 @@ async def test_leading_zeros_are_kept_end_to_end(
     gw: Gateway, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The CSPRNG is the one thing faked: it draws 42, which must travel as "000042".
-    monkeypatch.setattr("gateway.codes.secrets.randbelow", lambda bound: 42)
+    monkeypatch.setattr("gateway.otp.codes.secrets.randbelow", lambda bound: 42)
     await add_account(gw)
     challenge_id, code = await challenge_and_code(gw)
     assert code == "000042"

@@ -11,7 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from gateway import keys
-from gateway.queue import ensure_group
+from gateway.otp.queue import ensure_group
 from tests.conftest import (
     OPERATOR_KEY,
     Gateway,

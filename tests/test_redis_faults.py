@@ -26,8 +26,8 @@ from gateway import keys
 from gateway.app import create_app
 from gateway.datastore import redis_client
 from gateway.embedded import RedisServer
-from gateway.scripts import Script
-from gateway.services import SERVICES
+from gateway.otp.scripts import Script
+from gateway.web.request import SERVICES
 from tests.conftest import OPERATOR_KEY, Gateway, Sink, add_account, make_config, sink_provider
 from tests.httpstub import poll
 from tests.tcpproxy import TcpProxy

@@ -30,7 +30,8 @@ from schemathesis.config import SchemathesisConfig
 
 from gateway.app import create_app
 from gateway.embedded import RedisServer
-from gateway.services import SERVICES, Services
+from gateway.runtime import Services
+from gateway.web.request import SERVICES
 from tests.conftest import (
     ADMIN_KEY,
     METRICS_KEY,

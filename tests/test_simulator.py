@@ -253,7 +253,7 @@ def test_the_demo_config_matches_the_simulators_defaults() -> None:
 
     from gateway.config import load_config
     from gateway.provider import build_providers
-    from gateway.services import provider_context
+    from gateway.runtime import provider_context
 
     config = load_config(str(Path(__file__).parents[1] / "config" / "simulator.toml"), env={})
     [provider] = build_providers(config.providers, provider_context(config))

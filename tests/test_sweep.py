@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from gateway import keys
-from gateway.account_services import run_background
 from gateway.accounts import AccountStore, Status
-from gateway.sweep import Sweeper
+from gateway.accounts.sweep import Sweeper
+from gateway.runtime import run_background
 from tests.admin_helpers import (
     ESTABLISHMENT,
     Inbox,

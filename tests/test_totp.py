@@ -12,7 +12,7 @@ import pyotp
 import pytest
 
 from gateway import keys
-from gateway.totp import matching_step
+from gateway.accounts.totp import matching_step
 from tests.admin_helpers import (
     Inbox,
     admin_gateway,

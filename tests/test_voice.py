@@ -11,8 +11,7 @@ import pytest
 from gateway.config import config_from_dict
 from gateway.crypto import Keyring
 from gateway.messages import BUILTIN, ENGLISH, FRENCH, Templates
-from gateway.provider import OutboundMessage
-from gateway.voice import (
+from gateway.otp.voice import (
     MAX_INLINE_TWIML,
     VoiceMessage,
     VoiceScript,
@@ -25,6 +24,7 @@ from gateway.voice import (
     script_from,
     session_token,
 )
+from gateway.provider import OutboundMessage
 
 URL = "https://otp.example.org/callbacks/twilio/twiml?t=abc.1.2.x&y=<z>"
 CODE = "041290"

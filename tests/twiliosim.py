@@ -19,9 +19,9 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.app import create_app
 from gateway.embedded import free_port
-from gateway.services import SERVICES
 from gateway.simulator.state import Call, Message
 from gateway.simulator.twilio import TwilioSimulator
+from gateway.web.request import SERVICES
 from tests.conftest import Gateway, Sink, make_config
 from tests.httpstub import poll
 

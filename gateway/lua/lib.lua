@@ -1,4 +1,4 @@
--- Shared helpers, prepended to every script by gateway/scripts.py.
+-- Shared helpers, prepended to every script by gateway/otp/scripts.py.
 
 -- Redis 6.2 replicates a script verbatim unless told otherwise, and then
 -- refuses writes after TIME; effects replication makes TIME safe (7.x does it

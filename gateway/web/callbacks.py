@@ -19,12 +19,14 @@ import re
 
 from aiohttp import web
 
-from gateway import voice
+from gateway.clock import now_ms
 from gateway.crypto import CHALLENGE_ID_LENGTH
-from gateway.delivery import CallbackProvider, DeliveryEvent, now_ms
 from gateway.errors import Forbidden, InvalidRequest
-from gateway.services import SERVICES, Services
+from gateway.otp import voice
+from gateway.otp.delivery import CallbackProvider, DeliveryEvent
+from gateway.runtime import Services
 from gateway.web.body import read_form
+from gateway.web.request import SERVICES
 
 log = logging.getLogger("otp_gateway.callbacks")
 _CHALLENGE_RE = re.compile(f"[A-Za-z0-9_-]{{{CHALLENGE_ID_LENGTH}}}")

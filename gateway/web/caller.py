@@ -1,4 +1,4 @@
-"""Who calls an account route (see `gateway.admin`): resolved before the body is read.
+"""Who calls an account route (see `gateway.accounts.policy`): resolved before the body is read.
 
 - `account_caller`: an `operator` key, or an `admin` key with
   `X-Acting-Account: <admin account id>` (400 without it; 403 when that
@@ -16,13 +16,13 @@ from typing import Final
 
 from aiohttp import web
 
-from gateway.account_records import Account
-from gateway.admin import Caller, require_active
+from gateway.accounts.policy import Caller, require_active
+from gateway.accounts.records import Account
 from gateway.config import ApiKey
 from gateway.errors import Forbidden, InvalidRequest, NotFound
-from gateway.services import SERVICES, Services
+from gateway.runtime import Services
 from gateway.web.middleware import REQUEST_ID
-from gateway.web.otp import ACCOUNT_ID_RE
+from gateway.web.request import ACCOUNT_ID_RE, SERVICES, api_keys
 
 ACTING_HEADER: Final = "X-Acting-Account"
 STEP_UP_HEADER: Final = "X-Step-Up-Token"
@@ -59,7 +59,7 @@ def step_up_token(request: web.Request) -> str | None:
 async def account_caller(request: web.Request) -> tuple[Services, Caller]:
     """An operator, or an admin acting for the account in `X-Acting-Account`."""
     svc = request.app[SERVICES]
-    key = svc.api_keys.identify(request)
+    key = api_keys(request).identify(request)
     acting_id = request.headers.get(ACTING_HEADER)
     if "admin" in key.scopes and (acting_id is not None or "operator" not in key.scopes):
         return svc, await _admin(svc, key, request, acting_id)
@@ -80,7 +80,7 @@ async def _admin(svc: Services, key: ApiKey, request: web.Request, acting_id: st
 async def user_caller(request: web.Request, account_id: str) -> tuple[Services, Caller]:
     """The login front end (scope `otp`) acting for the signed-in, active account."""
     svc = request.app[SERVICES]
-    key = svc.api_keys.require(request, "otp")
+    key = api_keys(request).require(request, "otp")
     account = await _existing(svc, account_id)
     require_active(account, svc.accounts.now())
     return svc, Caller("otp", key.name, request[REQUEST_ID], account)
@@ -88,7 +88,7 @@ async def user_caller(request: web.Request, account_id: str) -> tuple[Services, 
 
 async def any_caller(request: web.Request, account_id: str) -> tuple[Services, Caller]:
     """`user_caller` for a key with only the `otp` scope, else `account_caller`."""
-    key = request.app[SERVICES].api_keys.identify(request)
+    key = api_keys(request).identify(request)
     if "otp" in key.scopes and not key.scopes & {"admin", "operator"}:
         return await user_caller(request, account_id)
     return await account_caller(request)

@@ -8,9 +8,9 @@ from typing import Any
 from aiohttp import web
 
 from gateway import keys
-from gateway.challenges import iso_ms
+from gateway.clock import iso_ms
 from gateway.errors import InvalidRequest
-from gateway.web.otp import services
+from gateway.web.request import services
 
 _ENTRY_ID_RE = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")
 _MAX_U64 = 2**64 - 1

@@ -8,7 +8,7 @@ from redis.exceptions import RedisError
 
 from gateway.apidoc import served_document
 from gateway.metrics import CONTENT_TYPE, Metrics
-from gateway.services import SERVICES
+from gateway.web.request import SERVICES, api_keys
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -33,7 +33,7 @@ async def metrics(request: web.Request) -> web.Response:
     """Prometheus text format; the Redis and queue gauges are read from Redis now."""
     svc = request.app[SERVICES]
     if svc.config.server.metrics_auth:
-        svc.api_keys.require(request, "metrics")
+        api_keys(request).require(request, "metrics")
     return await scrape(svc.metrics, svc.redis, svc.config.redis.timeout_seconds)
 
 

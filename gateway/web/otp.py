@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any
 
 from aiohttp import web
 
 from gateway import logs
-from gateway.challenges import Created, iso_ms, now_ms
+from gateway.clock import iso_ms, now_ms
 from gateway.errors import GatewayError, InvalidRequest, NotFound, RateLimited
-from gateway.services import SERVICES, Services
+from gateway.otp.challenges import Created
 from gateway.web.body import Field, checked, parse_channel, parse_client_ip, read_object
+from gateway.web.request import account_id_of, services
 
 log = logging.getLogger("otp_gateway.otp")
-ACCOUNT_ID_RE = re.compile(r"[A-Za-z0-9._@-]{1,128}")
 
 CHALLENGE_FIELDS = {
     "account_id": Field(str, required=True, max_len=128),
@@ -31,18 +30,6 @@ VERIFY_FIELDS = {
     "device_label": Field(str, max_len=64),
 }
 RESEND_FIELDS = {"channel": Field(str, max_len=10), "client_ip": Field(str, max_len=64)}
-
-
-def services(request: web.Request, *scopes: str) -> Services:
-    svc = request.app[SERVICES]
-    svc.api_keys.require(request, *scopes)
-    return svc
-
-
-def account_id_of(value: str) -> str:
-    if not ACCOUNT_ID_RE.fullmatch(value):
-        raise InvalidRequest("account_id: 1-128 characters of A-Z a-z 0-9 . _ @ -")
-    return value
 
 
 def _created_body(created: Created, now_ms: int) -> dict[str, Any]:

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.challenges import iso_ms, now_ms
+from gateway.clock import iso_ms, now_ms
 from gateway.errors import GatewayError
 from gateway.web.body import Field, checked, parse_channel, parse_client_ip, read_object
 from gateway.web.caller import account_response, step_up_token, user_caller
-from gateway.web.otp import account_id_of
+from gateway.web.request import account_id_of
 
 PHONE_CHANGE_FIELDS = {
     "phone": Field(str, required=True, max_len=64),

@@ -1,4 +1,4 @@
-"""Authenticator-app routes (see `gateway.totp`; `[accounts] totp = true` to allow).
+"""Authenticator-app routes (see `gateway.accounts.totp`; `[accounts] totp = true` to allow).
 
 - `GET /accounts/{id}/totp`: whether the account has one (the user, its admins,
   operators).
@@ -17,12 +17,12 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.admin import ACCOUNT_MANAGE, CONTACT_UPDATE
-from gateway.challenges import iso_ms
+from gateway.accounts.policy import ACCOUNT_MANAGE, CONTACT_UPDATE
+from gateway.clock import iso_ms
 from gateway.errors import GatewayError, InvalidRequest, NotFound
 from gateway.web.body import Field, checked, read_object
 from gateway.web.caller import any_caller, step_up_token, user_caller
-from gateway.web.otp import account_id_of
+from gateway.web.request import account_id_of
 
 CODE_FIELDS = {"code": Field(str, required=True, max_len=32)}
 TOTP_VERIFY_FIELDS = {

@@ -13,10 +13,10 @@ from aiohttp.test_utils import TestServer
 from gateway.config import ProviderConfig
 from gateway.errors import ConfigError, ProviderRejected, ProviderUnavailable
 from gateway.messages import FRENCH
+from gateway.otp.voice import VoiceMessage, plain_text, script_from
 from gateway.provider import OutboundMessage, ProviderContext, available_kinds
 from gateway.simulator.phone import sign
 from gateway.simulator.twilio import TwilioSimulator
-from gateway.voice import VoiceMessage, plain_text, script_from
 from providers.twilio import NUMBER_ERRORS, TwilioProvider, delivery_state, twilio_signature
 from tests.httpstub import closed_url
 

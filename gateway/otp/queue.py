@@ -20,7 +20,7 @@ A worker's job path is decode -> load -> dispatch -> ack | retry | dead-letter:
   way, and after `max_deliveries` deliveries goes to the dead-letter stream
   with that reason (`drop.lua`, which also records and acknowledges it);
 - each turn of the loop also queues the calls that are due again
-  (`Deliveries.promote_due`, see gateway/delivery.py).
+  (`Deliveries.promote_due`, see gateway/otp/delivery.py).
 
 A send refused for good (ProviderRejected: the number), dropped or
 dead-lettered is recorded as `failed`, with its reason, so GET /challenge/{id}
@@ -45,15 +45,16 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from gateway import keys, messages, voice
+from gateway import keys, messages
 from gateway.config import Config
 from gateway.crypto import Keyring, destination_aad, open_code
-from gateway.delivery import Deliveries, DeliveryEvent
-from gateway.dispatch import Dispatcher, Sent
 from gateway.errors import ProviderRejected, ProviderUnavailable
 from gateway.metrics import Metrics
+from gateway.otp import voice
+from gateway.otp.delivery import Deliveries, DeliveryEvent
+from gateway.otp.dispatch import Dispatcher, Sent
+from gateway.otp.scripts import Scripts
 from gateway.provider import OutboundMessage
-from gateway.scripts import Scripts
 
 log = logging.getLogger("otp_gateway.worker")
 

@@ -31,9 +31,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from gateway import keys
-from gateway.account_records import Account
-from gateway.accounts import AccountStore
-from gateway.audit import Who
+from gateway.accounts.audit import Who
+from gateway.accounts.records import Account
+from gateway.accounts.store import AccountStore
 from gateway.config import AccountsConfig, OtpConfig, Rate
 from gateway.crypto import Keyring, Sealer, constant_time_equal, new_token
 from gateway.errors import (
@@ -44,7 +44,7 @@ from gateway.errors import (
     RateLimited,
     Unprocessable,
 )
-from gateway.scripts import script_source
+from gateway.otp.scripts import script_source
 
 DIGITS: Final = 6
 _CODE = re.compile(r"[0-9]{6}")

@@ -20,7 +20,6 @@ burnt, expired or replaced challenge, and at most `[voice] max_calls` times.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -29,10 +28,11 @@ import redis.asyncio as aioredis
 from cryptography.exceptions import InvalidTag
 
 from gateway import keys
+from gateway.clock import now_ms
 from gateway.config import Config
 from gateway.crypto import Keyring, open_code, points_to
 from gateway.metrics import Metrics
-from gateway.scripts import Scripts
+from gateway.otp.scripts import Scripts
 
 log = logging.getLogger("otp_gateway.delivery")
 
@@ -68,10 +68,6 @@ class CallbackProvider(Protocol):
     def delivery_event(self, params: Mapping[str, str]) -> DeliveryEvent | None:
         """The event a status callback reports, or None when it says nothing new."""
         ...
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class Deliveries:

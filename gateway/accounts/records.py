@@ -1,6 +1,6 @@
 """Account records: the values, their JSON and audit views, and field validation.
 
-Pure code, no Redis: `gateway.accounts` stores these records. Times are
+Pure code, no Redis: `gateway.accounts.store` stores these records. Times are
 timezone-aware UTC datetimes, kept to the millisecond (what survives Redis).
 """
 
@@ -10,10 +10,11 @@ import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from enum import Enum, StrEnum
 from typing import Any, Final
 
+from gateway.clock import EPOCH, iso, normalize_time
 from gateway.errors import InvalidRequest
 from gateway.phones import Phone
 
@@ -25,7 +26,6 @@ _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 _SERVICE = re.compile(r"[A-Za-z0-9 ._-]{1,64}")
 _EXTENSION = re.compile(r"[0-9]{1,10}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _LATEST = datetime(9999, 1, 1, tzinfo=UTC)
 
 
@@ -47,34 +47,6 @@ class Keep(Enum):
 
 
 KEEP: Final = Keep.KEEP
-
-
-# --- times -------------------------------------------------------------------
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-def to_ms(value: datetime) -> int:
-    """Unix milliseconds; a naive datetime is taken as UTC."""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return (value - EPOCH) // timedelta(milliseconds=1)
-
-
-def from_ms(ms: int) -> datetime:
-    return EPOCH + timedelta(milliseconds=ms)
-
-
-def iso(value: datetime) -> str:
-    """ISO 8601 UTC to the second: "2026-11-26T18:00:00Z"."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def normalize_time(value: datetime) -> datetime:
-    """What survives a round trip through Redis: UTC, millisecond precision."""
-    return from_ms(to_ms(value))
 
 
 # --- records -----------------------------------------------------------------

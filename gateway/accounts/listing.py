@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from gateway.account_records import Account, Role, Status
+from gateway.accounts.records import Account, Role, Status
 from gateway.errors import InvalidRequest
 
 SORTS: Final = (

@@ -36,13 +36,14 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from gateway import keys
-from gateway.account_records import Account, Status, to_ms
-from gateway.accounts import AccountStore
-from gateway.audit import SWEEP
+from gateway.accounts.audit import SWEEP
+from gateway.accounts.mail import wait
+from gateway.accounts.notices import Due, Notifier
+from gateway.accounts.records import Account, Status
+from gateway.accounts.store import AccountStore
+from gateway.clock import to_ms
 from gateway.config import AccountsConfig
 from gateway.errors import GatewayError
-from gateway.mail import wait
-from gateway.notices import Due, Notifier
 
 log = logging.getLogger("otp_gateway.sweep")
 

@@ -16,15 +16,15 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 import redis.asyncio as aioredis
 
-from gateway import codes, keys
+from gateway import keys
 from gateway.accounts import Account, AccountStore, Status
+from gateway.clock import iso_ms, now_ms
 from gateway.config import Config
 from gateway.crypto import (
     CHALLENGE_ID_LENGTH,
@@ -47,8 +47,9 @@ from gateway.errors import (
     RateLimited,
     Unprocessable,
 )
+from gateway.otp import codes
+from gateway.otp.scripts import Scripts
 from gateway.phones import Phone
-from gateway.scripts import Scripts
 
 _ID_RE = re.compile(f"[A-Za-z0-9_-]{{{CHALLENGE_ID_LENGTH}}}")
 _LABEL_RE = re.compile(r"[^\x00-\x1f\x7f|]{0,64}")
@@ -85,14 +86,6 @@ class Verified:
     token: str | None
     until_ms: int
     destination: str | None = None  # E.164 of a number proven by this verification
-
-
-def iso_ms(ms: int) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ms // 1000))
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def _ip_key(keyring: Keyring, client_ip: str | None) -> str:

@@ -35,7 +35,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, Literal
 
-from gateway.account_records import (
+from gateway.accounts.audit import Who
+from gateway.accounts.notices import Notifier
+from gateway.accounts.records import (
     KEEP,
     Account,
     Keep,
@@ -46,11 +48,9 @@ from gateway.account_records import (
     check_changes,
     check_extension,
 )
-from gateway.accounts import AccountStore
-from gateway.audit import Who
+from gateway.accounts.store import AccountStore
 from gateway.errors import Forbidden, InvalidRequest, NotFound, StepUpRequired
-from gateway.notices import Notifier
-from gateway.tokens import StepUps, TrustedDevice, TrustedDevices
+from gateway.otp.tokens import StepUps, TrustedDevice, TrustedDevices
 
 ACCOUNT_CREATE: Final = "account.create"
 CONTACT_UPDATE: Final = "contact.update"
@@ -300,7 +300,7 @@ class AccountAdmin:
         """Blank every number (of one establishment, or all), revoking trusted devices.
 
         The next `/challenge` of each account answers 409 `phone_required`; the
-        account then enrols a number, proven by a code (`gateway.phone_change`).
+        account then enrols a number, proven by a code (`gateway.accounts.phone_change`).
         """
         if establishment is not None:
             batches = [await self.store.all_in(establishment)]

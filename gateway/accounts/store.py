@@ -2,13 +2,13 @@
 
 Layout (key names from `gateway.keys`):
 
-- `keys.account(id)`: the record (`gateway.account_codec`: phone sealed). A
+- `keys.account(id)`: the record (`gateway.accounts.codec`: phone sealed). A
   version field `v` is bumped by every change and guards the
   read-modify-write cycle (optimistic concurrency, checked in Lua).
 - `keys.ACCOUNT_INDEX`: set of every account id.
 - `keys.establishment(tag)`: set of the account ids of one establishment.
 - `keys.history(id)` and `keys.establishment_history(tag)`: audit
-  streams (`gateway.audit`), kept after the account is deleted.
+  streams (`gateway.accounts.audit`), kept after the account is deleted.
 
 Every change that touches more than one key is one Lua script, so indexes,
 record and history never disagree.
@@ -33,8 +33,16 @@ from typing import Any, Final, Literal
 import redis.asyncio as aioredis
 
 from gateway import keys
-from gateway.account_codec import Codec, as_record, names
-from gateway.account_records import (
+from gateway.accounts.audit import (
+    AUDIT_LUA_FN,
+    ESTABLISHMENT_HISTORY_MAXLEN,
+    HISTORY_MAXLEN,
+    Entry,
+    Who,
+    decode_entry,
+)
+from gateway.accounts.codec import Codec, as_record, names
+from gateway.accounts.records import (
     KEEP,
     MAX_PER_PAGE,
     MAX_SERVICES,
@@ -54,21 +62,9 @@ from gateway.account_records import (
     check_role,
     check_services,
     check_text,
-    from_ms,
-    iso,
-    normalize_time,
-    to_ms,
-    utc_now,
     valid_account_id,
 )
-from gateway.audit import (
-    AUDIT_LUA_FN,
-    ESTABLISHMENT_HISTORY_MAXLEN,
-    HISTORY_MAXLEN,
-    Entry,
-    Who,
-    decode_entry,
-)
+from gateway.clock import from_ms, iso, normalize_time, to_ms, utc_now
 from gateway.config import AccountsConfig, Config
 from gateway.crypto import Keyring
 from gateway.errors import (

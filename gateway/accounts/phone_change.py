@@ -26,14 +26,14 @@ from typing import Any, Final
 import redis.asyncio as aioredis
 
 from gateway import keys
-from gateway.account_records import KEEP, Account, check_bool, check_extension
-from gateway.accounts import AccountStore
-from gateway.admin import CONTACT_UPDATE, AccountAdmin, Caller
-from gateway.challenges import ChallengeService, Created
+from gateway.accounts.policy import CONTACT_UPDATE, AccountAdmin, Caller
+from gateway.accounts.records import KEEP, Account, check_bool, check_extension
+from gateway.accounts.store import AccountStore
 from gateway.crypto import account_tag_of
 from gateway.errors import Conflict, NotFound, Unprocessable
+from gateway.otp.challenges import ChallengeService, Created
+from gateway.otp.tokens import StepUps
 from gateway.phones import Phone
-from gateway.tokens import StepUps
 
 PURPOSE: Final = "phone.change"
 

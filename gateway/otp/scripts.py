@@ -112,10 +112,10 @@ class Scripts:
     verify: Script
     resend: Script
     sent: Script
-    drop: Script  # a job ended unsent: dropped or dead-lettered (gateway/queue.py)
+    drop: Script  # a job ended unsent: dropped or dead-lettered (gateway/otp/queue.py)
     job: Script
-    status: Script  # delivery events (gateway/delivery.py)
-    retry: Script  # calling again (gateway/delivery.py)
+    status: Script  # delivery events (gateway/otp/delivery.py)
+    retry: Script  # calling again (gateway/otp/delivery.py)
 
     @classmethod
     def load(cls, redis: aioredis.Redis, config: Config, channels: Iterable[str]) -> Scripts:

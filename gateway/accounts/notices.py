@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
 
-from gateway.account_records import Account
-from gateway.mail import Mail, MailQueue
+from gateway.accounts.mail import Mail, MailQueue
+from gateway.accounts.records import Account
 
 _BY: Final = {
     "fr": {

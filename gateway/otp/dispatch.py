@@ -20,10 +20,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from gateway.breaker import Breaker, State
 from gateway.errors import ProviderRejected, ProviderUnavailable
 from gateway.logs import elapsed_ms
 from gateway.metrics import Metrics
+from gateway.otp.breaker import Breaker, State
 from gateway.provider import OutboundMessage, Provider, SendReceipt
 
 log = logging.getLogger("otp_gateway.dispatch")

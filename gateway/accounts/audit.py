@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from gateway.account_records import compact_json, iso
+from gateway.accounts.records import compact_json
+from gateway.clock import iso
 
 HISTORY_MAXLEN: Final = 1000
 ESTABLISHMENT_HISTORY_MAXLEN: Final = 20000

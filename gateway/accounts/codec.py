@@ -18,7 +18,8 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from gateway.account_records import Account, Role, from_ms, to_ms
+from gateway.accounts.records import Account, Role
+from gateway.clock import from_ms, to_ms
 from gateway.crypto import Keyring
 from gateway.errors import GatewayError
 from gateway.phones import LineType, Phone

@@ -1,0 +1,39 @@
+"""What every route module takes from a request: the wired services, the caller's key.
+
+The app keeps the runtime's `Services` in `SERVICES` and the API-key checker
+in `API_KEYS` (the checker is the web layer's own: the runtime knows nothing
+of HTTP). Route modules import these helpers from here, never from each other.
+"""
+
+from __future__ import annotations
+
+import re
+
+from aiohttp import web
+
+from gateway.errors import InvalidRequest
+from gateway.metrics import Metrics
+from gateway.runtime import Services
+from gateway.web.auth import ApiKeys
+
+SERVICES = web.AppKey("services", Services)
+METRICS = web.AppKey("metrics", Metrics)
+API_KEYS = web.AppKey("api_keys", ApiKeys)
+
+ACCOUNT_ID_RE = re.compile(r"[A-Za-z0-9._@-]{1,128}")
+
+
+def services(request: web.Request, *scopes: str) -> Services:
+    """The wired services, once the caller's key has one of `scopes` (else 401/403)."""
+    api_keys(request).require(request, *scopes)
+    return request.app[SERVICES]
+
+
+def api_keys(request: web.Request) -> ApiKeys:
+    return request.app[API_KEYS]
+
+
+def account_id_of(value: str) -> str:
+    if not ACCOUNT_ID_RE.fullmatch(value):
+        raise InvalidRequest("account_id: 1-128 characters of A-Z a-z 0-9 . _ @ -")
+    return value
