@@ -7,8 +7,11 @@ package can add one without touching this project:
     [project.entry-points."otp_gateway.providers"]
     acme = "acme_otp:AcmeProvider"
 
-Timeouts, metrics, error mapping and failover are the dispatcher's job
-(`gateway.otp.dispatch`), never a provider's.
+Everything a provider needs is here (with `gateway.errors`): its config type,
+the messages it is handed, its receipt, and the callback types. The worker
+renders every message, SMS text, a call's texts and its TwiML; a provider only
+transports it. Timeouts, metrics, error mapping and failover are the
+dispatcher's job (`gateway.otp.dispatch`), never a provider's.
 """
 
 from __future__ import annotations
@@ -21,7 +24,17 @@ from typing import Any, Protocol, runtime_checkable
 from gateway.config import ProviderConfig
 from gateway.errors import ConfigError
 
+__all__ = [
+    "DELIVERY_STATES", "ENTRY_POINT_GROUP", "FINAL_STATES", "MAX_INLINE_TWIML",
+    "CallbackProvider", "DeliveryEvent", "OutboundMessage", "Provider", "ProviderConfig",
+    "ProviderContext", "ProviderFactory", "SendReceipt", "VoiceMessage",
+    "available_kinds", "build_providers", "callbacks_url", "option", "reject_unknown_options",
+]  # fmt: skip
+
 ENTRY_POINT_GROUP = "otp_gateway.providers"
+MAX_INLINE_TWIML = 4000  # Twilio's limit for `Twiml` on Calls.json; the worker's calls fit
+FINAL_STATES = frozenset({"delivered", "no_answer", "busy", "machine", "failed"})
+DELIVERY_STATES = frozenset({"queued", "sent"}) | FINAL_STATES
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +62,18 @@ class OutboundMessage:
         return f"{self.challenge_id}:{self.attempt}"
 
 
+@dataclass(frozen=True, slots=True, repr=False)
+class VoiceMessage(OutboundMessage):
+    """A call, rendered by the worker for the provider that places it.
+
+    `text` is the whole script as one text, for providers with their own
+    speech; `twiml` is the TwiML the call starts with, its "press 1" URL under
+    this provider's `callbacks_url`. `repr` hides the code and the number.
+    """
+
+    twiml: str = ""
+
+
 @dataclass(frozen=True, slots=True)
 class SendReceipt:
     """What a provider says it did with a message."""
@@ -62,6 +87,16 @@ class ProviderContext:
 
     development: bool
     public_url: str
+
+    def callbacks_url(self, provider: str) -> str:
+        """Where this provider's callbacks reach the gateway (`callbacks_url`)."""
+        return callbacks_url(self.public_url, provider)
+
+
+def callbacks_url(public_url: str, provider: str) -> str:
+    """The root of a provider's callbacks: `/status?c=<challenge>&n=<send>` and
+    `/twiml?t=<session>` under it, each checked with the provider's signature."""
+    return f"{public_url}/callbacks/{provider}"
 
 
 @runtime_checkable
@@ -77,6 +112,35 @@ class Provider(Protocol):
 
     async def aclose(self) -> None:
         """Release connections."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryEvent:
+    """One thing a provider reported about a send."""
+
+    kind: str  # "call" | "message"
+    state: str  # one of DELIVERY_STATES
+
+    @property
+    def final(self) -> bool:
+        return self.state in FINAL_STATES
+
+
+@runtime_checkable
+class CallbackProvider(Protocol):
+    """A provider that reports delivery through signed HTTP callbacks."""
+
+    name: str
+
+    def verify_callback(
+        self, url: str, params: list[tuple[str, str]], headers: Mapping[str, str]
+    ) -> bool:
+        """True when the request's signature proves the provider sent `params` to `url`."""
+        ...
+
+    def delivery_event(self, params: Mapping[str, str]) -> DeliveryEvent | None:
+        """The event a status callback reports, or None when it says nothing new."""
         ...
 
 

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import sys
 
-from gateway.config import ProviderConfig
 from gateway.errors import ConfigError
-from gateway.provider import OutboundMessage, ProviderContext, SendReceipt, reject_unknown_options
+from gateway.provider import (
+    OutboundMessage,
+    ProviderConfig,
+    ProviderContext,
+    SendReceipt,
+    reject_unknown_options,
+)
 
 
 class ConsoleProvider:

@@ -16,10 +16,10 @@ import json
 
 import aiohttp
 
-from gateway.config import ProviderConfig
 from gateway.errors import ConfigError, ProviderRejected, ProviderUnavailable
 from gateway.provider import (
     OutboundMessage,
+    ProviderConfig,
     ProviderContext,
     SendReceipt,
     option,

@@ -3,8 +3,8 @@
     SMS    POST {base_url}/2010-04-01/Accounts/{sid}/Messages.json
            To, From, Body, StatusCallback
     voice  POST {base_url}/2010-04-01/Accounts/{sid}/Calls.json
-           To, From, Twiml (inline), StatusCallback, Timeout (ring time),
-           MachineDetection=Enable, or SendDigits for an extension
+           To, From, Twiml (inline, as the worker rendered it), StatusCallback,
+           Timeout (ring time), MachineDetection=Enable, or SendDigits for an extension
 
 Both with HTTP basic auth (account SID, auth token) and a timeout. Answers:
 
@@ -33,15 +33,15 @@ from typing import Any
 
 import aiohttp
 
-from gateway.config import ProviderConfig
 from gateway.errors import ConfigError, ProviderRejected, ProviderUnavailable
-from gateway.messages import BUILTIN, FRENCH
-from gateway.otp.delivery import DeliveryEvent
-from gateway.otp.voice import MAX_INLINE_TWIML, VoiceMessage, call_twiml, script_from
 from gateway.provider import (
+    MAX_INLINE_TWIML,
+    DeliveryEvent,
     OutboundMessage,
+    ProviderConfig,
     ProviderContext,
     SendReceipt,
+    VoiceMessage,
     option,
     reject_unknown_options,
 )
@@ -146,7 +146,7 @@ class TwilioProvider:
         self.from_number: str = option(opts, "from_number", str, where)
         self._check_sender(where)
         self._api = f"{base_url.rstrip('/')}/{API_VERSION}/Accounts/{self.account_sid}"
-        self._callbacks = f"{context.public_url}/callbacks/{self.name}"
+        self._callbacks = context.callbacks_url(self.name)
         timeout = option(opts, "timeout_seconds", float, where, 5.0)
         if not 0.1 <= timeout <= 60:
             raise ConfigError(f"{where}.timeout_seconds", "must be between 0.1 and 60")
@@ -185,9 +185,6 @@ class TwilioProvider:
     def status_url(self, message: OutboundMessage) -> str:
         return f"{self._callbacks}/status?c={message.challenge_id}&n={message.attempt}"
 
-    def twiml_url(self, session: str) -> str:
-        return f"{self._callbacks}/twiml?t={session}"
-
     def _sms_form(self, message: OutboundMessage) -> list[tuple[str, str]]:
         return [
             ("To", message.to),
@@ -213,16 +210,13 @@ class TwilioProvider:
         return form
 
     def _twiml(self, message: OutboundMessage) -> str:
-        if isinstance(message, VoiceMessage) and message.script is not None:
-            script = message.script
-        else:
-            templates = BUILTIN.get(message.language, FRENCH)
-            script = script_from(templates, message.code, message.purpose)
-        session = message.session if isinstance(message, VoiceMessage) else ""
-        twiml = call_twiml(script, self.twiml_url(session) if session else None)
-        if len(twiml) > MAX_INLINE_TWIML:
+        # The worker renders every call (gateway.otp.voice): a call without its
+        # TwiML is a caller's bug, never something to improvise.
+        if not isinstance(message, VoiceMessage) or not message.twiml:
+            raise ProviderRejected(f"{self.name}: a call needs its TwiML (a VoiceMessage)")
+        if len(message.twiml) > MAX_INLINE_TWIML:
             raise ProviderRejected(f"{self.name}: the call's TwiML is over {MAX_INLINE_TWIML}")
-        return twiml
+        return message.twiml
 
     async def _post(self, resource: str, form: list[tuple[str, str]]) -> dict[str, Any]:
         try:

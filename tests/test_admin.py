@@ -316,6 +316,30 @@ async def test_establishment_history_newest_first(agw: Gateway) -> None:
 # --- trusted devices -----------------------------------------------------------------
 
 
+async def test_a_device_looks_the_same_through_both_device_routes(agw: Gateway) -> None:
+    """`/trusted-devices` (scope otp) and `/devices` (admins, operators) are one API."""
+    await trusted_login(agw, "alice", "laptop")
+    await trusted_login(agw, "alice", "desktop")
+    otp = await call(agw, "GET", "/accounts/alice/trusted-devices")
+    admin = await as_admin(agw, "GET", "/accounts/alice/devices")
+    operator = await as_operator(agw, "GET", "/accounts/alice/devices")
+    assert otp.status == admin.status == operator.status == 200
+    assert otp.body == admin.body == operator.body
+    assert sorted(d["label"] for d in otp.body["devices"]) == ["desktop", "laptop"]
+    for device in otp.body["devices"]:
+        assert set(device) == {"device_id", "label", "created_at", "trusted_until"}
+    # Revoked through one, gone through the other, with the same 404.
+    [laptop_id] = [d["device_id"] for d in otp.body["devices"] if d["label"] == "laptop"]
+    gone = await call(agw, "DELETE", f"/accounts/alice/trusted-devices/{laptop_id}")
+    assert gone.status == 204
+    again = await as_operator(agw, "DELETE", f"/accounts/alice/devices/{laptop_id}")
+    twice = await call(agw, "DELETE", f"/accounts/alice/trusted-devices/{laptop_id}")
+    assert_error(again, 404, "not_found")
+    assert again.body == twice.body
+    left = (await as_admin(agw, "GET", "/accounts/alice/devices")).body["devices"]
+    assert [d["label"] for d in left] == ["desktop"]
+
+
 async def test_admin_lists_and_revokes_trusted_devices(agw: Gateway) -> None:
     laptop = await trusted_login(agw, "alice", "laptop")
     await trusted_login(agw, "alice", "desktop")

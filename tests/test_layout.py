@@ -62,15 +62,7 @@ TODO_PORTS: dict[str, frozenset[str]] = {
     "gateway.accounts.totp": frozenset({"gateway.otp.scripts"}),
 }
 PROVIDER_INTERFACE = frozenset({"gateway.provider", "gateway.errors"})
-# TODO(issue 11, providers): each provider's config type comes from gateway.config, and
-# twilio renders voice scripts itself (messages, voice) and builds delivery events.
-TODO_PROVIDERS: dict[str, frozenset[str]] = {
-    "providers.console": frozenset({"gateway.config"}),
-    "providers.http": frozenset({"gateway.config"}),
-    "providers.twilio": frozenset({
-        "gateway.config", "gateway.messages", "gateway.otp.voice", "gateway.otp.delivery",
-    }),
-}  # fmt: skip
+TODO_PROVIDERS: dict[str, frozenset[str]] = {}
 
 
 def module_of(path: Path) -> str:

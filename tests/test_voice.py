@@ -13,7 +13,7 @@ from gateway.crypto import Keyring
 from gateway.messages import BUILTIN, ENGLISH, FRENCH, Templates
 from gateway.otp.voice import (
     MAX_INLINE_TWIML,
-    VoiceMessage,
+    Call,
     VoiceScript,
     call_twiml,
     closing_twiml,
@@ -189,8 +189,8 @@ def test_script_for_uses_the_voice_config() -> None:
 
 def test_reprs_hide_the_code_and_the_number() -> None:
     script = script_from(FRENCH, CODE, "login")
-    message = VoiceMessage("c" * 28, "voice", "+33612345678", CODE, plain_text(script), 1, "login",
-                           script=script, session="tok")  # fmt: skip
+    base = OutboundMessage("c" * 28, "voice", "+33612345678", CODE, plain_text(script), 1, "login")
+    message = Call(base, script, "tok", "https://otp.example.org").for_provider("twilio")
     for value in (script, message):
         assert CODE not in repr(value) and "612345678" not in repr(value)
     assert isinstance(message, OutboundMessage)

@@ -268,31 +268,9 @@ class AccountAdmin:
 
     # --- trusted devices ------------------------------------------------------------
 
-    async def devices(self, caller: Caller, account_id: str) -> list[TrustedDevice]:
-        await self.target(caller, account_id)
-        return await self.trusted.list(account_id)
-
-    async def revoke_device(
-        self, caller: Caller, account_id: str, device_id: str, token: str | None
-    ) -> None:
-        """Revoke one trusted device (step-up `account.manage`)."""
-        account = await self.target(caller, account_id)
-        if not await self.trusted.has(account_id, device_id):
-            raise NotFound("no such trusted device", code="not_found")
-        who = await self.step_up(caller, ACCOUNT_MANAGE, token)
-        if not await self.trusted.revoke(account_id, device_id):
-            raise NotFound("no such trusted device", code="not_found")
-        after = {"device_id": device_id}
-        await self.store.record(account, "devices.revoke", who=who, after=after)
-
-    async def revoke_devices(self, caller: Caller, account_id: str, token: str | None) -> int:
-        """Revoke every trusted device (step-up `account.manage`)."""
-        account = await self.target(caller, account_id)
-        who = await self.step_up(caller, ACCOUNT_MANAGE, token)
-        revoked = await self.trusted.revoke_all(account_id)
-        after = {"revoked": revoked}
-        await self.store.record(account, "devices.revoke_all", who=who, after=after)
-        return revoked
+    def devices(self, caller: Caller, token: str | None) -> CallerDevices:
+        """The trusted-device service as this caller may use it."""
+        return CallerDevices(self, caller, token)
 
     # --- deployment day -------------------------------------------------------------
 
@@ -340,3 +318,37 @@ def _update_purpose(caller: Caller, before: Account, after: Account) -> str | No
     if manage:
         return ACCOUNT_MANAGE
     return CONTACT_UPDATE if contact else None
+
+
+@dataclass(frozen=True, slots=True)
+class CallerDevices:
+    """`TrustedDevices`' methods (a `DeviceService`) under the admin rules: the
+    caller must reach the account (else 404 `unknown_account`); a revocation
+    needs step-up `account.manage` and goes into the account's history."""
+
+    admin: AccountAdmin
+    caller: Caller
+    token: str | None  # the step-up token presented, if any
+
+    async def list(self, account_id: str) -> list[TrustedDevice]:
+        """The account's live devices, newest first."""
+        await self.admin.target(self.caller, account_id)
+        return await self.admin.trusted.list(account_id)
+
+    async def revoke(self, account_id: str, device_id: str) -> None:
+        """Revoke one device (step-up `account.manage`); 404 before asking for it."""
+        account = await self.admin.target(self.caller, account_id)
+        await self.admin.trusted.ensure(account_id, device_id)
+        who = await self.admin.step_up(self.caller, ACCOUNT_MANAGE, self.token)
+        await self.admin.trusted.revoke(account_id, device_id)
+        after = {"device_id": device_id}
+        await self.admin.store.record(account, "devices.revoke", who=who, after=after)
+
+    async def revoke_all(self, account_id: str) -> int:
+        """Revoke every device (step-up `account.manage`)."""
+        account = await self.admin.target(self.caller, account_id)
+        who = await self.admin.step_up(self.caller, ACCOUNT_MANAGE, self.token)
+        revoked = await self.admin.trusted.revoke_all(account_id)
+        after = {"revoked": revoked}
+        await self.admin.store.record(account, "devices.revoke_all", who=who, after=after)
+        return revoked

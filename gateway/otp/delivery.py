@@ -20,9 +20,7 @@ burnt, expired or replaced challenge, and at most `[voice] max_calls` times.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import redis.asyncio as aioredis
 from cryptography.exceptions import InvalidTag
@@ -33,41 +31,13 @@ from gateway.config import Config
 from gateway.crypto import Keyring, open_code, points_to
 from gateway.metrics import Metrics
 from gateway.otp.scripts import Scripts
+from gateway.provider import DeliveryEvent  # the providers' word too, so defined there
+
+__all__ = ["Deliveries", "DeliveryEvent"]
 
 log = logging.getLogger("otp_gateway.delivery")
 
-FINAL_STATES = frozenset({"delivered", "no_answer", "busy", "machine", "failed"})
-STATES = frozenset({"queued", "sent"}) | FINAL_STATES
 _CALL_OUTCOME = {"delivered": "answered"}  # otp_voice_calls_total{outcome}
-
-
-@dataclass(frozen=True, slots=True)
-class DeliveryEvent:
-    """One thing a provider reported about a send."""
-
-    kind: str  # "call" | "message"
-    state: str  # one of STATES
-
-    @property
-    def final(self) -> bool:
-        return self.state in FINAL_STATES
-
-
-@runtime_checkable
-class CallbackProvider(Protocol):
-    """A provider that reports delivery through signed HTTP callbacks."""
-
-    name: str
-
-    def verify_callback(
-        self, url: str, params: list[tuple[str, str]], headers: Mapping[str, str]
-    ) -> bool:
-        """True when the request's signature proves the provider sent `params` to `url`."""
-        ...
-
-    def delivery_event(self, params: Mapping[str, str]) -> DeliveryEvent | None:
-        """The event a status callback reports, or None when it says nothing new."""
-        ...
 
 
 class Deliveries:

@@ -10,6 +10,10 @@ breakers and the mapping of a provider's failure to "try the next one" or
 | ProviderUnavailable, timeout, any bug   | counted by its breaker, next one     |
 | ProviderRejected (about the number)     | final: raised, no failover           |
 | its breaker is open                     | skipped (`circuit_open`), next one   |
+
+Messages come rendered by the worker. A call's copy differs by provider (its
+TwiML links back to that provider's callbacks), so the worker may pass
+`address`, which makes each provider's copy as it is tried.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from gateway.otp.breaker import Breaker, State
 from gateway.provider import OutboundMessage, Provider, SendReceipt
 
 log = logging.getLogger("otp_gateway.dispatch")
+
+Address = Callable[[str], OutboundMessage]  # a provider's name -> the copy it is handed
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,19 +79,28 @@ class Dispatcher:
     def provider(self, name: str) -> Provider | None:
         return next((p for p in self.providers if p.name == name), None)
 
-    async def send(self, message: OutboundMessage, created_ms: int | None = None) -> Sent:
+    async def send(
+        self,
+        message: OutboundMessage,
+        created_ms: int | None = None,
+        *,
+        address: Address | None = None,
+    ) -> Sent:
         """Send; returns who took it.
 
+        Each provider gets `address(its name)` when given, else `message`.
         Raises ProviderRejected when a provider refused the message for good,
         ProviderUnavailable when every provider of the channel failed or was skipped.
         """
         for provider in self.providers:
             if message.channel not in provider.channels:
                 continue
+            # Made before the breaker is asked: a bug of ours here is no provider's failure.
+            copy = address(provider.name) if address is not None else message
             if not self.breakers[provider.name].allow():
                 self.metrics.deliveries.labels(provider.name, message.channel, "circuit_open").inc()
                 continue
-            receipt = await self._try(provider, message)
+            receipt = await self._try(provider, copy)
             if receipt is not None:
                 if created_ms is not None:
                     self.metrics.delivery_seconds.labels(provider.name, message.channel).observe(

@@ -45,16 +45,15 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from gateway import keys, messages
+from gateway import keys
 from gateway.config import Config
 from gateway.crypto import Keyring, destination_aad, open_code
 from gateway.errors import ProviderRejected, ProviderUnavailable
 from gateway.metrics import Metrics
-from gateway.otp import voice
+from gateway.otp import render
 from gateway.otp.delivery import Deliveries, DeliveryEvent
 from gateway.otp.dispatch import Dispatcher, Sent
 from gateway.otp.scripts import Scripts
-from gateway.provider import OutboundMessage
 
 log = logging.getLogger("otp_gateway.worker")
 
@@ -233,9 +232,11 @@ class Worker:
         loaded = await self._load(challenge_id, attempt, channel)
         if isinstance(loaded, str):
             return await self._drop(entry_id, challenge_id, attempt, loaded)
-        message, created_ms = loaded
+        rendered, created_ms = loaded
         try:
-            sent = await self.dispatcher.send(message, created_ms)
+            sent = await self.dispatcher.send(
+                rendered.message, created_ms, address=rendered.for_provider
+            )
         except ProviderRejected as exc:
             log.info("send refused", extra={"challenge_id": challenge_id, "reason": str(exc)})
             await self._failed(challenge_id, attempt, channel, entry_id, str(exc))
@@ -245,7 +246,7 @@ class Worker:
 
     async def _load(
         self, challenge_id: str, attempt: int, channel: str
-    ) -> tuple[OutboundMessage, int] | str:
+    ) -> tuple[render.Rendered, int] | str:
         """The message to send, or the reason to drop the job (job.lua decides)."""
         try:
             reply = await self.scripts.job(
@@ -264,43 +265,14 @@ class Worker:
         except (InvalidTag, ValueError):  # another key's, or too short to be sealed
             return "undecryptable"
         try:
-            recipient = to, extension.decode() or None
-            purpose_name, expires_ms = purpose.decode(), int(expires)
+            send = render.Send(
+                challenge_id, attempt, channel, purpose.decode(), code, to,
+                extension.decode() or None, int(expires),
+            )  # fmt: skip
         except ValueError as exc:
             raise JobFailed(Failure.UNREADABLE) from exc
-        message = self._message(
-            challenge_id, attempt, channel, code, purpose_name, recipient, expires_ms
-        )
-        return message, expires_ms - self.config.otp.ttl_seconds * 1000
-
-    def _message(
-        self,
-        challenge_id: str,
-        attempt: int,
-        channel: str,
-        code: str,
-        purpose: str,
-        recipient: tuple[str, str | None],
-        expires_ms: int,
-    ) -> OutboundMessage:
-        config = self.config
-        templates = config.templates[config.voice.language]
-        if channel != "voice":
-            text = messages.sms_text(
-                templates, code, purpose, config.otp.ttl_seconds, config.sms.webotp_host
-            )
-            return OutboundMessage(
-                challenge_id, channel, recipient[0], code, text, attempt, purpose,
-                templates.language, recipient[1],
-            )  # fmt: skip
-        script = voice.script_for(config, code, purpose)
-        # The TwiML URL dies with the code.
-        until = expires_ms
-        return voice.VoiceMessage(
-            challenge_id, channel, recipient[0], code, voice.plain_text(script), attempt,
-            purpose, templates.language, recipient[1], script=script,
-            session=voice.session_token(self.keyring, challenge_id, attempt, until),
-        )  # fmt: skip
+        rendered = render.message(self.config, self.keyring, send)
+        return rendered, send.expires_ms - self.config.otp.ttl_seconds * 1000
 
     async def _record(
         self,

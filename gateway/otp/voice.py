@@ -1,5 +1,11 @@
 """The code read aloud: voice scripts, their TwiML, and the signed TwiML URL.
 
+The worker renders every call here (`Call`), to the last byte a provider
+sends: the script as one text, and the TwiML the call starts with. Only the
+"press 1" URL waits for the provider, since it names that provider's
+callbacks (`Call.for_provider`, called by the dispatcher once per provider it
+tries); the provider then transports the `VoiceMessage` as it is.
+
 A script greets the person, names what the code is for, then reads the digits
 one at a time, a pause after each (never "four hundred and twelve"), as many
 times as `[voice] repeat` says, and offers "press 1 to hear it again". TwiML
@@ -21,18 +27,22 @@ import hashlib
 import hmac
 import re
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from gateway.config import Config
 from gateway.crypto import Keyring, b64, constant_time_equal
 from gateway.messages import Templates
-from gateway.provider import OutboundMessage
+from gateway.provider import MAX_INLINE_TWIML, OutboundMessage, VoiceMessage, callbacks_url
+
+__all__ = [
+    "MAX_INLINE_TWIML", "Call", "VoiceMessage", "VoiceScript", "call_twiml", "closing_twiml",
+    "code_twiml", "open_session", "plain_text", "script_for", "script_from", "session_token",
+]  # fmt: skip
 
 DIGIT_PAUSE_SECONDS = 1
 REPEAT_PAUSE_SECONDS = 2
 GATHER_SECONDS = 6
 KEYPRESS_SECONDS = 10
-MAX_INLINE_TWIML = 4000  # Twilio's limit for `Twiml` on Calls.json
 
 _SESSION_RE = re.compile(r"([A-Za-z0-9_-]{28})\.([0-9]{1,3})\.([0-9]{1,15})\.([A-Za-z0-9_-]{22})")
 _XML_DECLARATION = '<?xml version="1.0" encoding="UTF-8"?>'
@@ -59,11 +69,25 @@ class VoiceScript:
 
 
 @dataclass(frozen=True, slots=True, repr=False)
-class VoiceMessage(OutboundMessage):
-    """A voice send: the message plus its script and TwiML session token."""
+class Call:
+    """A voice send, rendered but for the provider that will place it.
 
-    script: VoiceScript | None = None
-    session: str = ""  # the signed token of the TwiML URL ("" when there is none)
+    `message.text` is the script as one text. The TwiML's "press 1" URL
+    (`/twiml?t=<session>`, none without a session) names the provider's
+    callbacks, where its signature is checked: `for_provider` renders it.
+    """
+
+    message: OutboundMessage
+    script: VoiceScript
+    session: str  # the signed token of the TwiML URL ("" when there is none)
+    public_url: str
+
+    def for_provider(self, name: str) -> VoiceMessage:
+        """The call as provider `name` places it."""
+        url = f"{callbacks_url(self.public_url, name)}/twiml?t={self.session}"
+        twiml = call_twiml(self.script, url if self.session else None)
+        shared = {f.name: getattr(self.message, f.name) for f in fields(OutboundMessage)}
+        return VoiceMessage(**shared, twiml=twiml)
 
 
 def script_from(

@@ -25,7 +25,6 @@ from aiohttp import web
 
 from gateway.accounts import listing
 from gateway.accounts.records import KEEP, NewAccount
-from gateway.clock import iso_ms
 from gateway.errors import Forbidden, InvalidRequest
 from gateway.web.body import Field, checked, read_object
 from gateway.web.caller import (
@@ -36,7 +35,12 @@ from gateway.web.caller import (
     step_up_token,
     warnings,
 )
-from gateway.web.request import account_id_of
+from gateway.web.request import (
+    account_id_of,
+    device_revoked,
+    devices_listed,
+    devices_revoked,
+)
 
 CREATE_FIELDS = {
     "account_id": Field(str, required=True, max_len=128),
@@ -206,34 +210,21 @@ async def establishment_history(request: web.Request) -> web.Response:
 async def list_devices(request: web.Request) -> web.Response:
     """An account's live trusted devices."""
     svc, caller = await account_caller(request)
-    account_id = account_id_of(request.match_info["account_id"])
-    devices = await svc.account_services.admin.devices(caller, account_id)
-    return web.json_response({
-        "devices": [
-            {"device_id": d.device_id, "label": d.label,
-             "created_at": iso_ms(d.created_ms), "trusted_until": iso_ms(d.until_ms)}
-            for d in devices
-        ]
-    })  # fmt: skip
+    return await devices_listed(request, svc.account_services.admin.devices(caller, None))
 
 
 async def revoke_devices(request: web.Request) -> web.Response:
     """Revoke every trusted device of an account (admins: step-up `account.manage`)."""
     svc, caller = await account_caller(request)
-    account_id = account_id_of(request.match_info["account_id"])
-    token = step_up_token(request)
-    revoked = await svc.account_services.admin.revoke_devices(caller, account_id, token)
-    return web.json_response({"revoked": revoked})
+    service = svc.account_services.admin.devices(caller, step_up_token(request))
+    return await devices_revoked(request, service)
 
 
 async def revoke_device(request: web.Request) -> web.Response:
     """Revoke one trusted device of an account (admins: step-up `account.manage`)."""
     svc, caller = await account_caller(request)
-    account_id = account_id_of(request.match_info["account_id"])
-    device_id = request.match_info["device_id"]
-    token = step_up_token(request)
-    await svc.account_services.admin.revoke_device(caller, account_id, device_id, token)
-    return web.Response(status=204)
+    service = svc.account_services.admin.devices(caller, step_up_token(request))
+    return await device_revoked(request, service)
 
 
 async def blank_phones(request: web.Request) -> web.Response:

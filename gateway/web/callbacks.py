@@ -23,7 +23,7 @@ from gateway.clock import now_ms
 from gateway.crypto import CHALLENGE_ID_LENGTH
 from gateway.errors import Forbidden, InvalidRequest
 from gateway.otp import voice
-from gateway.otp.delivery import CallbackProvider, DeliveryEvent
+from gateway.provider import CallbackProvider, DeliveryEvent
 from gateway.runtime import Services
 from gateway.web.body import read_form
 from gateway.web.request import SERVICES

@@ -9,10 +9,16 @@ from aiohttp import web
 
 from gateway import logs
 from gateway.clock import iso_ms, now_ms
-from gateway.errors import GatewayError, InvalidRequest, NotFound, RateLimited
+from gateway.errors import GatewayError, InvalidRequest, RateLimited
 from gateway.otp.challenges import Created
 from gateway.web.body import Field, checked, parse_channel, parse_client_ip, read_object
-from gateway.web.request import account_id_of, services
+from gateway.web.request import (
+    account_id_of,
+    device_revoked,
+    devices_listed,
+    devices_revoked,
+    services,
+)
 
 log = logging.getLogger("otp_gateway.otp")
 
@@ -148,32 +154,17 @@ async def resend(request: web.Request) -> web.Response:
 
 async def list_trusted_devices(request: web.Request) -> web.Response:
     """An account's live trusted devices."""
-    svc = services(request, "otp", "operator")
-    account_id = account_id_of(request.match_info["account_id"])
-    devices = await svc.trusted.list(account_id)
-    return web.json_response({
-        "devices": [
-            {"device_id": d.device_id, "label": d.label,
-             "created_at": iso_ms(d.created_ms), "trusted_until": iso_ms(d.until_ms)}
-            for d in devices
-        ]
-    })  # fmt: skip
+    return await devices_listed(request, services(request, "otp", "operator").trusted)
 
 
 async def revoke_trusted_device(request: web.Request) -> web.Response:
     """Forget one trusted device."""
-    svc = services(request, "otp", "operator")
-    account_id = account_id_of(request.match_info["account_id"])
-    if not await svc.trusted.revoke(account_id, request.match_info["device_id"]):
-        raise NotFound("no such trusted device", code="not_found")
-    return web.Response(status=204)
+    return await device_revoked(request, services(request, "otp", "operator").trusted)
 
 
 async def revoke_all_trusted_devices(request: web.Request) -> web.Response:
     """Forget every trusted device of an account."""
-    svc = services(request, "otp", "operator")
-    account_id = account_id_of(request.match_info["account_id"])
-    return web.json_response({"revoked": await svc.trusted.revoke_all(account_id)})
+    return await devices_revoked(request, services(request, "otp", "operator").trusted)
 
 
 def setup(app: web.Application) -> None:

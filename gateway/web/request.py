@@ -13,6 +13,7 @@ from aiohttp import web
 
 from gateway.errors import InvalidRequest
 from gateway.metrics import Metrics
+from gateway.otp.tokens import DeviceService
 from gateway.runtime import Services
 from gateway.web.auth import ApiKeys
 
@@ -37,3 +38,26 @@ def account_id_of(value: str) -> str:
     if not ACCOUNT_ID_RE.fullmatch(value):
         raise InvalidRequest("account_id: 1-128 characters of A-Z a-z 0-9 . _ @ -")
     return value
+
+
+# --- trusted devices: one handler set for /trusted-devices (otp) and /devices (accounts) ---
+
+
+async def devices_listed(request: web.Request, devices: DeviceService) -> web.Response:
+    """`{"devices": [...]}`: the account's live devices, newest first."""
+    account_id = account_id_of(request.match_info["account_id"])
+    listed = await devices.list(account_id)
+    return web.json_response({"devices": [device.view() for device in listed]})
+
+
+async def device_revoked(request: web.Request, devices: DeviceService) -> web.Response:
+    """204 once the device is revoked (404 `not_found` when there is none)."""
+    account_id = account_id_of(request.match_info["account_id"])
+    await devices.revoke(account_id, request.match_info["device_id"])
+    return web.Response(status=204)
+
+
+async def devices_revoked(request: web.Request, devices: DeviceService) -> web.Response:
+    """`{"revoked": n}`: every device of the account revoked."""
+    account_id = account_id_of(request.match_info["account_id"])
+    return web.json_response({"revoked": await devices.revoke_all(account_id)})

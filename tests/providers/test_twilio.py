@@ -12,9 +12,9 @@ from aiohttp.test_utils import TestServer
 
 from gateway.config import ProviderConfig
 from gateway.errors import ConfigError, ProviderRejected, ProviderUnavailable
-from gateway.messages import FRENCH
-from gateway.otp.voice import VoiceMessage, plain_text, script_from
-from gateway.provider import OutboundMessage, ProviderContext, available_kinds
+from gateway.messages import ENGLISH, FRENCH
+from gateway.otp.voice import Call, plain_text, script_from
+from gateway.provider import OutboundMessage, ProviderContext, VoiceMessage, available_kinds
 from gateway.simulator.phone import sign
 from gateway.simulator.twilio import TwilioSimulator
 from providers.twilio import NUMBER_ERRORS, TwilioProvider, delivery_state, twilio_signature
@@ -29,9 +29,11 @@ SMS = OutboundMessage(CHALLENGE, "sms", "+33612345678", "041290", "041290 est vo
 
 
 def voice_message(extension: str | None = None, session: str = "sess.1.2.mac") -> VoiceMessage:
+    """A call as the worker renders it for the provider named "tw"."""
     script = script_from(FRENCH, "041290", "rncps")
-    return VoiceMessage(CHALLENGE, "voice", "+33142685300", "041290", plain_text(script), 2,
-                        "rncps", "fr-FR", extension, script=script, session=session)  # fmt: skip
+    message = OutboundMessage(CHALLENGE, "voice", "+33142685300", "041290", plain_text(script), 2,
+                              "rncps", "fr-FR", extension)  # fmt: skip
+    return Call(message, script, session, CONTEXT.public_url).for_provider("tw")
 
 
 def provider(base_url: str, **options: Any) -> TwilioProvider:
@@ -133,7 +135,9 @@ async def test_a_plain_voice_message_gets_the_default_script(
 ) -> None:
     twilio, url = sim
     p = provider(url)
-    plain = OutboundMessage(CHALLENGE, "voice", "+33142685300", "777001", "", 1, "login", "en-GB")
+    message = OutboundMessage(CHALLENGE, "voice", "+33142685300", "777001", "", 1, "login", "en-GB")
+    script = script_from(ENGLISH, "777001", "login")
+    plain = Call(message, script, "", CONTEXT.public_url).for_provider("tw")  # no session
     try:
         await p.send(plain)
     finally:
@@ -143,6 +147,19 @@ async def test_a_plain_voice_message_gets_the_default_script(
     assert list(root.iter("Gather")) == []  # no session, no "press 1" URL
     digits = "".join(e.text or "" for e in root.iter("Say") if (e.text or "").isdigit())
     assert digits == "777001" * 2
+
+
+async def test_a_call_without_its_twiml_is_refused_unsent(sim: tuple[TwilioSimulator, str]) -> None:
+    """The worker renders every call; the provider never improvises a script."""
+    twilio, url = sim
+    p = provider(url)
+    bare = OutboundMessage(CHALLENGE, "voice", "+33142685300", "777001", "7, 7, 7", 1, "login")
+    try:
+        with pytest.raises(ProviderRejected) as info:
+            await p.send(bare)
+    finally:
+        await p.aclose()
+    assert twilio.calls == [] and "777001" not in str(info.value)
 
 
 @pytest.mark.parametrize("setting", [{"outage": 503}, {"outage": 500}, {"token": "x" * 20}])

@@ -429,6 +429,28 @@ async def test_a_provider_answering_503_fails_over_to_the_next(world: World) -> 
     assert sample(text, "otp_deliveries_total", provider="up", outcome="accepted") == 1
 
 
+async def test_a_call_that_fails_over_links_back_to_the_provider_that_placed_it(
+    world: World,
+) -> None:
+    """The worker renders the call once per provider it tries: the key-press URL of
+    the call `up` placed names `up`, whose signature the gateway then checks."""
+    down, up = await world.simulator(0), await world.simulator(1)
+    down.twilio.outage = 503
+    up.twilio.numbers.script(LANDLINE_E164, ["answer"], [])
+    gw = await world.gateway(
+        providers=[down.provider("down"), up.provider("up")], voice={"require_keypress": True}
+    )
+    await add_account(gw, phone=LANDLINE)
+    challenge_id = await challenge(gw)
+    await wait_delivery(gw, challenge_id, "delivered")
+    [call] = await wait_calls(up, LANDLINE_E164, 1)
+    assert down.twilio.calls == []
+    [url] = call.heard.fetched
+    assert url.startswith(gw.services.config.server.public_url + "/callbacks/up/twiml?t=")
+    assert call.heard.code is not None
+    assert await verify(gw, challenge_id, call.heard.code) == 200
+
+
 async def test_breaker_opens_then_a_probe_closes_it(world: World) -> None:
     down, up = await world.simulator(0), await world.simulator(1)
     down.twilio.outage = 503
