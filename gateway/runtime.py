@@ -30,6 +30,7 @@ from gateway.accounts.totp import TotpService, totp_sealer
 from gateway.config import Config
 from gateway.crypto import Keyring
 from gateway.datastore import redis_client
+from gateway.luascripts import Lua
 from gateway.metrics import Metrics
 from gateway.otp.challenges import ChallengeService
 from gateway.otp.delivery import Deliveries
@@ -109,7 +110,7 @@ def build(
         breaker_threshold=config.worker.breaker_threshold,
         breaker_open_seconds=config.worker.breaker_open_seconds,
     )  # fmt: skip
-    scripts = Scripts.load(redis, config, dispatcher.channels)
+    scripts = Scripts.load(Lua.for_config(redis, config, dispatcher.channels))
     challenges = ChallengeService(redis, scripts, keyring, accounts, config, dispatcher.channels)
     worker = Worker(redis, scripts, keyring, dispatcher, metrics, config)
     return Services(

@@ -44,7 +44,7 @@ from gateway.errors import (
     RateLimited,
     Unprocessable,
 )
-from gateway.otp.scripts import script_source
+from gateway.luascripts import script_source
 
 DIGITS: Final = 6
 _CODE = re.compile(r"[0-9]{6}")

@@ -70,7 +70,7 @@ local limits = {
   {KEYS[4], CFG.global_limit[1], CFG.global_limit[2], 'global'},
 }
 -- Before the global budget: an establishment past its own hears so.
-local el = establishment_limit(CFG, a[9])
+local el = establishment_limit(a[9])
 if el then table.insert(limits, 3, el) end
 if ARGV[8] == '1' then
   table.insert(limits, {KEYS[5], CFG.ip_limit[1], CFG.ip_limit[2], 'ip'})

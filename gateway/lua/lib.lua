@@ -1,4 +1,5 @@
--- Shared helpers, prepended to every script by gateway/otp/scripts.py.
+-- Shared helpers, part of every script: gateway/luascripts.py runs each as
+-- `local CFG = {...}` (the deployment's settings), this file, then the script.
 
 -- Redis 6.2 replicates a script verbatim unless told otherwise, and then
 -- refuses writes after TIME; effects replication makes TIME safe (7.x does it
@@ -80,11 +81,10 @@ end
 
 -- The establishment's budget ([rate_limits] establishment), when one is set,
 -- as a limit for check_limits; `establishment` is the account record's field.
--- `cfg` is the script's CFG (defined after this file).
-local function establishment_limit(cfg, establishment)
-  local l = cfg.establishment_limit
+local function establishment_limit(establishment)
+  local l = CFG.establishment_limit
   if not (l and establishment) then return nil end
-  local key = cfg.establishment_rate_prefix .. redis.sha1hex(establishment)
+  local key = CFG.establishment_rate_prefix .. redis.sha1hex(establishment)
   return {key, l[1], l[2], 'establishment'}
 end
 

@@ -28,7 +28,7 @@ local limits = {
   {KEYS[4], CFG.country_limit[1], CFG.country_limit[2], 'country'},
   {KEYS[5], CFG.global_limit[1], CFG.global_limit[2], 'global'},
 }
-local el = establishment_limit(CFG, r[3])
+local el = establishment_limit(r[3])
 if el then table.insert(limits, 3, el) end
 if ARGV[3] == '1' then
   table.insert(limits, {KEYS[6], CFG.ip_limit[1], CFG.ip_limit[2], 'ip'})
