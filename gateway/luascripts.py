@@ -110,9 +110,9 @@ def settings_chunk(config: Config, channels: Iterable[str]) -> str:
 
 class Script:
     """One script, run by EVALSHA and loaded again when Redis answers NOSCRIPT
-    (after a restart or a failover). redis-py's `register_script` does the
-    same, plus a check on every call for a pipeline it may have to load the
-    script into first: no script is ever run in a pipeline."""
+    (after a restart or a failover). redis-py's own script objects do the
+    same, plus a check on every call for a pipeline they may have to load the
+    script into first: no script here is ever run in a pipeline."""
 
     def __init__(self, redis: aioredis.Redis, source: str) -> None:
         self.redis = redis

@@ -72,6 +72,7 @@ class Services:
     worker: Worker
     deliveries: Deliveries  # provider callbacks, calling again (gateway/otp/delivery.py)
     account_services: AccountServices  # admins, sweep, mail, TOTP (the accounts wing)
+    lua: Lua  # every Lua script both wings run, with the deployment's settings
 
 
 @contextlib.asynccontextmanager
@@ -104,13 +105,15 @@ def build(
             "[security] secret is required (the CLI sets it on the embedded default)"
         )
     keyring = Keyring.from_secret(config.security_secret.reveal())
-    accounts = AccountStore(redis, keyring, phone_policy(config), config.accounts)
     dispatcher = Dispatcher(
         providers, config.worker.send_timeout_seconds, metrics,
         breaker_threshold=config.worker.breaker_threshold,
         breaker_open_seconds=config.worker.breaker_open_seconds,
     )  # fmt: skip
-    scripts = Scripts.load(Lua.for_config(redis, config, dispatcher.channels))
+    # One loader, one CFG: every script of both wings sees the same settings.
+    lua = Lua.for_config(redis, config, dispatcher.channels)
+    accounts = AccountStore(redis, keyring, phone_policy(config), config.accounts, lua=lua)
+    scripts = Scripts.load(lua)
     challenges = ChallengeService(redis, scripts, keyring, accounts, config, dispatcher.channels)
     worker = Worker(redis, scripts, keyring, dispatcher, metrics, config)
     return Services(
@@ -125,13 +128,15 @@ def build(
         metrics=metrics,
         worker=worker,
         deliveries=worker.deliveries,
-        account_services=build_accounts(config, redis, keyring, accounts, challenges),
+        account_services=build_accounts(config, redis, lua, keyring, accounts, challenges),
+        lua=lua,
     )
 
 
 def build_accounts(
     config: Config,
     redis: aioredis.Redis,
+    lua: Lua,
     keyring: Keyring,
     store: AccountStore,
     challenges: ChallengeService,
@@ -145,13 +150,13 @@ def build_accounts(
     admin = AccountAdmin(store, step_ups, TrustedDevices(redis, keyring), notifier)
     totp = TotpService(
         redis, keyring, totp_sealer(config.security_secret.reveal()), store, config.otp,
-        config.rate_limits.failures, config.accounts,
+        config.rate_limits.failures, config.accounts, lua,
     )  # fmt: skip
     return AccountServices(
         admin=admin,
         mail=mail,
         notifier=notifier,
-        sweeper=Sweeper(redis, store, notifier, config.accounts),
+        sweeper=Sweeper(redis, store, notifier, config.accounts, lua=lua),
         totp=totp,
         phone_changes=PhoneChanges(
             redis, store, challenges, step_ups, admin, config.otp.ttl_seconds

@@ -44,20 +44,11 @@ from gateway.errors import (
     RateLimited,
     Unprocessable,
 )
-from gateway.luascripts import script_source
+from gateway.luascripts import Lua
 
 DIGITS: Final = 6
 _CODE = re.compile(r"[0-9]{6}")
 _LABEL = re.compile(r"[^\x00-\x1f\x7f|]{0,64}")
-
-_CONFIRM_LUA = """
--- KEYS: 1 totp hash. ARGV: 1 the sealed pending secret checked, 2 the step it matched.
--- Returns 1 when confirmed, 0 when the pending secret changed meanwhile.
-if redis.call('HGET', KEYS[1], 'pending') ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'secret', ARGV[1], 'last', ARGV[2])
-redis.call('HDEL', KEYS[1], 'pending')
-return 1
-"""
 
 
 def totp_sealer(secret: str) -> Sealer:
@@ -104,6 +95,7 @@ class TotpService:
         otp: OtpConfig,
         failures: Rate,
         accounts: AccountsConfig,
+        lua: Lua,
     ) -> None:
         self.redis = redis
         self.keyring = keyring
@@ -113,8 +105,8 @@ class TotpService:
         self.failures = failures
         self.allowed = accounts.totp
         self.issuer = accounts.totp_issuer
-        self._verify_script = redis.register_script(script_source("totp"))
-        self._confirm_script = redis.register_script(_CONFIRM_LUA)
+        self._verify_script = lua.script("totp")
+        self._confirm_script = lua.script("totp_confirm")
 
     def _key(self, account_id: str) -> str:
         return keys.totp(self.store.account_tag(account_id))

@@ -138,3 +138,13 @@ local function dead_state(c, rec, cid, now)
   end
   return nil
 end
+
+-- An audit entry (gateway/accounts/audit.py): ARGV[first .. first + count - 1],
+-- its field/value pairs, appended to the account's history and to its
+-- establishment's, each capped near its maxlen.
+local function audit(hist, ehist, maxlen, emaxlen, first, count)
+  local entry = {}
+  for i = first, first + count - 1 do entry[#entry + 1] = ARGV[i] end
+  redis.call('XADD', hist, 'MAXLEN', '~', maxlen, '*', unpack(entry))
+  redis.call('XADD', ehist, 'MAXLEN', '~', emaxlen, '*', unpack(entry))
+end
