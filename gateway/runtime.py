@@ -149,9 +149,8 @@ def build_accounts(
     notifier = Notifier(mail, config.accounts.language)
     admin = AccountAdmin(store, step_ups, TrustedDevices(redis, keyring), notifier)
     totp = TotpService(
-        redis, keyring, totp_sealer(config.security_secret.reveal()), store, config.otp,
-        config.rate_limits.failures, config.accounts, lua,
-    )  # fmt: skip
+        redis, keyring, totp_sealer(config.security_secret.reveal()), store, config.accounts, lua
+    )
     return AccountServices(
         admin=admin,
         mail=mail,

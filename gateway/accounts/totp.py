@@ -34,7 +34,7 @@ from gateway import keys
 from gateway.accounts.audit import Who
 from gateway.accounts.records import Account
 from gateway.accounts.store import AccountStore
-from gateway.config import AccountsConfig, OtpConfig, Rate
+from gateway.config import AccountsConfig
 from gateway.crypto import Keyring, Sealer, constant_time_equal, new_token
 from gateway.errors import (
     Conflict,
@@ -79,10 +79,6 @@ class TotpVerified:
     until_ms: int
 
 
-def _limit(rate: Rate) -> tuple[int, int]:
-    return rate.count, rate.period * 1000
-
-
 class TotpService:
     """Enrol, confirm, verify and remove an account's authenticator app."""
 
@@ -92,8 +88,6 @@ class TotpService:
         keyring: Keyring,
         sealer: Sealer,
         store: AccountStore,
-        otp: OtpConfig,
-        failures: Rate,
         accounts: AccountsConfig,
         lua: Lua,
     ) -> None:
@@ -101,8 +95,6 @@ class TotpService:
         self.keyring = keyring
         self.sealer = sealer
         self.store = store
-        self.otp = otp
-        self.failures = failures
         self.allowed = accounts.totp
         self.issuer = accounts.totp_issuer
         self._verify_script = lua.script("totp")
@@ -173,9 +165,8 @@ class TotpService:
         result = await self._verify_script(
             keys=[key, keys.account(account.account_id), keys.failures(tag),
                   keys.trusted_devices(tag), keys.step_up(step_up_digest), keys.LOGINS],
-            args=[step, *_limit(self.failures), "1" if trust_device else "0", device_digest,
-                  self.otp.trusted_device_days * 86_400_000, label,
-                  self.otp.step_up_ttl_seconds * 1000, purpose, account.account_id, tag],
+            args=[step, "1" if trust_device else "0", device_digest, label, purpose,
+                  account.account_id, tag],
         )  # fmt: skip
         outcome = result[0].decode()
         if outcome != "verified":

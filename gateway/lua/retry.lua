@@ -5,7 +5,7 @@
 -- KEYS: 1 retry schedule (zset), 2 challenge (c:), 3 stream
 -- (the account record, which points at the live challenge, is named from the
 -- challenge's account id)
--- ARGV: 1 challenge id, 2 max sends, 3 max calls
+-- ARGV: 1 challenge id
 -- Returns {'not_due'} | {'queued', send number} | {reason dropped}
 local now = now_ms()
 local cid = ARGV[1]
@@ -22,7 +22,7 @@ if not points_to(redis.call('HGET', CFG.account_prefix .. (f[7] or ''), 'c:' .. 
 end
 local sends = tonumber(f[4]) or 1  -- 's' absent: the first send only
 if sends ~= tonumber(f[5]) then return {'superseded'} end
-if sends >= tonumber(ARGV[2]) or (tonumber(f[6]) or 0) >= tonumber(ARGV[3]) then
+if sends >= CFG.max_sends or (tonumber(f[6]) or 0) >= CFG.max_calls then
   return {'exhausted'}
 end
 sends = sends + 1

@@ -29,7 +29,6 @@ from cryptography.exceptions import InvalidTag
 
 from gateway import keys
 from gateway.clock import now_ms
-from gateway.config import Config
 from gateway.crypto import Keyring, open_code, points_to
 from gateway.metrics import Metrics
 from gateway.otp.scripts import Scripts
@@ -79,14 +78,12 @@ class Deliveries:
         scripts: Scripts,
         keyring: Keyring,
         metrics: Metrics,
-        config: Config,
-        channels: frozenset[str],
     ) -> None:
         self.redis = redis
         self.keyring = keyring
         self.metrics = metrics
-        self.config = config
-        self.voice_available = "voice" in channels
+        # The retry delay, call and send caps and the SMS fallback are baked
+        # into the scripts' CFG (gateway/luascripts.py).
         self._status = scripts.status
         self._retry = scripts.retry
 
@@ -94,20 +91,14 @@ class Deliveries:
         self, challenge_id: str, send: int, event: DeliveryEvent, *, follow_up: bool = True
     ) -> str:
         """Apply one event; returns "unknown", "unchanged" or the follow-up taken."""
-        voice, otp = self.config.voice, self.config.otp
-        fallback = self.config.sms.fallback_to_voice and self.voice_available
         result: list[Any] = await self._status(
             keys=[
                 keys.challenge(challenge_id),
                 keys.RETRIES,
                 keys.STREAM,
             ],
-            args=[
-                challenge_id, send, event.state, event.kind,
-                int(voice.retry_delay_seconds * 1000), voice.max_calls, otp.max_sends,
-                "1" if fallback else "0", "1" if follow_up else "0",
-            ],
-        )  # fmt: skip
+            args=[challenge_id, send, event.state, event.kind, "1" if follow_up else "0"],
+        )
         outcome: str = result[0].decode()
         if outcome != "changed":
             return outcome
@@ -130,7 +121,7 @@ class Deliveries:
                     keys.challenge(challenge_id),
                     keys.STREAM,
                 ],
-                args=[challenge_id, self.config.otp.max_sends, self.config.voice.max_calls],
+                args=[challenge_id],
             )
             if result[0] == b"queued":
                 queued += 1
