@@ -15,7 +15,6 @@
 -- ARGV: 1 challenge id, 2 send number, 3 state, 4 kind ('call' | 'message'),
 --       5 follow-up allowed ('1' | '0')
 -- Returns {'unknown'} | {'unchanged', current} | {'changed', 'none' | 'retry' | 'fallback'}
-local RANK = {queued = 0, sent = 1, delivered = 2, no_answer = 2, busy = 2, machine = 2, failed = 2}
 local c, cid = KEYS[1], ARGV[1]
 local n, state, kind = tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local f = redis.call('HMGET', c, 's', 'v', 'x', 'p', 'vc', 'nv', 'd:' .. n, 'a')
@@ -36,8 +35,8 @@ if RANK[state] < 2 or state == 'delivered' or n ~= sends or ARGV[5] ~= '1' then
   return {'changed', 'none'}
 end
 local now = now_ms()
-local live = points_to(redis.call('HGET', CFG.account_prefix .. (f[8] or ''), 'c:' .. f[4]), cid)
-if f[2] or now >= tonumber(f[3]) or not live then
+local rec = CFG.account_prefix .. (f[8] or '')
+if ended(f[2], f[3], now, function() return redis.call('HGET', rec, 'c:' .. f[4]) end, cid) then
   return {'changed', 'none'}  -- verified, burnt, expired or replaced: nobody needs it now
 end
 if calls >= CFG.max_calls or sends >= CFG.max_sends then return {'changed', 'none'} end

@@ -12,13 +12,12 @@ if redis.call('HEXISTS', KEYS[1], 'secret') == 0 then return {'totp_not_enrolled
 local blocked = account_block(KEYS[2], now)
 if blocked then return blocked end
 
-local fl = CFG.failures_limit
-local fok, ftat, fwait = gcra(redis.call('GET', KEYS[3]), fl[1], fl[2], now)
-if not fok then return {'rate', 'failures', fwait} end
+local refused, failed = budget(redis.call('GET', KEYS[3]), CFG.failures_limit, 'failures', now)
+if refused then return refused end
 
 local step = tonumber(ARGV[1])
 if step < 0 then
-  redis.call('SET', KEYS[3], ftat, 'PX', ftat - now + 1)
+  count_failure(KEYS[3], failed, now)
   return {'invalid_code'}
 end
 -- A code is good once: only a step later than the last one accepted passes.
