@@ -29,8 +29,9 @@ from cryptography.exceptions import InvalidTag
 
 from gateway import keys
 from gateway.clock import now_ms
-from gateway.crypto import Keyring, open_code, points_to
+from gateway.crypto import Keyring, open_code
 from gateway.metrics import Metrics
+from gateway.otp.challenges import ended
 from gateway.otp.scripts import Scripts
 
 log = logging.getLogger("otp_gateway.delivery")
@@ -135,20 +136,20 @@ class Deliveries:
             keys.challenge(challenge_id), "p", "v", "x", "e", "a"
         )
         purpose, state, expires, sealed, account_id = fields
-        if purpose is None or state is not None or sealed is None or expires is None:
+        if purpose is None or sealed is None or expires is None or account_id is None:
             return None
-        if account_id is None:
-            return None
-        if now_ms() >= int(expires):
+        now = now_ms()
+        # State and expiry first: the account is read only for a code that may be live.
+        if ended(state, int(expires), now):
             return None
         record: list[Any] = await self.redis.hmget(
             keys.account(account_id.decode()), f"c:{purpose.decode()}", "suspended", "expires_at"
         )
-        live, suspended, account_expiry = record
-        if not points_to(live, challenge_id) or suspended == b"1":
-            return None  # replaced, or the account was suspended since
-        if now_ms() >= int(account_expiry or 0):
-            return None
+        pointer, suspended, account_expiry = record
+        if ended(state, int(expires), now, lambda: pointer, challenge_id):
+            return None  # replaced
+        if suspended == b"1" or now >= int(account_expiry or 0):
+            return None  # the account was suspended since, or has expired
         try:
             code = open_code(self.keyring, challenge_id, sealed)
         except InvalidTag:
