@@ -30,6 +30,7 @@ from gateway.accounts.totp import TotpService, totp_sealer
 from gateway.config import Config
 from gateway.crypto import Keyring
 from gateway.datastore import redis_client
+from gateway.luascripts import Lua
 from gateway.metrics import Metrics
 from gateway.otp.challenges import ChallengeService
 from gateway.otp.delivery import Deliveries
@@ -71,6 +72,7 @@ class Services:
     worker: Worker
     deliveries: Deliveries  # provider callbacks, calling again (gateway/otp/delivery.py)
     account_services: AccountServices  # admins, sweep, mail, TOTP (the accounts wing)
+    lua: Lua  # every Lua script both wings run, with the deployment's settings
 
 
 @contextlib.asynccontextmanager
@@ -103,13 +105,15 @@ def build(
             "[security] secret is required (the CLI sets it on the embedded default)"
         )
     keyring = Keyring.from_secret(config.security_secret.reveal())
-    accounts = AccountStore(redis, keyring, phone_policy(config), config.accounts)
     dispatcher = Dispatcher(
         providers, config.worker.send_timeout_seconds, metrics,
         breaker_threshold=config.worker.breaker_threshold,
         breaker_open_seconds=config.worker.breaker_open_seconds,
     )  # fmt: skip
-    scripts = Scripts.load(redis, config, dispatcher.channels)
+    # One loader, one CFG: every script of both wings sees the same settings.
+    lua = Lua.for_config(redis, config, dispatcher.channels)
+    accounts = AccountStore(redis, keyring, phone_policy(config), config.accounts, lua=lua)
+    scripts = Scripts.load(lua)
     challenges = ChallengeService(redis, scripts, keyring, accounts, config, dispatcher.channels)
     worker = Worker(redis, scripts, keyring, dispatcher, metrics, config)
     return Services(
@@ -124,13 +128,15 @@ def build(
         metrics=metrics,
         worker=worker,
         deliveries=worker.deliveries,
-        account_services=build_accounts(config, redis, keyring, accounts, challenges),
+        account_services=build_accounts(config, redis, lua, keyring, accounts, challenges),
+        lua=lua,
     )
 
 
 def build_accounts(
     config: Config,
     redis: aioredis.Redis,
+    lua: Lua,
     keyring: Keyring,
     store: AccountStore,
     challenges: ChallengeService,
@@ -143,14 +149,13 @@ def build_accounts(
     notifier = Notifier(mail, config.accounts.language)
     admin = AccountAdmin(store, step_ups, TrustedDevices(redis, keyring), notifier)
     totp = TotpService(
-        redis, keyring, totp_sealer(config.security_secret.reveal()), store, config.otp,
-        config.rate_limits.failures, config.accounts,
-    )  # fmt: skip
+        redis, keyring, totp_sealer(config.security_secret.reveal()), store, config.accounts, lua
+    )
     return AccountServices(
         admin=admin,
         mail=mail,
         notifier=notifier,
-        sweeper=Sweeper(redis, store, notifier, config.accounts),
+        sweeper=Sweeper(redis, store, notifier, config.accounts, lua=lua),
         totp=totp,
         phone_changes=PhoneChanges(
             redis, store, challenges, step_ups, admin, config.otp.ttl_seconds

@@ -92,7 +92,7 @@ def test_constant_time_equal() -> None:
 
 def test_settings_chunk_renders_the_config_as_one_lua_table() -> None:
     from gateway.config import config_from_dict
-    from gateway.otp.scripts import settings_chunk
+    from gateway.luascripts import settings_chunk
 
     config = config_from_dict({
         "otp": {"ttl_seconds": 120, "max_attempts": 3},
@@ -109,9 +109,9 @@ def test_settings_chunk_renders_the_config_as_one_lua_table() -> None:
 
 
 def test_lua_literals_escape_strings() -> None:
-    from gateway.otp.scripts import _lua
+    from gateway.luascripts import lua_literal
 
-    assert _lua('a"b\\c') == '"a\\"b\\\\c"'
-    assert _lua({"k": [1, True]}) == '{["k"] = {1, true}}'
+    assert lua_literal('a"b\\c') == '"a\\"b\\\\c"'
+    assert lua_literal({"k": [1, True]}) == '{["k"] = {1, true}}'
     with pytest.raises(TypeError):
-        _lua(1.5)
+        lua_literal(1.5)

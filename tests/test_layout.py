@@ -3,7 +3,7 @@
 Floors, lowest first; a module imports only from its own floor or below:
 
 0. core: `CORE` below (configuration, errors, Redis key names, crypto, phones,
-   clock, logs, metrics, the Redis client, the embedded Redis, the provider
+   clock, logs, metrics, the Redis client, the Lua loader, the embedded Redis, the provider
    interface `gateway.provider`, the message texts `config.py` reads).
 1. two wings side by side, `gateway.otp` (the code engine) and
    `gateway.accounts` (the account store), plus `gateway.simulator` (a dev
@@ -41,8 +41,8 @@ ROOT = Path(__file__).resolve().parent.parent
 CORE = frozenset({
     "gateway", "gateway.apidoc", "gateway.clock", "gateway.config", "gateway.crypto",
     "gateway.datadir", "gateway.datastore", "gateway.embedded", "gateway.errors",
-    "gateway.keycheck", "gateway.keys", "gateway.listen", "gateway.logs", "gateway.messages",
-    "gateway.metrics", "gateway.phones", "gateway.provider",
+    "gateway.keycheck", "gateway.keys", "gateway.listen", "gateway.logs", "gateway.luascripts",
+    "gateway.messages", "gateway.metrics", "gateway.phones", "gateway.provider",
 })  # fmt: skip
 ENTRY_POINTS = frozenset({
     "gateway.__main__", "gateway.app", "gateway.cli", "gateway.worker_main",
@@ -57,10 +57,7 @@ PORTS: dict[tuple[str, str], frozenset[str]] = {
     ("otp", "accounts"): frozenset({"gateway.accounts"}),
     ("accounts", "otp"): frozenset({"gateway.otp.tokens", "gateway.otp.challenges"}),
 }
-# TODO(issue 11, Lua consolidation): TOTP loads its Lua through the engine's loader.
-TODO_PORTS: dict[str, frozenset[str]] = {
-    "gateway.accounts.totp": frozenset({"gateway.otp.scripts"}),
-}
+TODO_PORTS: dict[str, frozenset[str]] = {}
 PROVIDER_INTERFACE = frozenset({"gateway.provider", "gateway.errors"})
 TODO_PROVIDERS: dict[str, frozenset[str]] = {}
 

@@ -26,7 +26,7 @@ from gateway import keys
 from gateway.app import create_app
 from gateway.datastore import redis_client
 from gateway.embedded import RedisServer
-from gateway.otp.scripts import Script
+from gateway.luascripts import Script
 from gateway.web.request import SERVICES
 from tests.conftest import OPERATOR_KEY, Gateway, Sink, add_account, make_config, sink_provider
 from tests.httpstub import poll

@@ -27,16 +27,6 @@ from gateway.clock import iso
 HISTORY_MAXLEN: Final = 1000
 ESTABLISHMENT_HISTORY_MAXLEN: Final = 20000
 
-# Lua: append ARGV[first .. first + count - 1] (field/value pairs) to both streams.
-AUDIT_LUA_FN: Final = """
-local function audit(hist, ehist, maxlen, emaxlen, first, count)
-  local entry = {}
-  for i = first, first + count - 1 do entry[#entry + 1] = ARGV[i] end
-  redis.call('XADD', hist, 'MAXLEN', '~', maxlen, '*', unpack(entry))
-  redis.call('XADD', ehist, 'MAXLEN', '~', emaxlen, '*', unpack(entry))
-end
-"""
-
 
 @dataclass(frozen=True, slots=True)
 class Who:

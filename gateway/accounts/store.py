@@ -10,8 +10,8 @@ Layout (key names from `gateway.keys`):
 - `keys.history(id)` and `keys.establishment_history(tag)`: audit
   streams (`gateway.accounts.audit`), kept after the account is deleted.
 
-Every change that touches more than one key is one Lua script, so indexes,
-record and history never disagree.
+Every change that touches more than one key is one Lua script
+(`gateway/lua/account_*.lua`), so indexes, record and history never disagree.
 
 **Last admin.** A change that would leave an establishment without an active
 admin (delete, demote, suspend, or move the expiry into the past of its last
@@ -34,7 +34,6 @@ import redis.asyncio as aioredis
 
 from gateway import keys
 from gateway.accounts.audit import (
-    AUDIT_LUA_FN,
     ESTABLISHMENT_HISTORY_MAXLEN,
     HISTORY_MAXLEN,
     Entry,
@@ -74,6 +73,7 @@ from gateway.errors import (
     Unavailable,
     Unprocessable,
 )
+from gateway.luascripts import Lua
 from gateway.phones import InvalidPhone, Phone, PhonePolicy, parse_phone
 
 __all__ = [
@@ -99,111 +99,6 @@ log = logging.getLogger("otp_gateway.accounts")
 
 _MAX_RETRIES: Final = 50
 
-# Effects replication (Redis 6.2): XADD '*' is non-deterministic.
-_PRELUDE = "if redis.replicate_commands then redis.replicate_commands() end\n" + AUDIT_LUA_FN
-
-_CREATE_LUA = (
-    _PRELUDE
-    + """
--- KEYS: 1 account hash, 2 account index, 3 establishment set, 4 history,
---       5 establishment history
--- ARGV: 1 account id, 2/3 history maxlens (account, establishment),
---       4 number of audit items n, 5 .. 4+n the audit entry's field/value pairs,
---       then field, value pairs of the record
--- Returns 1 when created, 0 when the account already exists.
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-local n = tonumber(ARGV[4])
-local fields = {}
-for i = 5 + n, #ARGV do fields[#fields + 1] = ARGV[i] end
-redis.call('HSET', KEYS[1], unpack(fields))
-redis.call('SADD', KEYS[2], ARGV[1])
-redis.call('SADD', KEYS[3], ARGV[1])
-audit(KEYS[4], KEYS[5], ARGV[2], ARGV[3], 5, n)
-return 1
-"""
-)
-
-_APPLY_LUA = (
-    _PRELUDE
-    + """
--- KEYS: 1 account hash, 2 history, 3 trusted devices, 4 account index,
---       5 establishment set, 6 establishment history, 7 totp hash, 8 reminders hash,
---       9 guard: another active admin's hash (KEYS[1] when there is no guard)
--- ARGV: 1 account id, 2 expected version, 3 mode (update|revoke|delete),
---       4/5 history maxlens, 6 the guard's expected version ('' when there is no guard),
---       7 number of audit items n, then the n audit items,
---       then the number of field/value pairs to set, the pairs, then fields to delete
--- Returns 1 when applied, 0 when the record or the guard changed since they were
--- read, -1 when the account is gone.
-local version = redis.call('HGET', KEYS[1], 'v')
-if not version then return -1 end
-if version ~= ARGV[2] then return 0 end
-if ARGV[6] ~= '' and redis.call('HGET', KEYS[9], 'v') ~= ARGV[6] then return 0 end
-local n = tonumber(ARGV[7])
-local at = 8 + n
-local mode = ARGV[3]
-if mode == 'delete' then
-  redis.call('DEL', KEYS[1], KEYS[3], KEYS[7], KEYS[8])
-  redis.call('SREM', KEYS[4], ARGV[1])
-  redis.call('SREM', KEYS[5], ARGV[1])
-else
-  local nset = tonumber(ARGV[at])
-  local first_del = at + 1 + 2 * nset
-  if nset > 0 then
-    local sets = {}
-    for i = at + 1, first_del - 1 do sets[#sets + 1] = ARGV[i] end
-    redis.call('HSET', KEYS[1], unpack(sets))
-  end
-  local dels = {}
-  for i = first_del, #ARGV do dels[#dels + 1] = ARGV[i] end
-  if #dels > 0 then redis.call('HDEL', KEYS[1], unpack(dels)) end
-  redis.call('HINCRBY', KEYS[1], 'v', 1)
-  if mode == 'revoke' then
-    -- A new number: trusted devices and pending challenges to the old one
-    -- die (the scripts point at an account's live challenges from its record).
-    redis.call('DEL', KEYS[3])
-    local fields = redis.call('HKEYS', KEYS[1])
-    for _, f in ipairs(fields) do
-      if string.sub(f, 1, 2) == 'c:' then redis.call('HDEL', KEYS[1], f) end
-    end
-  end
-end
-audit(KEYS[2], KEYS[6], ARGV[4], ARGV[5], 8, n)
-return 1
-"""
-)
-
-_AUDIT_ONLY_LUA = (
-    _PRELUDE
-    + """
--- KEYS: 1 history, 2 establishment history. ARGV: 1/2 maxlens, 3 n, 4.. audit items
-audit(KEYS[1], KEYS[2], ARGV[1], ARGV[2], 4, tonumber(ARGV[3]))
-return 1
-"""
-)
-
-_EXPIRE_LUA = (
-    _PRELUDE
-    + """
--- KEYS: 1 account hash, 2 history, 3 establishment history, 4 trusted devices
--- ARGV: 1 the expiry (ms) seen passing, 2/3 history maxlens, 4 n, 5.. audit items
--- Returns 1 when recorded now; 0 when already recorded, renewed since, or gone.
-local f = redis.call('HMGET', KEYS[1], 'expires_at', 'expiry_mark')
-if f[1] ~= ARGV[1] or f[2] == ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'expiry_mark', ARGV[1])
-redis.call('DEL', KEYS[4])
-audit(KEYS[2], KEYS[3], ARGV[2], ARGV[3], 5, tonumber(ARGV[4]))
-return 1
-"""
-)
-
-_LOGIN_LUA = """
--- KEYS: 1 account hash. ARGV: 1 now (ms). Returns 0 when the account is gone.
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], 'last_login_at', ARGV[1])
-return 1
-"""
-
 Mode = Literal["update", "revoke", "delete"]
 # Aliases: inside AccountStore, `list` is the method.
 _ScriptArgs = list[str | bytes | int]
@@ -225,18 +120,22 @@ class AccountStore:
         accounts: AccountsConfig,
         *,
         clock: Callable[[], datetime] = utc_now,
+        lua: Lua | None = None,
     ) -> None:
+        """`lua`: the process's script loader (the runtime's); by default one
+        without settings, which the store's scripts do not read."""
         self._redis = redis
         self._keyring = keyring
         self._codec = Codec(keyring)
         self._policy = phones
         self._validity = timedelta(days=accounts.validity_days)
         self._clock = clock
-        self._create_script = redis.register_script(_CREATE_LUA)
-        self._apply_script = redis.register_script(_APPLY_LUA)
-        self._audit_script = redis.register_script(_AUDIT_ONLY_LUA)
-        self._expire_script = redis.register_script(_EXPIRE_LUA)
-        self._login_script = redis.register_script(_LOGIN_LUA)
+        lua = lua or Lua(redis)
+        self._create_script = lua.script("account_create")
+        self._apply_script = lua.script("account_apply")
+        self._audit_script = lua.script("account_audit")
+        self._expire_script = lua.script("account_expire")
+        self._login_script = lua.script("account_login")
 
     @classmethod
     def from_config(cls, redis: aioredis.Redis, keyring: Keyring, config: Config) -> AccountStore:

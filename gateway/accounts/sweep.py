@@ -44,15 +44,11 @@ from gateway.accounts.store import AccountStore
 from gateway.clock import to_ms
 from gateway.config import AccountsConfig
 from gateway.errors import GatewayError
+from gateway.luascripts import Lua
 
 log = logging.getLogger("otp_gateway.sweep")
 
 LOCK_MS: Final = 300_000
-
-_RELEASE_LUA = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 
 
 @dataclass
@@ -75,6 +71,8 @@ class Sweeper:
         store: AccountStore,
         notifier: Notifier,
         config: AccountsConfig,
+        *,
+        lua: Lua | None = None,
     ) -> None:
         self.redis = redis
         self.store = store
@@ -82,7 +80,7 @@ class Sweeper:
         self.interval_ms = config.sweep_interval_seconds * 1000
         self.thresholds = config.reminder_days
         self.grace = timedelta(days=config.last_admin_grace_days)
-        self._release = redis.register_script(_RELEASE_LUA)
+        self._release = (lua or Lua(redis)).script("sweep_release")
 
     async def run(self, stop: asyncio.Event) -> None:
         """Sweep when due until `stop` is set; rides out Redis outages."""

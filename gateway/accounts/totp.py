@@ -34,7 +34,7 @@ from gateway import keys
 from gateway.accounts.audit import Who
 from gateway.accounts.records import Account
 from gateway.accounts.store import AccountStore
-from gateway.config import AccountsConfig, OtpConfig, Rate
+from gateway.config import AccountsConfig
 from gateway.crypto import Keyring, Sealer, constant_time_equal, new_token
 from gateway.errors import (
     Conflict,
@@ -44,20 +44,11 @@ from gateway.errors import (
     RateLimited,
     Unprocessable,
 )
-from gateway.otp.scripts import script_source
+from gateway.luascripts import Lua
 
 DIGITS: Final = 6
 _CODE = re.compile(r"[0-9]{6}")
 _LABEL = re.compile(r"[^\x00-\x1f\x7f|]{0,64}")
-
-_CONFIRM_LUA = """
--- KEYS: 1 totp hash. ARGV: 1 the sealed pending secret checked, 2 the step it matched.
--- Returns 1 when confirmed, 0 when the pending secret changed meanwhile.
-if redis.call('HGET', KEYS[1], 'pending') ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'secret', ARGV[1], 'last', ARGV[2])
-redis.call('HDEL', KEYS[1], 'pending')
-return 1
-"""
 
 
 def totp_sealer(secret: str) -> Sealer:
@@ -88,10 +79,6 @@ class TotpVerified:
     until_ms: int
 
 
-def _limit(rate: Rate) -> tuple[int, int]:
-    return rate.count, rate.period * 1000
-
-
 class TotpService:
     """Enrol, confirm, verify and remove an account's authenticator app."""
 
@@ -101,20 +88,17 @@ class TotpService:
         keyring: Keyring,
         sealer: Sealer,
         store: AccountStore,
-        otp: OtpConfig,
-        failures: Rate,
         accounts: AccountsConfig,
+        lua: Lua,
     ) -> None:
         self.redis = redis
         self.keyring = keyring
         self.sealer = sealer
         self.store = store
-        self.otp = otp
-        self.failures = failures
         self.allowed = accounts.totp
         self.issuer = accounts.totp_issuer
-        self._verify_script = redis.register_script(script_source("totp"))
-        self._confirm_script = redis.register_script(_CONFIRM_LUA)
+        self._verify_script = lua.script("totp")
+        self._confirm_script = lua.script("totp_confirm")
 
     def _key(self, account_id: str) -> str:
         return keys.totp(self.store.account_tag(account_id))
@@ -181,9 +165,8 @@ class TotpService:
         result = await self._verify_script(
             keys=[key, keys.account(account.account_id), keys.failures(tag),
                   keys.trusted_devices(tag), keys.step_up(step_up_digest), keys.LOGINS],
-            args=[step, *_limit(self.failures), "1" if trust_device else "0", device_digest,
-                  self.otp.trusted_device_days * 86_400_000, label,
-                  self.otp.step_up_ttl_seconds * 1000, purpose, account.account_id, tag],
+            args=[step, "1" if trust_device else "0", device_digest, label, purpose,
+                  account.account_id, tag],
         )  # fmt: skip
         outcome = result[0].decode()
         if outcome != "verified":

@@ -47,37 +47,19 @@ if not (CFG.channels[channel] and contains(takes, channel)) then
   return {'refused', 'channel_unavailable', channel}
 end
 
-local last = tonumber(a[7])
-local cooldown = CFG.cooldown_ms
-if last and now - last < cooldown then
-  return {'rate', 'cooldown', cooldown - (now - last)}
-end
-
--- An account out of verification attempts gets no new codes either.
-local fl = CFG.failures_limit
-local fok, _, fwait = gcra(redis.call('GET', KEYS[3]), fl[1], fl[2], now)
-if not fok then return {'rate', 'failures', fwait} end
-
-local al = CFG.account_limit
-local aok, account_tat, await = gcra(a[8], al[1], al[2], now)
-if not aok then return {'rate', 'account', await} end
-
-local chars = CFG.number_rate_chars
-local limits = {
-  {CFG.number_rate_prefix .. string.sub(number_tag, 1, chars), CFG.number_limit[1],
-   CFG.number_limit[2], 'number', field = string.sub(number_tag, chars + 1)},
-  {CFG.country_rate_prefix .. region, CFG.country_limit[1], CFG.country_limit[2], 'country'},
-  {KEYS[4], CFG.global_limit[1], CFG.global_limit[2], 'global'},
-}
--- Before the global budget: an establishment past its own hears so.
-local el = establishment_limit(CFG, a[9])
-if el then table.insert(limits, 3, el) end
-if ARGV[8] == '1' then
-  table.insert(limits, {KEYS[5], CFG.ip_limit[1], CFG.ip_limit[2], 'ip'})
-end
-local refused = check_limits(limits, now)
+local refused = cooling_down(a[7], now)
 if refused then return refused end
-consume_limits(limits, now)
+-- An account out of verification attempts gets no new codes either.
+refused = budget(redis.call('GET', KEYS[3]), CFG.failures_limit, 'failures', now)
+if refused then return refused end
+local account_tat
+refused, account_tat = budget(a[8], CFG.account_limit, 'account', now)
+if refused then return refused end
+
+local number_key = CFG.number_rate_prefix .. string.sub(number_tag, 1, CFG.number_rate_chars)
+refused = spend(send_limits(number_key, number_tag, CFG.country_rate_prefix .. region, a[9],
+  KEYS[4], ARGV[8] == '1' and KEYS[5] or nil), now)
+if refused then return refused end
 
 local ttl, tombstone = CFG.ttl_ms, CFG.tombstone_ms
 local expires_at = now + ttl
@@ -98,4 +80,4 @@ redis.call('HSET', rec, 'c:' .. purpose, string.sub(ARGV[2], 1, 16), 's:' .. pur
   'g', account_tat)
 
 redis.call('XADD', KEYS[6], '*', 'c', ARGV[2], 'n', 1, 'ch', channel)
-return {'ok', expires_at, now + cooldown, channel, region, a[6] or ''}
+return {'ok', expires_at, now + CFG.cooldown_ms, channel, region, a[6] or ''}

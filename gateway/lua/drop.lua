@@ -11,7 +11,6 @@
 -- ARGV: 1 group, 2 entry id, 3 send number ('' when unknown), 4 reason,
 --       5 dead-letter cap (0: no dead letter), 6.. the entry's fields and values
 -- Returns 1
-local RANK = {queued = 0, sent = 1, delivered = 2, no_answer = 2, busy = 2, machine = 2, failed = 2}
 local c, n, reason = KEYS[3], tonumber(ARGV[3]), ARGV[4]
 if c and n and redis.call('TYPE', c).ok == 'hash' then
   local f = redis.call('HMGET', c, 's', 'd:' .. n)
@@ -32,6 +31,5 @@ if cap > 0 then
   entry[#entry + 1] = reason
   redis.call('XADD', KEYS[2], 'MAXLEN', cap, '*', unpack(entry))
 end
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-redis.call('XDEL', KEYS[1], ARGV[2])
+finish_job(KEYS[1], ARGV[1], ARGV[2])
 return 1

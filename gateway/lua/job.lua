@@ -10,8 +10,10 @@
 --         or the account id (the account's own number, sealed to the account)
 local now = now_ms()
 local f = redis.call('HMGET', KEYS[1], 'a', 'p', 'v', 'x', 'q', 'e', 'nh', 'to')
-if not f[1] or f[3] or not f[6] then return {'drop', 'not_live'} end
-if now >= tonumber(f[4]) then return {'drop', 'expired'} end
+if not f[1] or not f[6] then return {'drop', 'not_live'} end
+-- Its state and expiry first; whether it was replaced, last (below).
+local why = ended(f[3], f[4], now)
+if why then return {'drop', why == f[3] and 'not_live' or why} end
 if f[5] and tonumber(f[5]) >= tonumber(ARGV[2]) then return {'drop', 'duplicate'} end
 local a = redis.call('HMGET', CFG.account_prefix .. f[1], 'suspended', 'expires_at',
   'c:' .. f[2], 'phone', 'number_tag', 'phone_extension')
@@ -28,5 +30,7 @@ if not number then
 end
 -- A newer challenge of the same purpose replaced this one (or a phone change
 -- revoked it): its code can no longer verify.
-if not points_to(a[3], ARGV[1]) then return {'drop', 'replaced'} end
+if ended(f[3], f[4], now, function() return a[3] end, ARGV[1]) then
+  return {'drop', 'replaced'}
+end
 return {'send', f[2], f[4], f[6], number, owner, extension}

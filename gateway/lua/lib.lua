@@ -1,4 +1,5 @@
--- Shared helpers, prepended to every script by gateway/otp/scripts.py.
+-- Shared helpers, part of every script: gateway/luascripts.py runs each as
+-- `local CFG = {...}` (the deployment's settings), this file, then the script.
 
 -- Redis 6.2 replicates a script verbatim unless told otherwise, and then
 -- refuses writes after TIME; effects replication makes TIME safe (7.x does it
@@ -30,6 +31,29 @@ local function gcra(tat, count, period_ms, now)
   local wait = new_tat - period_ms - now
   if wait > 0 then return false, tat, wait end
   return true, new_tat, 0
+end
+
+-- One budget: nil and the state to store when `limit` ({count, period_ms})
+-- allows one more, else the refusal {'rate', scope, wait_ms}.
+local function budget(tat, limit, scope, now)
+  local ok, new_tat, wait = gcra(tat, limit[1], limit[2], now)
+  if not ok then return {'rate', scope, wait} end
+  return nil, new_tat
+end
+
+-- Spends the account's failures budget at `key` (verify.lua, totp.lua): `tat`
+-- is the state budget() returned for it.
+local function count_failure(key, tat, now)
+  redis.call('SET', key, tat, 'PX', tat - now + 1)
+end
+
+-- The pause between two sends of a purpose to an account ([otp]
+-- resend_cooldown_seconds): a refusal while its last send (`last`, ms) is recent.
+local function cooling_down(last, now)
+  last = tonumber(last)
+  local cooldown = CFG.cooldown_ms
+  if last and now - last < cooldown then return {'rate', 'cooldown', cooldown - (now - last)} end
+  return nil
 end
 
 -- True when the array `list` holds `value`.
@@ -78,16 +102,6 @@ local function check_limits(limits, now)
   return nil
 end
 
--- The establishment's budget ([rate_limits] establishment), when one is set,
--- as a limit for check_limits; `establishment` is the account record's field.
--- `cfg` is the script's CFG (defined after this file).
-local function establishment_limit(cfg, establishment)
-  local l = cfg.establishment_limit
-  if not (l and establishment) then return nil end
-  local key = cfg.establishment_rate_prefix .. redis.sha1hex(establishment)
-  return {key, l[1], l[2], 'establishment'}
-end
-
 local function consume_limits(limits, now)
   for _, l in ipairs(limits) do
     if l.field then
@@ -102,6 +116,37 @@ local function consume_limits(limits, now)
       redis.call('SET', l[1], l[5], 'PX', l[5] - now + 1)
     end
   end
+end
+
+-- The budgets a send spends (create.lua, resend.lua), in the order they are
+-- checked: its number (a field of the bucket `number_key`: the rest of its
+-- tag), its country, its establishment's ([rate_limits] establishment, when
+-- set; `establishment` is the account record's field) before the global one,
+-- so an establishment past its own hears so, then the client address's when
+-- the caller gave one (`ip_key`, else nil).
+local function send_limits(number_key, number_tag, country_key, establishment, global_key, ip_key)
+  local nl, cl, gl = CFG.number_limit, CFG.country_limit, CFG.global_limit
+  local limits = {
+    {number_key, nl[1], nl[2], 'number', field = string.sub(number_tag, CFG.number_rate_chars + 1)},
+    {country_key, cl[1], cl[2], 'country'},
+  }
+  local el = CFG.establishment_limit
+  if el and establishment then
+    local key = CFG.establishment_rate_prefix .. redis.sha1hex(establishment)
+    table.insert(limits, {key, el[1], el[2], 'establishment'})
+  end
+  table.insert(limits, {global_key, gl[1], gl[2], 'global'})
+  if ip_key then table.insert(limits, {ip_key, CFG.ip_limit[1], CFG.ip_limit[2], 'ip'}) end
+  return limits
+end
+
+-- Spends all of `limits` or none: nil when every one allowed the send, else
+-- the first refusal, {'rate', scope, wait_ms}.
+local function spend(limits, now)
+  local refused = check_limits(limits, now)
+  if refused then return refused end
+  consume_limits(limits, now)
+  return nil
 end
 
 -- The account behind a live challenge stopped being usable: suspended, or
@@ -122,19 +167,70 @@ local function points_to(ptr, cid)
   return ptr == string.sub(cid, 1, 16) or ptr == cid
 end
 
--- Challenge state: pending (nil), verified, burnt, expired.
--- Returns an error tuple when the challenge cannot be used any more.
--- `rec` is the account record, which holds the `c:<purpose>` pointers.
+-- Is the challenge live? Decided here, for every script. It has ended when
+-- its state `v` says so (verified, burnt, expired), at its expiry `x`, or when
+-- the account record's `c:<purpose>` pointer no longer names it (a newer
+-- challenge of that purpose, a phone change, the account deleted).
+-- `pointer` returns that pointer; it is called last, only when the rest
+-- leaves the challenge live (it may cost a read), and may be left out to ask
+-- about the state and expiry alone. Returns nil while live, else why not: `v`
+-- itself when the end is recorded, else 'expired' or 'replaced'.
+local function ended(v, x, now, pointer, cid)
+  if v then return v end
+  if now >= tonumber(x) then return 'expired' end
+  if pointer and not points_to(pointer(), cid) then return 'replaced' end
+  return nil
+end
+
+-- Ends a challenge in `state` (verified, burnt, expired): its code digest and
+-- sealed code go. With `rec`, the account record, its pointer to the
+-- challenge goes too and the hash lives on only as a tombstone, which the
+-- status route reads.
+local function end_challenge(c, state, rec, purpose)
+  redis.call('HSET', c, 'v', state)
+  redis.call('HDEL', c, 'h', 'e')
+  if rec then
+    redis.call('PEXPIRE', c, CFG.tombstone_ms)
+    redis.call('HDEL', rec, 'c:' .. purpose)
+  end
+end
+
+-- A challenge that cannot be used any more, as the error tuple verify.lua and
+-- resend.lua return; nil while it is live. `rec` is the account record, which
+-- holds the `c:<purpose>` pointers. An end not yet recorded (past its expiry,
+-- or replaced) is recorded now.
 local function dead_state(c, rec, cid, now)
   local f = redis.call('HMGET', c, 'v', 'x', 'p')
-  if f[1] == 'verified' then return {'already_used'} end
-  if f[1] == 'burnt' then return {'too_many_attempts'} end
-  if f[1] == 'expired' then return {'expired'} end
-  if now >= tonumber(f[2]) or not points_to(redis.call('HGET', rec, 'c:' .. f[3]), cid) then
-    -- Past its TTL, or replaced by a newer challenge of the same purpose.
-    redis.call('HSET', c, 'v', 'expired')
-    redis.call('HDEL', c, 'h', 'e')
-    return {'expired'}
-  end
-  return nil
+  local why = ended(f[1], f[2], now, function() return redis.call('HGET', rec, 'c:' .. f[3]) end, cid)
+  if not why then return nil end
+  if why == 'verified' then return {'already_used'} end
+  if why == 'burnt' then return {'too_many_attempts'} end
+  if why ~= f[1] then end_challenge(c, 'expired') end
+  return {'expired'}
+end
+
+-- Why verify.lua and resend.lua refuse a challenge: it ended, or its account
+-- is suspended or expired. Nil when it can be used.
+local function unusable(c, rec, cid, now)
+  return dead_state(c, rec, cid, now) or account_block(rec, now)
+end
+
+-- Acknowledges a send job and deletes it from the stream (sent.lua, drop.lua).
+local function finish_job(stream, group, id)
+  redis.call('XACK', stream, group, id)
+  redis.call('XDEL', stream, id)
+end
+
+-- A send's state only moves forward: queued < sent < one final state
+-- (sent.lua, drop.lua, status.lua).
+local RANK = {queued = 0, sent = 1, delivered = 2, no_answer = 2, busy = 2, machine = 2, failed = 2}
+
+-- An audit entry (gateway/accounts/audit.py): ARGV[first .. first + count - 1],
+-- its field/value pairs, appended to the account's history and to its
+-- establishment's, each capped near its maxlen.
+local function audit(hist, ehist, maxlen, emaxlen, first, count)
+  local entry = {}
+  for i = first, first + count - 1 do entry[#entry + 1] = ARGV[i] end
+  redis.call('XADD', hist, 'MAXLEN', '~', maxlen, '*', unpack(entry))
+  redis.call('XADD', ehist, 'MAXLEN', '~', emaxlen, '*', unpack(entry))
 end

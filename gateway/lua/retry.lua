@@ -5,7 +5,7 @@
 -- KEYS: 1 retry schedule (zset), 2 challenge (c:), 3 stream
 -- (the account record, which points at the live challenge, is named from the
 -- challenge's account id)
--- ARGV: 1 challenge id, 2 max sends, 3 max calls
+-- ARGV: 1 challenge id
 -- Returns {'not_due'} | {'queued', send number} | {reason dropped}
 local now = now_ms()
 local cid = ARGV[1]
@@ -15,14 +15,12 @@ redis.call('ZREM', KEYS[1], cid)
 
 local f = redis.call('HMGET', KEYS[2], 'v', 'x', 'p', 's', 'rn', 'vc', 'a')
 if not f[2] then return {'not_live'} end
-if f[1] then return {'not_live'} end
-if now >= tonumber(f[2]) then return {'expired'} end
-if not points_to(redis.call('HGET', CFG.account_prefix .. (f[7] or ''), 'c:' .. f[3]), cid) then
-  return {'replaced'}
-end
+local rec = CFG.account_prefix .. (f[7] or '')
+local why = ended(f[1], f[2], now, function() return redis.call('HGET', rec, 'c:' .. f[3]) end, cid)
+if why then return {why == f[1] and 'not_live' or why} end
 local sends = tonumber(f[4]) or 1  -- 's' absent: the first send only
 if sends ~= tonumber(f[5]) then return {'superseded'} end
-if sends >= tonumber(ARGV[2]) or (tonumber(f[6]) or 0) >= tonumber(ARGV[3]) then
+if sends >= CFG.max_sends or (tonumber(f[6]) or 0) >= CFG.max_calls then
   return {'exhausted'}
 end
 sends = sends + 1

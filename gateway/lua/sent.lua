@@ -8,7 +8,6 @@
 -- KEYS: 1 challenge (c:), 2 stream
 -- ARGV: 1 send number, 2 outcome ('sent' or 'failed'), 3 provider, 4 group,
 --       5 entry id, 6 channel, 7 provider's reference, 8 failure reason
-local RANK = {queued = 0, sent = 1, delivered = 2, no_answer = 2, busy = 2, machine = 2, failed = 2}
 local c, n, outcome = KEYS[1], tonumber(ARGV[1]), ARGV[2]
 if redis.call('EXISTS', c) == 1 then
   local f = redis.call('HMGET', c, 'q', 's', 'd:' .. n)
@@ -30,6 +29,5 @@ if redis.call('EXISTS', c) == 1 then
     end
   end
 end
-redis.call('XACK', KEYS[2], ARGV[4], ARGV[5])
-redis.call('XDEL', KEYS[2], ARGV[5])
+finish_job(KEYS[2], ARGV[4], ARGV[5])
 return 1

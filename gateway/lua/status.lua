@@ -8,15 +8,13 @@
 -- - a call (no answer, busy, machine, failed) is scheduled again after the
 --   retry delay, while fewer than max_calls calls were placed;
 -- - an SMS (undelivered, failed) becomes a voice send at once, when the SMS
---   fallback is on and the number takes calls.
+--   fallback is on (and some provider calls) and the number takes calls.
 -- KEYS: 1 challenge (c:), 2 retry schedule (zset), 3 stream
 -- (the account record, which points at the live challenge, is named from the
 -- challenge's account id)
 -- ARGV: 1 challenge id, 2 send number, 3 state, 4 kind ('call' | 'message'),
---       5 retry delay ms, 6 max calls, 7 max sends, 8 sms fallback ('1' | '0'),
---       9 follow-up allowed ('1' | '0')
+--       5 follow-up allowed ('1' | '0')
 -- Returns {'unknown'} | {'unchanged', current} | {'changed', 'none' | 'retry' | 'fallback'}
-local RANK = {queued = 0, sent = 1, delivered = 2, no_answer = 2, busy = 2, machine = 2, failed = 2}
 local c, cid = KEYS[1], ARGV[1]
 local n, state, kind = tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local f = redis.call('HMGET', c, 's', 'v', 'x', 'p', 'vc', 'nv', 'd:' .. n, 'a')
@@ -33,24 +31,24 @@ if kind == 'call' and redis.call('HSETNX', c, 'cl:' .. n, 1) == 1 then
   calls = redis.call('HINCRBY', c, 'vc', 1)
 end
 
-if RANK[state] < 2 or state == 'delivered' or n ~= sends or ARGV[9] ~= '1' then
+if RANK[state] < 2 or state == 'delivered' or n ~= sends or ARGV[5] ~= '1' then
   return {'changed', 'none'}
 end
 local now = now_ms()
-local live = points_to(redis.call('HGET', CFG.account_prefix .. (f[8] or ''), 'c:' .. f[4]), cid)
-if f[2] or now >= tonumber(f[3]) or not live then
+local rec = CFG.account_prefix .. (f[8] or '')
+if ended(f[2], f[3], now, function() return redis.call('HGET', rec, 'c:' .. f[4]) end, cid) then
   return {'changed', 'none'}  -- verified, burnt, expired or replaced: nobody needs it now
 end
-if calls >= tonumber(ARGV[6]) or sends >= tonumber(ARGV[7]) then return {'changed', 'none'} end
+if calls >= CFG.max_calls or sends >= CFG.max_sends then return {'changed', 'none'} end
 
 if kind == 'call' then
-  local due = now + tonumber(ARGV[5])
+  local due = now + CFG.retry_delay_ms
   if due >= tonumber(f[3]) then return {'changed', 'none'} end
   redis.call('HSET', c, 'rn', sends)
   redis.call('ZADD', KEYS[2], due, cid)
   return {'changed', 'retry'}
 end
-if ARGV[8] == '1' and not f[6] then  -- 'nv': the number takes no calls
+if CFG.sms_fallback and not f[6] then  -- 'nv': the number takes no calls
   sends = sends + 1
   redis.call('HSET', c, 's', sends, 'c', 'voice', 'd', 'queued')
   redis.call('XADD', KEYS[3], '*', 'c', cid, 'n', sends, 'ch', 'voice')

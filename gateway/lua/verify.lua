@@ -15,37 +15,27 @@ local account = redis.call('HGET', c, 'a')
 if not account then return {'challenge_not_found'} end
 local rec = CFG.account_prefix .. account
 
-local dead = dead_state(c, rec, ARGV[5], now)
-if dead then return dead end
-local blocked = account_block(rec, now)
-if blocked then return blocked end
-
-local fl = CFG.failures_limit
-local fok, ftat, fwait = gcra(redis.call('GET', KEYS[2]), fl[1], fl[2], now)
-if not fok then return {'rate', 'failures', fwait} end
+local refused = unusable(c, rec, ARGV[5], now)
+if refused then return refused end
+local failed
+refused, failed = budget(redis.call('GET', KEYS[2]), CFG.failures_limit, 'failures', now)
+if refused then return refused end
 
 local f = redis.call('HMGET', c, 'h', 'p', 'to')
 local purpose = f[2]
-local tombstone = CFG.tombstone_ms
 if ct_equal(f[1], ARGV[1]) then
-  redis.call('HSET', c, 'v', 'verified')
-  redis.call('HDEL', c, 'h', 'e')
-  redis.call('PEXPIRE', c, tombstone)
-  redis.call('HDEL', rec, 'c:' .. purpose)
+  end_challenge(c, 'verified', rec, purpose)
   local kind, until_ms = grant({KEYS[3], KEYS[4], KEYS[5]}, account, purpose, ARGV[6],
     ARGV[2], ARGV[3], CFG.trusted_ms, ARGV[4], CFG.step_up_ms, now)
   -- A challenge sent to a new number returns it (sealed): the number is proven.
   return {'verified', account, purpose, kind, until_ms, f[3] or ''}
 end
 
-redis.call('SET', KEYS[2], ftat, 'PX', ftat - now + 1)
+count_failure(KEYS[2], failed, now)
 local attempts = redis.call('HINCRBY', c, 'n', 1)
 local left = CFG.max_attempts - attempts
 if left <= 0 then
-  redis.call('HSET', c, 'v', 'burnt')
-  redis.call('HDEL', c, 'h', 'e')
-  redis.call('PEXPIRE', c, tombstone)
-  redis.call('HDEL', rec, 'c:' .. purpose)
+  end_challenge(c, 'burnt', rec, purpose)
   return {'too_many_attempts', purpose}
 end
 return {'invalid_code', left, purpose}

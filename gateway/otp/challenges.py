@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -53,7 +54,6 @@ from gateway.phones import Phone
 
 _ID_RE = re.compile(f"[A-Za-z0-9_-]{{{CHALLENGE_ID_LENGTH}}}")
 _LABEL_RE = re.compile(r"[^\x00-\x1f\x7f|]{0,64}")
-_STATUS_OF_STATE = {b"verified": "verified", b"burnt": "burnt", b"expired": "expired"}
 
 RATE_MESSAGES = {
     "cooldown": "a code was sent moments ago; wait before asking again",
@@ -86,6 +86,26 @@ class Verified:
     token: str | None
     until_ms: int
     destination: str | None = None  # E.164 of a number proven by this verification
+
+
+def ended(
+    state: bytes | None,
+    expires_ms: int,
+    now: int,
+    pointer: Callable[[], bytes | None] | None = None,
+    challenge_id: str = "",
+) -> str | None:
+    """Is the challenge live? `ended` of gateway/lua/lib.lua, for what Python
+    reads without a script: None while live, else why not: the recorded state
+    (verified, burnt, expired), "expired" past its expiry, or "replaced" when
+    `pointer()` (the account's `c:<purpose>`, asked last) no longer names it."""
+    if state is not None:
+        return state.decode()
+    if now >= expires_ms:
+        return "expired"
+    if pointer is not None and not points_to(pointer(), challenge_id):
+        return "replaced"
+    return None
 
 
 def _ip_key(keyring: Keyring, client_ip: str | None) -> str:
@@ -358,11 +378,9 @@ class ChallengeService:
         state, expires, channel, delivery, attempts, purpose, account_id = fields[:7]
         if expires is None or account_id is None:
             raise NotFound("no such challenge", code="challenge_not_found")
-        status = _STATUS_OF_STATE.get(state or b"", "pending")
         pointer: Any = await self.redis.hget(keys.account(account_id.decode()), b"c:" + purpose)
-        live = points_to(pointer, challenge_id)
-        if status == "pending" and (now_ms() >= int(expires) or not live):
-            status = "expired"
+        why = ended(state, int(expires), now_ms(), lambda: pointer, challenge_id)
+        status = "pending" if why is None else why if why in ("verified", "burnt") else "expired"
         body: dict[str, Any] = {
             "challenge_id": challenge_id,
             "status": status,

@@ -27,9 +27,9 @@ from cryptography.exceptions import InvalidTag
 
 from gateway import keys
 from gateway.clock import now_ms
-from gateway.config import Config
-from gateway.crypto import Keyring, open_code, points_to
+from gateway.crypto import Keyring, open_code
 from gateway.metrics import Metrics
+from gateway.otp.challenges import ended
 from gateway.otp.scripts import Scripts
 from gateway.provider import DeliveryEvent  # the providers' word too, so defined there
 
@@ -49,14 +49,12 @@ class Deliveries:
         scripts: Scripts,
         keyring: Keyring,
         metrics: Metrics,
-        config: Config,
-        channels: frozenset[str],
     ) -> None:
         self.redis = redis
         self.keyring = keyring
         self.metrics = metrics
-        self.config = config
-        self.voice_available = "voice" in channels
+        # The retry delay, call and send caps and the SMS fallback are baked
+        # into the scripts' CFG (gateway/luascripts.py).
         self._status = scripts.status
         self._retry = scripts.retry
 
@@ -64,20 +62,14 @@ class Deliveries:
         self, challenge_id: str, send: int, event: DeliveryEvent, *, follow_up: bool = True
     ) -> str:
         """Apply one event; returns "unknown", "unchanged" or the follow-up taken."""
-        voice, otp = self.config.voice, self.config.otp
-        fallback = self.config.sms.fallback_to_voice and self.voice_available
         result: list[Any] = await self._status(
             keys=[
                 keys.challenge(challenge_id),
                 keys.RETRIES,
                 keys.STREAM,
             ],
-            args=[
-                challenge_id, send, event.state, event.kind,
-                int(voice.retry_delay_seconds * 1000), voice.max_calls, otp.max_sends,
-                "1" if fallback else "0", "1" if follow_up else "0",
-            ],
-        )  # fmt: skip
+            args=[challenge_id, send, event.state, event.kind, "1" if follow_up else "0"],
+        )
         outcome: str = result[0].decode()
         if outcome != "changed":
             return outcome
@@ -100,7 +92,7 @@ class Deliveries:
                     keys.challenge(challenge_id),
                     keys.STREAM,
                 ],
-                args=[challenge_id, self.config.otp.max_sends, self.config.voice.max_calls],
+                args=[challenge_id],
             )
             if result[0] == b"queued":
                 queued += 1
@@ -114,20 +106,20 @@ class Deliveries:
             keys.challenge(challenge_id), "p", "v", "x", "e", "a"
         )
         purpose, state, expires, sealed, account_id = fields
-        if purpose is None or state is not None or sealed is None or expires is None:
+        if purpose is None or sealed is None or expires is None or account_id is None:
             return None
-        if account_id is None:
-            return None
-        if now_ms() >= int(expires):
+        now = now_ms()
+        # State and expiry first: the account is read only for a code that may be live.
+        if ended(state, int(expires), now):
             return None
         record: list[Any] = await self.redis.hmget(
             keys.account(account_id.decode()), f"c:{purpose.decode()}", "suspended", "expires_at"
         )
-        live, suspended, account_expiry = record
-        if not points_to(live, challenge_id) or suspended == b"1":
-            return None  # replaced, or the account was suspended since
-        if now_ms() >= int(account_expiry or 0):
-            return None
+        pointer, suspended, account_expiry = record
+        if ended(state, int(expires), now, lambda: pointer, challenge_id):
+            return None  # replaced
+        if suspended == b"1" or now >= int(account_expiry or 0):
+            return None  # the account was suspended since, or has expired
         try:
             code = open_code(self.keyring, challenge_id, sealed)
         except InvalidTag:

@@ -120,7 +120,7 @@ class Worker:
         self.metrics = metrics
         self.config = config
         self.name = name or f"{socket.gethostname()}-{os.getpid()}-{id(self):x}"
-        self.deliveries = Deliveries(redis, scripts, keyring, metrics, config, dispatcher.channels)
+        self.deliveries = Deliveries(redis, scripts, keyring, metrics)
         self._slots = asyncio.Semaphore(config.worker.concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
 
