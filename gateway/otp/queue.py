@@ -407,8 +407,3 @@ async def _wait(stop: asyncio.Event, seconds: float) -> None:
             await stop.wait()
     except TimeoutError:
         pass
-
-
-def queue_fields(entry: dict[Any, Any]) -> dict[str, str]:
-    """Decoded fields of a queue entry (for the dead-letter listing)."""
-    return {k.decode(): v.decode() for k, v in entry.items()}
