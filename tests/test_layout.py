@@ -42,7 +42,7 @@ CORE = frozenset({
     "gateway", "gateway.apidoc", "gateway.clock", "gateway.config", "gateway.crypto",
     "gateway.datadir", "gateway.datastore", "gateway.embedded", "gateway.errors",
     "gateway.keycheck", "gateway.keys", "gateway.listen", "gateway.logs", "gateway.messages",
-    "gateway.metrics", "gateway.phones", "gateway.provider",
+    "gateway.metrics", "gateway.phones", "gateway.provider", "gateway.streams",
 })  # fmt: skip
 ENTRY_POINTS = frozenset({
     "gateway.__main__", "gateway.app", "gateway.cli", "gateway.worker_main",
