@@ -20,13 +20,6 @@ from gateway.accounts.records import (
 from gateway.accounts.store import AccountStore
 
 __all__ = [
-    "KEEP",
-    "Account",
-    "AccountStore",
-    "Keep",
-    "NewAccount",
-    "Role",
-    "Status",
-    "Who",
+    "KEEP", "Account", "AccountStore", "Keep", "NewAccount", "Role", "Status", "Who",
     "valid_account_id",
-]
+]  # fmt: skip

@@ -5,8 +5,8 @@ XADD) and carry on, so a slow or down mail server delays no API call. The mail
 loop, run next to the send worker (`runtime.run_background`), reads the outbox
 in a consumer group with gateway/streams.py's `StreamConsumer`, as the send
 worker does: a mail is acknowledged once the SMTP server accepted it; a
-refusal, or a bug of ours, leaves it pending, to be claimed again after
-`CLAIM_IDLE_SECONDS`, and after `MAX_DELIVERIES` deliveries it moves to the
+refusal, or a bug of ours, leaves it pending, to be claimed again after a
+minute (`OUTBOX`), and after `MAX_DELIVERIES` deliveries it moves to the
 dead-letter stream with its reason (`refused`, `error`; `malformed` at once).
 Delivery is at least once (a crash between the server's acceptance and the
 XACK sends again).
@@ -36,17 +36,15 @@ from gateway.streams import Stream, StreamConsumer, Verdict
 log = logging.getLogger("otp_gateway.mail")
 
 MAX_DELIVERIES: Final = 5
-CLAIM_IDLE_SECONDS: Final = 60.0
 OUTBOX_MAXLEN: Final = 100_000
 DEAD_MAXLEN: Final = 10_000
 SMTP_TIMEOUT_SECONDS: Final = 10.0
-# A few SMTP sessions at once: a burst of reminders is not one slow server's
-# timeout after another, and a mail server is not flooded.
-CONCURRENCY: Final = 4
 
 OUTBOX: Final = Stream(
-    keys.MAIL_STREAM, keys.MAIL_GROUP, CLAIM_IDLE_SECONDS, MAX_DELIVERIES, CONCURRENCY,
-    block_ms=500, batch=32,
+    keys.MAIL_STREAM, keys.MAIL_GROUP, claim_idle_seconds=60.0, max_deliveries=MAX_DELIVERIES,
+    # A few SMTP sessions at once: a burst of reminders is not one slow server's
+    # timeout after another, and a mail server is not flooded.
+    concurrency=4, block_ms=500, batch=32,
 )  # fmt: skip
 
 
