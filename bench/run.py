@@ -60,6 +60,7 @@ from gateway.config import load_config  # noqa: E402
 from gateway.crypto import Keyring, open_code  # noqa: E402
 from gateway.embedded import RedisServer, free_port  # noqa: E402
 from gateway.phones import LineType, PhonePolicy, parse_phone  # noqa: E402
+from gateway.runtime import phone_policy  # noqa: E402
 
 # The targets (bench/README.md).
 VERIFY_MIN_RATIO = 0.60
@@ -377,7 +378,7 @@ async def create_accounts(
     slots = asyncio.Semaphore(DIRECT_CONNECTIONS)
     try:
         keyring = Keyring.from_secret(config.security_secret.reveal())
-        store = AccountStore.from_config(client, keyring, config)
+        store = AccountStore(client, keyring, phone_policy(config), config.accounts)
 
         async def one(i: int) -> None:
             async with slots:

@@ -4,7 +4,9 @@
     ├── InvalidRequest           400 invalid_request
     ├── Unauthorized             401 unauthorized
     ├── StepUpRequired           401 step_up_required
-    ├── Forbidden                403 forbidden / account_expired / account_suspended
+    ├── Forbidden                403 forbidden
+    │   ├── AccountSuspended     403 account_suspended
+    │   └── AccountExpired       403 account_expired
     ├── NotFound                 404 not_found / unknown_account / challenge_not_found
     ├── MethodNotAllowed         405 method_not_allowed
     ├── RequestTimeout           408 request_timeout (the body did not arrive in time)
@@ -68,6 +70,24 @@ class StepUpRequired(GatewayError):
 class Forbidden(GatewayError):
     status = 403
     code = "forbidden"
+
+
+class AccountSuspended(Forbidden):
+    """The account is suspended: it can neither get a code nor act."""
+
+    code = "account_suspended"
+
+    def __init__(self) -> None:
+        super().__init__("this account is suspended")
+
+
+class AccountExpired(Forbidden):
+    """The account is past its expiry: an admin must renew it first."""
+
+    code = "account_expired"
+
+    def __init__(self) -> None:
+        super().__init__("this account has expired: an admin must renew it")
 
 
 class NotFound(GatewayError):

@@ -57,17 +57,11 @@ NUMBER_BUCKET_CHARS = 2  # 4096 buckets: a few dozen numbers each at 100k live
 
 def number_rate(number_tag: str) -> str:
     """Hash: the rate state of the numbers whose tag starts like this one's,
-    field `number_rate_field(tag)` -> GCRA state (ms). One key per number cost
+    field: the rest of the tag -> GCRA state (ms). One key per number cost
     more in Redis's key tables than the state itself; the scripts drop a
     bucket's stale fields whenever they write to it, and the bucket expires
     with its last live state."""
     return f"{PREFIX}rl:n:{number_tag[:NUMBER_BUCKET_CHARS]}"
-
-
-def number_rate_field(number_tag: str) -> str:
-    """The field of `number_rate(number_tag)` that holds this number's state
-    (the scripts take it as the rest of the tag)."""
-    return number_tag[NUMBER_BUCKET_CHARS:]
 
 
 def ip_rate(ip_tag: str) -> str:

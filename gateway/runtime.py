@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
-from gateway.accounts.mail import MailQueue, SmtpTransport, Transport, wait
+from gateway.accounts.mail import MailQueue, SmtpTransport, Transport
 from gateway.accounts.notices import Notifier
 from gateway.accounts.phone_change import PhoneChanges
 from gateway.accounts.policy import AccountAdmin
@@ -40,6 +40,7 @@ from gateway.otp.scripts import Scripts
 from gateway.otp.tokens import StepUps, TrustedDevices
 from gateway.phones import PhonePolicy
 from gateway.provider import Provider, ProviderContext
+from gateway.streams import wait
 
 log = logging.getLogger("otp_gateway.accounts")
 

@@ -4,7 +4,8 @@ Floors, lowest first; a module imports only from its own floor or below:
 
 0. core: `CORE` below (configuration, errors, Redis key names, crypto, phones,
    clock, logs, metrics, the Redis client, the Lua loader, the embedded Redis, the provider
-   interface `gateway.provider`, the message texts `config.py` reads).
+   interface `gateway.provider`, the message texts `config.py` reads, the
+   stream consumer both wings' queues run).
 1. two wings side by side, `gateway.otp` (the code engine) and
    `gateway.accounts` (the account store), plus `gateway.simulator` (a dev
    tool that needs only core).
@@ -42,7 +43,7 @@ CORE = frozenset({
     "gateway", "gateway.apidoc", "gateway.clock", "gateway.config", "gateway.crypto",
     "gateway.datadir", "gateway.datastore", "gateway.embedded", "gateway.errors",
     "gateway.keycheck", "gateway.keys", "gateway.listen", "gateway.logs", "gateway.luascripts",
-    "gateway.messages", "gateway.metrics", "gateway.phones", "gateway.provider",
+    "gateway.messages", "gateway.metrics", "gateway.phones", "gateway.provider", "gateway.streams",
 })  # fmt: skip
 ENTRY_POINTS = frozenset({
     "gateway.__main__", "gateway.app", "gateway.cli", "gateway.worker_main",

@@ -104,3 +104,59 @@ async def test_the_loop_delivers_in_the_background(redis: aioredis.Redis, inbox:
     stop.set()
     async with asyncio.timeout(5):
         await task
+
+
+# A header injection: the mail cannot even be built (a ValueError, not a MailError).
+POISON = {
+    "to": '["a@example.org\\r\\nBcc: c@example.org"]',
+    "subject": "s", "text": "t", "html": "<p>h</p>", "kind": "notice",
+}  # fmt: skip
+
+
+async def test_a_poison_mail_is_dead_lettered_after_max_deliveries(
+    redis: aioredis.Redis, inbox: Inbox
+) -> None:
+    """Before: its error escaped the handler: each drain, and the running loop,
+    stopped at it, and the mails behind it waited, forever."""
+    queue = MailQueue(redis, transport(inbox.port))
+    await redis.xadd(keys.MAIL_STREAM, POISON)
+    await queue.enqueue(MAIL)
+    assert await queue.drain() == 1
+    for _ in range(MAX_DELIVERIES - 1):
+        assert await queue.drain() == 0
+    [(_, dead)] = await redis.xrange(keys.MAIL_DEAD)
+    assert dead == {k.encode(): v.encode() for k, v in POISON.items()} | {b"reason": b"error"}
+    assert await redis.xlen(keys.MAIL_STREAM) == 0
+    assert inbox.recipients == [["a@example.org", "b@example.org"]]
+
+
+async def test_the_loop_delivers_past_a_poison_mail(redis: aioredis.Redis, inbox: Inbox) -> None:
+    queue = MailQueue(redis, transport(inbox.port), name="loop")
+    await redis.xadd(keys.MAIL_STREAM, POISON)
+    await queue.enqueue(MAIL)
+    stop = asyncio.Event()
+    task = asyncio.create_task(queue.run(stop))
+
+    async def arrived() -> bool:
+        return len(inbox.messages) == 1
+
+    try:
+        await poll(arrived, what="the mail behind the poison")
+        assert not task.done()
+    finally:
+        stop.set()
+        async with asyncio.timeout(5):
+            await task
+
+
+async def test_dead_letters_say_why(redis: aioredis.Redis, inbox: Inbox) -> None:
+    """Before: a malformed entry left no trace, a refused mail no reason."""
+    queue = MailQueue(redis, transport(inbox.port))
+    await redis.xadd(keys.MAIL_STREAM, {"to": "not json"})
+    await queue.enqueue(MAIL)
+    inbox.refuse = True
+    for _ in range(MAX_DELIVERIES):
+        await queue.drain()
+    reasons = [fields[b"reason"] for _, fields in await redis.xrange(keys.MAIL_DEAD)]
+    assert reasons == [b"malformed", b"refused"]
+    assert await redis.xlen(keys.MAIL_STREAM) == 0

@@ -8,7 +8,18 @@ importing this package never starts the engine's imports (no cycle).
 """
 
 from gateway.accounts.audit import Who
-from gateway.accounts.records import KEEP, Account, Keep, NewAccount, Role, Status
+from gateway.accounts.records import (
+    KEEP,
+    Account,
+    Keep,
+    NewAccount,
+    Role,
+    Status,
+    valid_account_id,
+)
 from gateway.accounts.store import AccountStore
 
-__all__ = ["KEEP", "Account", "AccountStore", "Keep", "NewAccount", "Role", "Status", "Who"]
+__all__ = [
+    "KEEP", "Account", "AccountStore", "Keep", "NewAccount", "Role", "Status", "Who",
+    "valid_account_id",
+]  # fmt: skip

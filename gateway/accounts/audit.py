@@ -37,9 +37,6 @@ class Who:
     acting_for: str | None = None
     step_up: str | None = None  # "verified" | "exempt" | None
 
-    def with_step_up(self, step_up: str | None) -> Who:
-        return Who(self.actor, self.request_id, self.acting_for, step_up)
-
 
 SWEEP: Final = Who("system:sweep", "sweep")
 

@@ -2,11 +2,14 @@
 
 Request handlers and the sweep never talk SMTP: they `enqueue` a `Mail` (one
 XADD) and carry on, so a slow or down mail server delays no API call. The mail
-loop, run next to the send worker (`account_services.run_background`), reads the outbox in
-a consumer group: a mail is acknowledged once the SMTP server accepted it; a
-failure leaves it pending, to be claimed again after `CLAIM_IDLE_MS`, and
-after `MAX_DELIVERIES` it moves to the dead-letter stream. Delivery is at
-least once (a crash between the server's acceptance and the XACK sends again).
+loop, run next to the send worker (`runtime.run_background`), reads the outbox
+in a consumer group with gateway/streams.py's `StreamConsumer`, as the send
+worker does: a mail is acknowledged once the SMTP server accepted it; a
+refusal, or a bug of ours, leaves it pending, to be claimed again after a
+minute (`OUTBOX`), and after `MAX_DELIVERIES` deliveries it moves to the
+dead-letter stream with its reason (`refused`, `error`; `malformed` at once).
+Delivery is at least once (a crash between the server's acceptance and the
+XACK sends again).
 
 A mail has a text part and an HTML part (multipart/alternative). Mails never
 carry a code, a phone number or a secret; logs carry no address either.
@@ -17,9 +20,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
-import socket
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -28,19 +28,24 @@ from typing import Any, Final, Protocol
 
 import aiosmtplib
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError, ResponseError
 
 from gateway import keys
 from gateway.config import SmtpConfig
+from gateway.streams import Stream, StreamConsumer, Verdict
 
 log = logging.getLogger("otp_gateway.mail")
 
 MAX_DELIVERIES: Final = 5
-CLAIM_IDLE_MS: Final = 60_000
 OUTBOX_MAXLEN: Final = 100_000
+DEAD_MAXLEN: Final = 10_000
 SMTP_TIMEOUT_SECONDS: Final = 10.0
 
-Entry = tuple[bytes, dict[bytes, bytes]]
+OUTBOX: Final = Stream(
+    keys.MAIL_STREAM, keys.MAIL_GROUP, claim_idle_seconds=60.0, max_deliveries=MAX_DELIVERIES,
+    # A few SMTP sessions at once: a burst of reminders is not one slow server's
+    # timeout after another, and a mail server is not flooded.
+    concurrency=4, block_ms=500, batch=32,
+)  # fmt: skip
 
 
 class MailError(Exception):
@@ -117,14 +122,20 @@ class SmtpTransport:
 
 
 class MailQueue:
-    """The outbox: `enqueue` anywhere, `run` (or `drain`) in the worker."""
+    """The outbox: `enqueue` anywhere, `run` (or `drain`) in the worker.
+
+    The reading is the `StreamConsumer`'s (gateway/streams.py), as for the
+    send queue; this is what one outbox entry means."""
 
     def __init__(
         self, redis: aioredis.Redis, transport: Transport, *, name: str | None = None
     ) -> None:
         self.redis = redis
         self.transport = transport
-        self.name = name or f"{socket.gethostname()}-{os.getpid()}-{id(self):x}"
+        self.consumer = StreamConsumer(
+            redis, OUTBOX, self.handle, name=name, logger=log, role="mail loop"
+        )
+        self.name = self.consumer.name
 
     async def enqueue(self, mail: Mail) -> None:
         if mail.to:
@@ -133,93 +144,45 @@ class MailQueue:
             )
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Deliver until `stop` is set; rides out a Redis outage."""
-        next_claim = 0.0
-        while not stop.is_set():
-            try:
-                await self._ensure_group()
-                if time.monotonic() >= next_claim:
-                    await self._handle_all(await self._claim_idle())
-                    next_claim = time.monotonic() + CLAIM_IDLE_MS / 2000
-                await self._handle_all(await self._read(">", block_ms=500))
-            except RedisError as exc:
-                log.warning("mail loop cannot reach redis", extra={"error": type(exc).__name__})
-                await wait(stop, 1.0)
+        """Deliver until `stop` is set, then finish the mails in hand; rides out a Redis outage."""
+        await self.consumer.run(stop)
 
     async def drain(self) -> int:
-        """Burst mode (tests, one-shot runs): deliver what is queued now; mails sent."""
-        await self._ensure_group()
-        sent = await self._handle_all(await self._read("0", block_ms=None))
-        while batch := await self._read(">", block_ms=None):
-            sent += await self._handle_all(batch)
-        return sent
-
-    async def _ensure_group(self) -> None:
-        try:
-            await self.redis.xgroup_create(
-                keys.MAIL_STREAM, keys.MAIL_GROUP, id="0", mkstream=True
-            )
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
-
-    async def _read(self, start: str, block_ms: int | None) -> list[Entry]:
-        reply: Any = await self.redis.xreadgroup(
-            keys.MAIL_GROUP,
-            self.name,
-            {keys.MAIL_STREAM: start},
-            count=32,
-            block=block_ms,
-        )
-        return [(eid, f) for _, entries in reply or [] for eid, f in entries if f]
-
-    async def _claim_idle(self) -> list[Entry]:
-        reply = await self.redis.xautoclaim(
-            keys.MAIL_STREAM, keys.MAIL_GROUP, self.name, CLAIM_IDLE_MS, count=32
-        )
-        return [(eid, f) for eid, f in reply[1] if f]
-
-    async def _handle_all(self, entries: list[Entry]) -> int:
-        outcomes = [await self.handle(entry_id, fields) for entry_id, fields in entries]
-        return outcomes.count("sent")
+        """Burst mode (tests, one-shot runs): one delivery of each mail queued now; mails sent."""
+        return (await self.consumer.drain(retry=False)).count("sent")
 
     async def handle(self, entry_id: bytes, fields: dict[bytes, bytes]) -> str:
-        """Deliver one outbox entry: sent | retry | dead_letter | malformed."""
+        """Deliver one outbox entry: sent | retry | dead_letter | malformed | gone.
+
+        A refusal (`MailError`) or a bug of ours counts toward `MAX_DELIVERIES`,
+        then the mail is dead-lettered with that reason: a poison mail never
+        stops the loop. An entry that is not a mail (we write them all) is
+        dead-lettered at once."""
         try:
             mail = Mail.from_fields(fields)
-        except (KeyError, ValueError, UnicodeDecodeError):
-            await self._done(entry_id)
+        except (KeyError, ValueError, TypeError):  # UnicodeDecodeError is a ValueError
+            await self._dead_letter(entry_id, fields, "malformed")
             return "malformed"
         try:
             await self.transport.send(mail)
         except MailError as exc:
             log.warning("mail not delivered", extra={"kind": mail.kind, "error": str(exc)})
-            return await self._retry_or_dead_letter(entry_id, fields)
-        await self._done(entry_id)
+            return await self._retry_or_dead_letter(entry_id, fields, mail, "refused")
+        except Exception:
+            log.exception("mail failed", extra={"kind": mail.kind, "entry": entry_id.decode()})
+            return await self._retry_or_dead_letter(entry_id, fields, mail, "error")
+        await self.consumer.ack(entry_id)
         return "sent"
 
-    async def _done(self, entry_id: bytes) -> None:
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xack(keys.MAIL_STREAM, keys.MAIL_GROUP, entry_id)
-            pipe.xdel(keys.MAIL_STREAM, entry_id)
-            await pipe.execute()
+    async def _retry_or_dead_letter(
+        self, entry_id: bytes, fields: dict[bytes, bytes], mail: Mail, reason: str
+    ) -> str:
+        verdict, deliveries = await self.consumer.verdict(entry_id)
+        if verdict is Verdict.DEAD_LETTER:
+            await self._dead_letter(entry_id, fields, reason)
+            context = {"kind": mail.kind, "reason": reason, "deliveries": deliveries}
+            log.error("mail dead-lettered", extra=context)
+        return verdict.value
 
-    async def _retry_or_dead_letter(self, entry_id: bytes, fields: dict[bytes, bytes]) -> str:
-        pending: Any = await self.redis.xpending_range(
-            keys.MAIL_STREAM, keys.MAIL_GROUP, min=entry_id, max=entry_id, count=1
-        )
-        if pending and pending[0]["times_delivered"] < MAX_DELIVERIES:
-            return "retry"
-        dead: dict[Any, Any] = {**fields}
-        await self.redis.xadd(keys.MAIL_DEAD, dead, maxlen=10_000, approximate=True)
-        await self._done(entry_id)
-        return "dead_letter"
-
-
-async def wait(stop: asyncio.Event, seconds: float) -> None:
-    """Sleep `seconds`, or less when `stop` is set."""
-    try:
-        async with asyncio.timeout(seconds):
-            await stop.wait()
-    except TimeoutError:
-        pass
+    async def _dead_letter(self, entry_id: bytes, fields: dict[bytes, bytes], reason: str) -> None:
+        await self.consumer.dead_letter(entry_id, fields, keys.MAIL_DEAD, reason, DEAD_MAXLEN)

@@ -32,7 +32,6 @@ import contextlib
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, Final, Literal
 
 from gateway.accounts.audit import Who
@@ -43,7 +42,6 @@ from gateway.accounts.records import (
     Keep,
     NewAccount,
     Role,
-    Status,
     check_bool,
     check_changes,
     check_extension,
@@ -65,15 +63,6 @@ def destructive(before: Account, after: Account) -> bool:
         or (before.role is Role.ADMIN and after.role is not Role.ADMIN)
         or after.expires_at < before.expires_at
     )
-
-
-def require_active(account: Account, now: datetime) -> None:
-    """403 `account_suspended` / `account_expired` unless the account can act."""
-    status = account.status(now)
-    if status is Status.SUSPENDED:
-        raise Forbidden("this account is suspended", code="account_suspended")
-    if status is Status.EXPIRED:
-        raise Forbidden("this account has expired: an admin must renew it", code="account_expired")
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +131,7 @@ class AccountAdmin:
             raise NotFound("no such account", code="unknown_account")
         if account is None or account.role is not Role.ADMIN:
             raise Forbidden("X-Acting-Account must name an admin account")
-        require_active(account, self.store.now())
+        account.require_active(self.store.now())
         return account
 
     async def target(self, caller: Caller, account_id: str) -> Account:

@@ -15,7 +15,7 @@ from enum import Enum, StrEnum
 from typing import Any, Final
 
 from gateway.clock import EPOCH, iso, normalize_time
-from gateway.errors import InvalidRequest
+from gateway.errors import AccountExpired, AccountSuspended, InvalidRequest
 from gateway.phones import Phone
 
 MAX_PER_PAGE: Final = 1000
@@ -102,6 +102,14 @@ class Account:
         if self.expires_at <= now:
             return Status.EXPIRED
         return Status.ACTIVE
+
+    def require_active(self, now: datetime) -> None:
+        """403 `account_suspended` / `account_expired` unless the account can act."""
+        match self.status(now):
+            case Status.SUSPENDED:
+                raise AccountSuspended()
+            case Status.EXPIRED:
+                raise AccountExpired()
 
     def is_active_admin(self, now: datetime) -> bool:
         """An admin that can act: the establishment must always keep one."""

@@ -64,7 +64,7 @@ from gateway.accounts.records import (
     valid_account_id,
 )
 from gateway.clock import from_ms, iso, normalize_time, to_ms, utc_now
-from gateway.config import AccountsConfig, Config
+from gateway.config import AccountsConfig
 from gateway.crypto import Keyring
 from gateway.errors import (
     Conflict,
@@ -136,15 +136,6 @@ class AccountStore:
         self._audit_script = lua.script("account_audit")
         self._expire_script = lua.script("account_expire")
         self._login_script = lua.script("account_login")
-
-    @classmethod
-    def from_config(cls, redis: aioredis.Redis, keyring: Keyring, config: Config) -> AccountStore:
-        policy = PhonePolicy(
-            default_region=config.phones.default_region,
-            allowed_regions=frozenset(config.phones.allowed_regions),
-            allow_voip=config.phones.allow_voip,
-        )
-        return cls(redis, keyring, policy, config.accounts)
 
     def account_tag(self, account_id: str) -> str:
         return self._keyring.tag("account", account_id)

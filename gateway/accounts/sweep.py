@@ -37,7 +37,6 @@ from redis.exceptions import RedisError
 
 from gateway import keys
 from gateway.accounts.audit import SWEEP
-from gateway.accounts.mail import wait
 from gateway.accounts.notices import Due, Notifier
 from gateway.accounts.records import Account, Status
 from gateway.accounts.store import AccountStore
@@ -45,6 +44,7 @@ from gateway.clock import to_ms
 from gateway.config import AccountsConfig
 from gateway.errors import GatewayError
 from gateway.luascripts import Lua
+from gateway.streams import wait
 
 log = logging.getLogger("otp_gateway.sweep")
 

@@ -37,6 +37,8 @@ from gateway.accounts.store import AccountStore
 from gateway.config import AccountsConfig
 from gateway.crypto import Keyring, Sealer, constant_time_equal, new_token
 from gateway.errors import (
+    AccountExpired,
+    AccountSuspended,
     Conflict,
     Forbidden,
     Gone,
@@ -198,5 +200,5 @@ def _refusal(outcome: str, result: list[Any]) -> Exception:
     if outcome == "totp_not_enrolled":
         return Conflict("this account has no authenticator app", code="totp_not_enrolled")
     if outcome == "account_suspended":
-        return Forbidden("this account is suspended", code="account_suspended")
-    return Forbidden("this account has expired: an admin must renew it", code="account_expired")
+        return AccountSuspended()
+    return AccountExpired()

@@ -24,7 +24,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from gateway import keys
-from gateway.accounts import Account, AccountStore, Status
+from gateway.accounts import Account, AccountStore
 from gateway.clock import iso_ms, now_ms
 from gateway.config import Config
 from gateway.crypto import (
@@ -39,6 +39,8 @@ from gateway.crypto import (
     token_digest,
 )
 from gateway.errors import (
+    AccountExpired,
+    AccountSuspended,
     Conflict,
     Forbidden,
     GatewayError,
@@ -141,22 +143,12 @@ def _refusal(code: str, channel: str) -> GatewayError:
             return _dead_error(code.encode())
 
 
-def _require_active(account: Account) -> None:
-    status = account.status(datetime.now(UTC))
-    if status is Status.SUSPENDED:
-        raise Forbidden("this account is suspended", code="account_suspended")
-    if status is Status.EXPIRED:
-        raise Forbidden("this account has expired: an admin must renew it", code="account_expired")
-
-
 def _dead_error(state: bytes) -> Gone | NotFound | Forbidden:
     match state:
         case b"account_suspended":
-            return Forbidden("this account is suspended", code="account_suspended")
+            return AccountSuspended()
         case b"account_expired":
-            return Forbidden(
-                "this account has expired: an admin must renew it", code="account_expired"
-            )
+            return AccountExpired()
         case b"challenge_not_found":
             return NotFound("no such challenge", code="challenge_not_found")
         case b"already_used":
@@ -410,7 +402,7 @@ class ChallengeService:
             raise NotFound("no such challenge", code="challenge_not_found")
         account = await self.accounts.get(account_id.decode())
         if account is not None:  # a deleted account's challenges are dead: the script says so
-            _require_active(account)
+            account.require_active(datetime.now(UTC))
         # The number the code goes to: the one being proven, else the account's
         # (a number change since revoked the challenge: the script says so).
         phone = self._challenge_phone(challenge_id, account, sealed_to)

@@ -14,7 +14,8 @@ A worker's job path is decode -> load -> dispatch -> ack | retry | dead-letter:
   acceptance and that record can still send twice: providers get the
   `Idempotency-Key` to close that gap);
 - a job whose worker died stays in the group's pending list and is claimed
-  by another worker after `claim_idle_seconds` (XAUTOCLAIM);
+  by another worker after `claim_idle_seconds` (XAUTOCLAIM; the reading is
+  gateway/streams.py's `StreamConsumer`, which the mail outbox runs too);
 - a job that failed in any way (every provider failed, a garbled entry, an
   unreadable challenge record, a bug of ours: `Failure`) is retried the same
   way, and after `max_deliveries` deliveries goes to the dead-letter stream
@@ -32,17 +33,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import socket
-import time
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
 
 import redis.asyncio as aioredis
 from cryptography.exceptions import InvalidTag
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway import keys
@@ -54,10 +51,10 @@ from gateway.otp import render
 from gateway.otp.delivery import Deliveries, DeliveryEvent
 from gateway.otp.dispatch import Dispatcher, Sent
 from gateway.otp.scripts import Scripts
+from gateway.streams import Stream, StreamConsumer, Verdict, create_group
 
 log = logging.getLogger("otp_gateway.worker")
 
-Entry = tuple[bytes, dict[bytes, bytes]]
 READ_BLOCK_MS = 250  # also how often an idle worker looks for calls due again
 # Drops that point at something wrong (another secret, damaged data), not at
 # a user or an admin who moved on: logged as warnings.
@@ -92,16 +89,16 @@ class JobFailed(Exception):
 
 
 async def ensure_group(redis: aioredis.Redis) -> None:
-    """Create the stream and its group; "0" so entries queued before are read too."""
-    try:
-        await redis.xgroup_create(keys.STREAM, keys.GROUP, id="0", mkstream=True)
-    except ResponseError as exc:
-        if "BUSYGROUP" not in str(exc):
-            raise
+    """Create the stream and its group (the app does at start-up, before any read)."""
+    await create_group(redis, keys.STREAM, keys.GROUP)
 
 
 class Worker:
-    """Delivers queued sends; any number of them may run, on any hosts."""
+    """Delivers queued sends; any number of them may run, on any hosts.
+
+    The reading (XREADGROUP, XAUTOCLAIM, concurrency, drain on stop, burst
+    mode, the delivery count) is the `StreamConsumer`'s (gateway/streams.py);
+    this is one job's path."""
 
     def __init__(
         self,
@@ -119,88 +116,26 @@ class Worker:
         self.dispatcher = dispatcher
         self.metrics = metrics
         self.config = config
-        self.name = name or f"{socket.gethostname()}-{os.getpid()}-{id(self):x}"
         self.deliveries = Deliveries(redis, scripts, keyring, metrics)
-        self._slots = asyncio.Semaphore(config.worker.concurrency)
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    # --- loops ------------------------------------------------------------------
+        queue = Stream(
+            keys.STREAM, keys.GROUP, config.worker.claim_idle_seconds,
+            config.worker.max_deliveries, config.worker.concurrency, READ_BLOCK_MS,
+        )  # fmt: skip
+        self.consumer = StreamConsumer(
+            redis, queue, self.handle, name=name,
+            tick=self.deliveries.promote_due,  # calls due again, once a block period
+            logger=log, role="worker",
+        )  # fmt: skip
+        self.name = self.consumer.name
 
     async def run(self, stop: asyncio.Event) -> None:
         """Read and deliver until `stop` is set, then finish the jobs in hand."""
-        claim_every = self.config.worker.claim_idle_seconds / 2
-        next_claim = next_promote = 0.0
-        while not stop.is_set():
-            try:
-                await ensure_group(self.redis)
-                if time.monotonic() >= next_claim:
-                    await self._spawn_all(await self._claim_idle())
-                    next_claim = time.monotonic() + claim_every
-                if time.monotonic() >= next_promote:
-                    # At most once a block period: a busy worker loops far more often.
-                    await self.deliveries.promote_due()
-                    next_promote = time.monotonic() + READ_BLOCK_MS / 1000
-                await self._spawn_all(await self._read(block_ms=READ_BLOCK_MS))
-            except RedisError as exc:
-                log.warning("worker cannot reach redis", extra={"error": type(exc).__name__})
-                await _wait(stop, 1.0)
-                # Idle pooled connections opened before a Redis restart are dead and
-                # would fail the next jobs, leaving them for claim_idle_seconds.
-                await self.redis.connection_pool.disconnect(inuse_connections=False)
-        await self.drain_tasks()
+        await self.consumer.run(stop)
 
     async def drain(self) -> int:
-        """Burst mode for tests and one-shot runs: deliver what is queued now, then return."""
-        await ensure_group(self.redis)
-        done = 0
-        while True:
-            await self.deliveries.promote_due()
-            batch = await self._read(block_ms=None, start="0") + await self._read(block_ms=None)
-            if not batch:
-                return done
-            for entry_id, fields in batch:
-                await self.handle(entry_id, fields)
-            done += len(batch)
-
-    async def drain_tasks(self) -> None:
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    async def _read(self, block_ms: int | None, start: str = ">") -> list[Entry]:
-        reply: Any = await self.redis.xreadgroup(
-            keys.GROUP, self.name, {keys.STREAM: start}, count=64, block=block_ms
-        )
-        # An entry deleted while pending comes back with no fields: skip it.
-        return [(eid, fields) for _, entries in reply or [] for eid, fields in entries if fields]
-
-    async def _claim_idle(self) -> list[Entry]:
-        idle_ms = int(self.config.worker.claim_idle_seconds * 1000)
-        claimed: list[Entry] = []
-        cursor = "0-0"
-        while True:
-            reply = await self.redis.xautoclaim(
-                keys.STREAM, keys.GROUP, self.name, idle_ms, start_id=cursor, count=64
-            )
-            cursor, entries = reply[0], reply[1]
-            claimed.extend((eid, f) for eid, f in entries if f)
-            if cursor in (b"0-0", "0-0") or not entries:
-                return claimed
-
-    async def _spawn_all(self, entries: list[Entry]) -> None:
-        for entry_id, fields in entries:
-            await self._slots.acquire()
-            task = asyncio.create_task(self._guarded(entry_id, fields))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def _guarded(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
-        try:
-            await self.handle(entry_id, fields)
-        except Exception:
-            # The job stays pending and is claimed again later: nothing is lost.
-            log.exception("send job failed", extra={"entry": entry_id.decode()})
-        finally:
-            self._slots.release()
+        """Burst mode for tests and one-shot runs: deliver what is queued now, then
+        return how many jobs were handled (a retried job counts each time)."""
+        return len(await self.consumer.drain())
 
     # --- one job ------------------------------------------------------------------
 
@@ -317,19 +252,12 @@ class Worker:
     async def _retry_or_dead_letter(
         self, entry_id: bytes, fields: dict[bytes, bytes], failure: Failure
     ) -> str:
-        # The stream's own delivery counter (XPENDING's times_delivered, raised
-        # by every XREADGROUP and XAUTOCLAIM) rather than one of ours: it is
-        # moved atomically with each delivery, so it also counts deliveries
-        # whose worker died before it could count anything, and it dies with
-        # the entry (no key of ours to clean up).
-        pending: Any = await self.redis.xpending_range(
-            keys.STREAM, keys.GROUP, min=entry_id, max=entry_id, count=1
-        )
-        if not pending:
+        # The stream's own delivery counter (see gateway/streams.py, `verdict`).
+        verdict, deliveries = await self.consumer.verdict(entry_id)
+        if verdict is Verdict.GONE:
             return "gone"  # acknowledged meanwhile (claimed and finished by another worker)
-        deliveries = int(pending[0]["times_delivered"])
         context = {"entry": entry_id.decode(), "reason": failure.value, "deliveries": deliveries}
-        if deliveries < self.config.worker.max_deliveries:
+        if verdict is Verdict.RETRY:
             log.warning("send job will be retried", extra=context)
             return "retry"  # stays pending; claimed again after claim_idle_seconds
         await self._dead_letter(entry_id, fields, failure)
@@ -371,16 +299,3 @@ def _try_decode(fields: dict[bytes, bytes]) -> Job | None:
         return _decode(fields)
     except JobFailed:
         return None
-
-
-async def _wait(stop: asyncio.Event, seconds: float) -> None:
-    try:
-        async with asyncio.timeout(seconds):
-            await stop.wait()
-    except TimeoutError:
-        pass
-
-
-def queue_fields(entry: dict[Any, Any]) -> dict[str, str]:
-    """Decoded fields of a queue entry (for the dead-letter listing)."""
-    return {k.decode(): v.decode() for k, v in entry.items()}

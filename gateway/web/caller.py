@@ -16,13 +16,13 @@ from typing import Final
 
 from aiohttp import web
 
-from gateway.accounts.policy import Caller, require_active
-from gateway.accounts.records import Account
+from gateway.accounts.policy import Caller
+from gateway.accounts.records import Account, valid_account_id
 from gateway.config import ApiKey
 from gateway.errors import Forbidden, InvalidRequest, NotFound
 from gateway.runtime import Services
 from gateway.web.middleware import REQUEST_ID
-from gateway.web.request import ACCOUNT_ID_RE, SERVICES, api_keys
+from gateway.web.request import SERVICES, api_keys
 
 ACTING_HEADER: Final = "X-Acting-Account"
 STEP_UP_HEADER: Final = "X-Step-Up-Token"
@@ -71,7 +71,7 @@ async def account_caller(request: web.Request) -> tuple[Services, Caller]:
 async def _admin(svc: Services, key: ApiKey, request: web.Request, acting_id: str | None) -> Caller:
     if acting_id is None:
         raise InvalidRequest(f"an admin key needs {ACTING_HEADER}: <admin account id>")
-    if not ACCOUNT_ID_RE.fullmatch(acting_id):
+    if not valid_account_id(acting_id):
         raise InvalidRequest(f"{ACTING_HEADER} must be an account id")
     acting = await svc.account_services.admin.acting_admin(acting_id, key.establishments)
     return Caller("admin", key.name, request[REQUEST_ID], acting)
@@ -82,7 +82,7 @@ async def user_caller(request: web.Request, account_id: str) -> tuple[Services, 
     svc = request.app[SERVICES]
     key = api_keys(request).require(request, "otp")
     account = await _existing(svc, account_id)
-    require_active(account, svc.accounts.now())
+    account.require_active(svc.accounts.now())
     return svc, Caller("otp", key.name, request[REQUEST_ID], account)
 
 

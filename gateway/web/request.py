@@ -7,10 +7,9 @@ of HTTP). Route modules import these helpers from here, never from each other.
 
 from __future__ import annotations
 
-import re
-
 from aiohttp import web
 
+from gateway.accounts import valid_account_id
 from gateway.errors import InvalidRequest
 from gateway.metrics import Metrics
 from gateway.otp.tokens import DeviceService
@@ -20,8 +19,6 @@ from gateway.web.auth import ApiKeys
 SERVICES = web.AppKey("services", Services)
 METRICS = web.AppKey("metrics", Metrics)
 API_KEYS = web.AppKey("api_keys", ApiKeys)
-
-ACCOUNT_ID_RE = re.compile(r"[A-Za-z0-9._@-]{1,128}")
 
 
 def services(request: web.Request, *scopes: str) -> Services:
@@ -35,7 +32,7 @@ def api_keys(request: web.Request) -> ApiKeys:
 
 
 def account_id_of(value: str) -> str:
-    if not ACCOUNT_ID_RE.fullmatch(value):
+    if not valid_account_id(value):
         raise InvalidRequest("account_id: 1-128 characters of A-Z a-z 0-9 . _ @ -")
     return value
 
