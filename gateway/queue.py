@@ -142,6 +142,11 @@ class Worker:
                     next_promote = time.monotonic() + READ_BLOCK_MS / 1000
                 await self._spawn_all(await self._read(block_ms=READ_BLOCK_MS))
             except RedisError as exc:
+                if "NOGROUP" in str(exc):
+                    # The stream or its group is gone (a primary promoted without
+                    # them, a flush): the next turn creates them again, now.
+                    log.warning("send queue's consumer group missing: recreating it")
+                    continue
                 log.warning("worker cannot reach redis", extra={"error": type(exc).__name__})
                 await _wait(stop, 1.0)
                 # Idle pooled connections opened before a Redis restart are dead and
