@@ -30,7 +30,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.config import ApiKey, Config, ProviderConfig, RedisConfig, Secret, load_config
+from gateway.config import ApiKey, Config, ProviderConfig, Secret, load_config
 from gateway.datadir import embedded_redis_url
 from gateway.errors import ConfigError
 from gateway.listen import bind
@@ -163,9 +163,7 @@ def _development_settings(config: Config, data: Path, url: str) -> Config:
     providers = config.providers
     if not providers and config.server.development:
         providers = (ProviderConfig("console", "console", ("sms", "voice"), {}),)
-    redis = RedisConfig(
-        url, config.redis.timeout_seconds, config.redis.data_dir, config.redis.appendfsync
-    )
+    redis = replace(config.redis, url=url)
     return replace(config, redis=redis, security_secret=secret, api_keys=keys, providers=providers)
 
 

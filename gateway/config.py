@@ -79,10 +79,25 @@ class ServerConfig:
 
 @dataclass(frozen=True, slots=True)
 class RedisConfig:
-    url: str | None = None  # None: the embedded redis-server
+    """Where Redis is: one `url`, or a primary found through `sentinels`; neither:
+    the embedded redis-server."""
+
+    url: str | None = None
     timeout_seconds: float = 2.0
     data_dir: str = "var"  # embedded default only
     appendfsync: str = "always"  # embedded default only
+    sentinels: tuple[tuple[str, int], ...] = ()
+    sentinel_master: str = ""
+    sentinel_password: Secret | None = None  # the sentinels' own requirepass
+    username: str = ""  # the data nodes' ACL user (default: "default")
+    password: Secret | None = None  # the data nodes' password (a url may carry its own)
+    tls: bool = False  # sentinels and data nodes over TLS (a url says rediss://)
+    tls_ca_file: str = ""  # the CA bundle that signed their certificates
+    wait_replicas: int = 0  # replicas that must hold a script's writes before it answers
+
+    @property
+    def embedded(self) -> bool:
+        return self.url is None and not self.sentinels
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,7 +229,7 @@ class Config:
     @property
     def embedded(self) -> bool:
         """True when the gateway runs its own redis-server child."""
-        return self.redis.url is None
+        return self.redis.embedded
 
 
 # --- reading tables -------------------------------------------------------
@@ -331,6 +346,8 @@ def _redis(t: _Table, env: Mapping[str, str]) -> RedisConfig:
         url = env["OTPGW_REDIS_URL"]
     if url is not None and not re.fullmatch(r"(rediss?|unix)://\S+", url):
         raise ConfigError("redis.url", "must be a redis://, rediss:// or unix:// URL")
+    sentinels = tuple(_address(a, t.key("sentinels")) for a in t.str_list("sentinels", ()))
+    _one_topology(t, url, sentinels)
     timeout = t.get("timeout_seconds", float, 2.0)
     if not 0.05 <= timeout <= 60:
         raise ConfigError(t.key("timeout_seconds"), "must be between 0.05 and 60")
@@ -339,9 +356,67 @@ def _redis(t: _Table, env: Mapping[str, str]) -> RedisConfig:
         timeout_seconds=timeout,
         data_dir=t.get("data_dir", str, "var"),
         appendfsync=t.choice("appendfsync", "always", ("always", "everysec", "no")),
+        sentinels=sentinels,
+        sentinel_master=t.get("sentinel_master", str, ""),
+        sentinel_password=t.secret("sentinel_password", required=False),
+        username=t.get("username", str, ""),
+        password=t.secret("password", required=False),
+        tls=t.get("tls", bool, False),
+        tls_ca_file=t.get("tls_ca_file", str, ""),
+        wait_replicas=t.int_in("wait_replicas", 0, 0, 16),
     )
+    _check_redis(t, cfg)
     t.done()
     return cfg
+
+
+def _address(text: str, key: str) -> tuple[str, int]:
+    """ "host:port" (an IPv6 host in brackets) as (host, port)."""
+    match = re.fullmatch(r"(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):([0-9]{1,5})", text)
+    if not match or not 0 < int(match[2]) <= 65535:
+        raise ConfigError(key, f'{text!r} is not "host:port"')
+    return match[1].strip("[]"), int(match[2])
+
+
+def _one_topology(t: _Table, url: str | None, sentinels: tuple[tuple[str, int], ...]) -> None:
+    """At most one of url, sentinels, cluster_nodes (none: the embedded default)."""
+    cluster = t.str_list("cluster_nodes", ())
+    given = [name for name, value in (("url", url), ("sentinels", sentinels)) if value]
+    if cluster:
+        given.append("cluster_nodes")
+    if len(given) > 1:
+        raise ConfigError(
+            t.key(given[1]), f"give one of url, sentinels, cluster_nodes, not {given[0]} too"
+        )
+    if cluster:
+        raise ConfigError(t.key("cluster_nodes"), "Redis Cluster is not supported yet")
+
+
+def _check_redis(t: _Table, cfg: RedisConfig) -> None:
+    sentinel_only = {
+        "sentinel_master": cfg.sentinel_master,
+        "sentinel_password": cfg.sentinel_password,
+        "tls": cfg.tls,
+        "tls_ca_file": cfg.tls_ca_file,
+    }
+    if not cfg.sentinels:
+        for name, value in sentinel_only.items():
+            if value:
+                raise ConfigError(t.key(name), "only goes with sentinels")
+    elif not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", cfg.sentinel_master):
+        raise ConfigError(t.key("sentinel_master"), "the master's name is required with sentinels")
+    if cfg.tls_ca_file and not cfg.tls:
+        raise ConfigError(t.key("tls_ca_file"), "only goes with tls = true")
+    if cfg.url is not None and (cfg.password or cfg.username) and _url_has_credentials(cfg.url):
+        raise ConfigError(t.key("password"), "the url carries credentials already: give one")
+    if cfg.embedded and (cfg.password or cfg.username or cfg.wait_replicas):
+        raise ConfigError(
+            t.key("url"), "username, password and wait_replicas need a url or sentinels"
+        )
+
+
+def _url_has_credentials(url: str) -> bool:
+    return bool(re.match(r"[a-z]+://[^/@]*@", url))
 
 
 def _otp(t: _Table) -> OtpConfig:
@@ -611,7 +686,7 @@ def _build(raw: dict[str, Any], env: Mapping[str, str], *, source: str, has_file
     top = _Table(raw, "", env)
     redis = _redis(top.sub("redis"), env)
     server = _server(top.sub("server"), env)
-    if not has_file and redis.url is None:
+    if not has_file and redis.embedded:
         # The embedded default is a development sandbox: console provider allowed.
         server = replace(server, mode="development")
     sections: dict[str, Callable[[_Table], Any]] = {
@@ -629,7 +704,7 @@ def _build(raw: dict[str, Any], env: Mapping[str, str], *, source: str, has_file
     cfg = Config(
         server=server,
         redis=redis,
-        security_secret=_security(top.sub("security"), embedded=redis.url is None),
+        security_secret=_security(top.sub("security"), embedded=redis.embedded),
         api_keys=_api_keys(top.data.pop("api_keys", []), env),
         providers=_providers(top.data.pop("providers", []), env),
         templates=parse_templates(top.data.pop("templates", {})),

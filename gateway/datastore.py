@@ -16,6 +16,15 @@ the wait is cut and a `redis.exceptions.TimeoutError` raised. A blocking read
 (`XREADGROUP ... BLOCK ms`) gets its block time on top.
 
 Commands are packed by hiredis (`with_hiredis_packing`): same bytes, less CPU.
+
+With `[redis] sentinels`, the primary is looked up through Sentinel on every
+new connection (redis-py's `SentinelConnectionPool`). A primary demoted by a
+failover answers writes with READONLY: the connection is dropped and the
+failure raised as a `ConnectionError` (503), and the next connection asks the
+sentinels again (`FollowsFailover`). With `[redis] wait_replicas = N`, each
+script (EVALSHA) is followed on its connection by `WAIT N`: a script answers
+only once N replicas hold its writes, else `NotReplicated` (503: written on
+the primary, maybe not on a replica; see docs/operations.md).
 """
 
 from __future__ import annotations
@@ -30,19 +39,31 @@ import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import (
+    Sentinel,
+    SentinelConnectionPool,
+    SentinelManagedConnection,
+    SentinelManagedSSLConnection,
+)
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.connection import HiredisRespSerializer
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.utils import HIREDIS_AVAILABLE
 
-from gateway.config import Config
+from gateway.config import Config, RedisConfig
 
 RETRIES = 2  # fresh connections tried after the first, while the budget lasts
 
 
 class CommandNotSent(RedisConnectionError):
     """Redis could not be reached before the command was written: safe to send again."""
+
+
+class NotReplicated(RedisConnectionError):
+    """A script ran on the primary, but fewer replicas than `wait_replicas` confirmed
+    its writes in time: it may not survive a failover. Never sent again."""
 
 
 class SendsOnce(AbstractConnection):
@@ -60,6 +81,47 @@ class SendsOnce(AbstractConnection):
     async def check_health(self) -> None:
         async with _not_sent():
             await super().check_health()  # type: ignore[no-untyped-call]
+
+
+class FollowsFailover(SentinelManagedConnection):
+    """A Sentinel-managed connection that leaves a primary a failover demoted.
+
+    - A reply READONLY (the node is a replica now) or NOREPLICAS (it lost its
+      replicas, as an old primary does when one of them is promoted) drops the
+      connection and raises a `ConnectionError`: the command did not run.
+      Redis before 7 wraps these inside a script's ERR ("Error running script
+      ... -READONLY"), which redis-py does not see: caught here too.
+    - Taken from the pool, a connection to another address than the primary
+      the pool last learnt of is dropped, then opened to the primary.
+    - Asking the sentinels happens before any command is written: a failure
+      there (none answers, no primary yet) is `CommandNotSent`.
+    """
+
+    async def connect(self) -> None:
+        if self.is_connected and self._stale():
+            await self.disconnect()
+        async with _not_sent():
+            await super().connect()  # type: ignore[no-untyped-call]
+
+    def _stale(self) -> bool:
+        known = self.connection_pool.master_address
+        return bool(self.connection_pool.is_master) and known not in (None, (self.host, self.port))
+
+    async def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().read_response(*args, **kwargs)
+        except ResponseError as exc:
+            if not self.connection_pool.is_master or not _refused_by_primary(exc):
+                raise
+            await self.disconnect()
+            raise RedisConnectionError("the node refuses writes: not the primary now") from exc
+
+
+def _refused_by_primary(exc: ResponseError) -> bool:
+    text = str(exc)
+    return text.startswith("NOREPLICAS") or any(
+        f"-{code} " in text for code in ("READONLY", "NOREPLICAS")
+    )
 
 
 @asynccontextmanager
@@ -93,21 +155,61 @@ def blocking_seconds(args: Sequence[Any]) -> float:
 
 
 class Client(aioredis.Redis):
-    """redis.asyncio's client with each command, retries included, within `budget` seconds."""
+    """redis.asyncio's client with each command, retries included, within `budget`
+    seconds; with `wait_replicas`, each script's writes confirmed by that many replicas."""
 
-    def __init__(self, pool: ConnectionPool, budget: float) -> None:
+    def __init__(
+        self,
+        pool: ConnectionPool,
+        budget: float,
+        wait_replicas: int = 0,
+        sentinel: Sentinel | None = None,
+    ) -> None:
         super().__init__(connection_pool=pool)
         self.auto_close_connection_pool = True  # it owns its pool, as from_url's client does
         self.budget = budget
+        self.wait_replicas = wait_replicas
+        self.discovery = sentinel  # the sentinels' clients, closed with this one
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
         async with within(self.budget + blocking_seconds(args)):
+            if self.wait_replicas and args[0] in SCRIPT_CALLS:
+                return await self._replicated(args, options)
             return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+
+    async def _replicated(self, args: tuple[Any, ...], options: dict[str, Any]) -> Any:
+        """The script, then WAIT on the same connection (WAIT counts the replicas
+        that hold this connection's writes). Half the budget is left for WAIT."""
+        pipe = Pipeline(self.connection_pool, self.response_callbacks, False, None)
+        pipe.execute_command(*args, **options)
+        pipe.execute_command("WAIT", self.wait_replicas, max(1, int(self.budget * 500)))
+        # Errors are raised as Redis sent them (NOSCRIPT for `Script` to reload),
+        # not annotated by the pipeline with the command's arguments.
+        reply, replicas = await pipe.execute(raise_on_error=False)
+        if isinstance(reply, Exception):
+            raise reply
+        if isinstance(replicas, Exception):
+            raise replicas
+        if replicas < self.wait_replicas:
+            if isinstance(self.connection_pool, SentinelConnectionPool):
+                # Maybe a failover took our replicas: ask where the primary is, so
+                # that connections to another address are dropped when next taken.
+                await self.connection_pool.get_master_address()  # type: ignore[no-untyped-call]
+            raise NotReplicated(f"{replicas} of {self.wait_replicas} replicas confirmed in time")
+        return reply
 
     def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> Pipeline:
         return BudgetPipeline(
             self.connection_pool, self.response_callbacks, transaction, shard_hint, self.budget
         )
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        if self.discovery is not None:
+            await self.discovery.aclose()
+
+
+SCRIPT_CALLS = frozenset({"EVALSHA", "EVAL", b"EVALSHA", b"EVAL"})
 
 
 class BudgetPipeline(Pipeline):
@@ -132,25 +234,73 @@ class BudgetPipeline(Pipeline):
 
 def redis_client(config: Config) -> aioredis.Redis:
     """The client every process uses (HTTP app, workers); see the module docstring."""
-    assert config.redis.url is not None, "the CLI starts the embedded Redis first"
-    timeout = config.redis.timeout_seconds
-    pool = ConnectionPool.from_url(
-        config.redis.url,
+    redis = config.redis
+    sentinel = None
+    if redis.sentinels:
+        sentinel = Sentinel(redis.sentinels, sentinel_kwargs=_sentinel_options(redis))
+        pool: ConnectionPool = SentinelConnectionPool(  # type: ignore[no-untyped-call]
+            redis.sentinel_master,
+            sentinel,
+            connection_class=_sentinel_connection(redis),
+            **_tls_options(redis),
+            **_pool_options(redis),
+        )
+    else:
+        assert redis.url is not None, "the CLI starts the embedded Redis first"
+        pool = ConnectionPool.from_url(redis.url, **_pool_options(redis))
+        pool.connection_class = with_hiredis_packing(sending_once(pool.connection_class))
+    return Client(pool, redis.timeout_seconds, redis.wait_replicas, sentinel)
+
+
+def _pool_options(redis: RedisConfig) -> dict[str, Any]:
+    timeout = redis.timeout_seconds
+    options: dict[str, Any] = {
         # Only failures before the command left are retried: a pooled connection
         # that outlived a Redis restart, a refused or slow connect. Never a timeout
         # or a lost reply, after which the command may have run.
-        retry=Retry(
+        "retry": Retry(
             ExponentialWithJitterBackoff(base=0.01, cap=0.25),
             retries=RETRIES,
             supported_errors=(CommandNotSent,),
         ),
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        health_check_interval=30,
-        max_connections=512,
-    )
-    pool.connection_class = with_hiredis_packing(sending_once(pool.connection_class))
-    return Client(pool, budget=timeout)
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "health_check_interval": 30,
+        "max_connections": 512,
+    }
+    if redis.username:
+        options["username"] = redis.username
+    if redis.password is not None:
+        options["password"] = redis.password.reveal()
+    return options
+
+
+def _sentinel_options(redis: RedisConfig) -> dict[str, Any]:
+    """How to talk to the sentinels: the same timeouts and TLS, their own password."""
+    options: dict[str, Any] = {
+        "socket_timeout": redis.timeout_seconds,
+        "socket_connect_timeout": redis.timeout_seconds,
+        **_tls_options(redis),
+    }
+    if redis.sentinel_password is not None:
+        options["password"] = redis.sentinel_password.reveal()
+    return options
+
+
+def _tls_options(redis: RedisConfig) -> dict[str, Any]:
+    if not redis.tls:
+        return {}
+    options: dict[str, Any] = {"ssl": True}
+    if redis.tls_ca_file:
+        options["ssl_ca_certs"] = redis.tls_ca_file
+    return options
+
+
+def _sentinel_connection(redis: RedisConfig) -> type[AbstractConnection]:
+    follows: type[AbstractConnection] = FollowsFailover
+    if redis.tls:
+        follows = type("FollowsFailoverSSL", (FollowsFailover, SentinelManagedSSLConnection), {})
+    return with_hiredis_packing(sending_once(follows))
 
 
 def sending_once(cls: type[AbstractConnection]) -> type[AbstractConnection]:
