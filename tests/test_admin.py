@@ -9,21 +9,19 @@ from typing import Any
 
 import pytest
 
-from tests.admin_helpers import (
+from tests.support.admin import (
     ESTABLISHMENT,
     OTHER_ESTABLISHMENT,
-    Inbox,
     admin_gateway,
     as_admin,
     as_operator,
     mails_after_drain,
     managing,
-    parts,
-    smtp_server,
     step_up,
 )
-from tests.conftest import ACCOUNT, METRICS_KEY, OTP_KEY, Gateway, GatewayFactory
-from tests.otp_helpers import (
+from tests.support.config import METRICS_KEY, OTP_KEY
+from tests.support.gateway import ACCOUNT, Gateway, GatewayFactory
+from tests.support.otp import (
     MOBILE_DIGITS,
     OTHER_DIGITS,
     OTHER_MOBILE,
@@ -32,6 +30,7 @@ from tests.otp_helpers import (
     challenge_and_code,
     verify,
 )
+from tests.support.smtp import Inbox, parts, smtp_server
 
 NEW_USER = {**ACCOUNT, "account_id": "dave", "email": "dave@example.org", "phone": OTHER_MOBILE}
 

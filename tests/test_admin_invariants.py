@@ -10,18 +10,11 @@ import pytest
 
 from gateway.accounts import AccountStore, Role, Who
 from gateway.errors import Conflict
-from tests.admin_helpers import (
-    ESTABLISHMENT,
-    Inbox,
-    admin_gateway,
-    as_admin,
-    as_operator,
-    managing,
-    smtp_server,
-)
-from tests.conftest import ACCOUNT, Gateway, GatewayFactory
-from tests.dates import iso_in
-from tests.otp_helpers import assert_error, call
+from tests.support.admin import ESTABLISHMENT, admin_gateway, as_admin, as_operator, managing
+from tests.support.dates import iso_in
+from tests.support.gateway import ACCOUNT, Gateway, GatewayFactory
+from tests.support.otp import assert_error, call
+from tests.support.smtp import Inbox, smtp_server
 
 PAST = "2020-01-01T00:00:00Z"
 BREAKERS: list[tuple[str, str, Any]] = [

@@ -11,17 +11,11 @@ import pytest
 from gateway.accounts import AccountStore, NewAccount, Who
 from gateway.config import AccountsConfig
 from gateway.phones import PhonePolicy
-from tests.admin_helpers import (
-    ESTABLISHMENT,
-    Inbox,
-    admin_gateway,
-    as_admin,
-    as_operator,
-    smtp_server,
-)
-from tests.conftest import ACCOUNT, Gateway, GatewayFactory
-from tests.dates import iso_in
-from tests.otp_helpers import assert_error, challenge_and_code, verify
+from tests.support.admin import ESTABLISHMENT, admin_gateway, as_admin, as_operator
+from tests.support.dates import iso_in
+from tests.support.gateway import ACCOUNT, Gateway, GatewayFactory
+from tests.support.otp import assert_error, challenge_and_code, verify
+from tests.support.smtp import Inbox, smtp_server
 
 LONG_AGO = datetime.now(UTC) - timedelta(days=200)
 # An admin whose account ends in three weeks: still active, soon to expire.

@@ -9,21 +9,21 @@ from typing import Any
 
 import pytest
 
-from tests.admin_helpers import (
+from tests.support.admin import (
     ESTABLISHMENT,
     MANAGE,
     OTHER_ESTABLISHMENT,
-    Inbox,
     admin_gateway,
     as_admin,
     as_operator,
     managing,
-    smtp_server,
     step_up,
 )
-from tests.conftest import ADMIN_KEY, OPERATOR_KEY, OTP_KEY, Gateway, GatewayFactory
-from tests.dates import iso_in
-from tests.otp_helpers import Reply, assert_error, call, challenge_and_code, verify
+from tests.support.config import ADMIN_KEY, OPERATOR_KEY, OTP_KEY
+from tests.support.dates import iso_in
+from tests.support.gateway import Gateway, GatewayFactory
+from tests.support.otp import Reply, assert_error, call, challenge_and_code, verify
+from tests.support.smtp import Inbox, smtp_server
 
 BOUND_KEY = "mairie-key-0123456789abcdef"
 KEYS = [

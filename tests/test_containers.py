@@ -13,7 +13,7 @@ from gateway.config import load_config
 from gateway.provider import build_providers
 from gateway.runtime import provider_context
 from tests import yamlsubset
-from tests.opshelp import REPO
+from tests.support.ops import REPO
 
 COMPOSE = REPO / "docker-compose.yml"
 DOCKERFILE = REPO / "Dockerfile"

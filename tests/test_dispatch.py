@@ -16,15 +16,11 @@ from gateway.app import create_app
 from gateway.config import ProviderConfig
 from gateway.errors import ConfigError
 from gateway.provider import ProviderContext, available_kinds, build_providers
-from tests.conftest import (
-    Gateway,
-    GatewayFactory,
-    Sink,
-    add_account,
-    make_config,
-    sink_provider,
-)
-from tests.httpstub import Stub, StubFactory, closed_url, poll, sample
+from tests.support.config import make_config
+from tests.support.gateway import Gateway, GatewayFactory, add_account
+from tests.support.httpfake import Sink, Stub, StubFactory, closed_url, sink_provider
+from tests.support.metrics import sample
+from tests.support.poll import poll
 
 DEV = ProviderContext(development=True, public_url="http://127.0.0.1:8080")
 
@@ -305,9 +301,7 @@ async def test_a_refused_number_does_not_trip_the_breaker(
     make_gateway: GatewayFactory, stubs: StubFactory
 ) -> None:
     refusing = await stubs(status=400)
-    gw = await make_gateway(
-        providers=[refusing.provider("first")], worker={"breaker_threshold": 1}
-    )
+    gw = await make_gateway(providers=[refusing.provider("first")], worker={"breaker_threshold": 1})
     await send_one(gw)
     assert str(gw.services.dispatcher.breakers["first"].state) == "closed"
     assert provider_up(gw, "first") == 1

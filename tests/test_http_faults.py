@@ -22,20 +22,13 @@ from gateway import keys
 from gateway.app import create_app
 from gateway.embedded import RedisServer
 from gateway.logs import JsonFormatter
-from tests.conftest import (
-    ADMIN_KEY,
-    OPERATOR_KEY,
-    OTP_KEY,
-    Gateway,
-    GatewayFactory,
-    Sink,
-    add_account,
-    make_config,
-    sink_provider,
-)
-from tests.httpstub import poll, sample
-from tests.otp_helpers import redis_fingerprint
-from tests.rawhttp import RawReply, exchange, read_reply, request, served
+from tests.support.config import ADMIN_KEY, OPERATOR_KEY, OTP_KEY, make_config
+from tests.support.gateway import Gateway, GatewayFactory, add_account
+from tests.support.httpfake import Sink, sink_provider
+from tests.support.metrics import sample
+from tests.support.otp import redis_fingerprint
+from tests.support.poll import poll
+from tests.support.rawhttp import RawReply, exchange, read_reply, request, served
 
 JSON = {"Content-Type": "application/json"}
 

@@ -2,7 +2,7 @@
 
 The routes come from the application's own router, so a route added later is
 covered without touching this file; so are the body fields, read from the
-handlers' field specs. Each example is one raw HTTP request (tests/rawhttp.py:
+handlers' field specs. Each example is one raw HTTP request (tests/support/rawhttp.py:
 header bytes that are not UTF-8, bodies in any media type, path segments
 with anything percent-encoded) to a gateway on a real socket and a real
 Redis, whose every key and value is compared before and after a 4xx.
@@ -22,21 +22,12 @@ from hypothesis import strategies as st
 
 from gateway.app import create_app
 from gateway.web.body import Field
-from tests.conftest import (
-    ADMIN_KEY,
-    METRICS_KEY,
-    OPERATOR_KEY,
-    OTP_KEY,
-    Gateway,
-    GatewayFactory,
-    Sink,
-    add_account,
-    make_config,
-    sink_provider,
-)
-from tests.dates import iso_in
-from tests.otp_helpers import redis_fingerprint
-from tests.rawhttp import exchange, request
+from tests.support.config import ADMIN_KEY, METRICS_KEY, OPERATOR_KEY, OTP_KEY, make_config
+from tests.support.dates import iso_in
+from tests.support.gateway import Gateway, GatewayFactory, add_account
+from tests.support.httpfake import Sink, sink_provider
+from tests.support.otp import redis_fingerprint
+from tests.support.rawhttp import exchange, request
 
 # --- what to attack: read from the application itself ----------------------------------
 

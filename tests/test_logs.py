@@ -24,28 +24,13 @@ from gateway.app import create_app
 from gateway.config import LoggingConfig
 from gateway.embedded import RedisServer, free_port
 from gateway.logs import JsonFormatter, TextFormatter, setup_logging
-from tests.conftest import (
-    ADMIN_KEY,
-    METRICS_KEY,
-    OPERATOR_KEY,
-    OTP_KEY,
-    SECRET,
-    SINK_SECRET,
-    GatewayFactory,
-    add_account,
-    make_config,
-)
-from tests.httpstub import StubFactory, closed_url, poll
-from tests.opshelp import auth, children, wait_healthy, write_config
-from tests.otp_helpers import (
-    MOBILE_DIGITS,
-    OTHER_DIGITS,
-    OTHER_MOBILE,
-    call,
-    digit_runs,
-    wrong,
-)
-from tests.rawhttp import exchange, request, served
+from tests.support.config import ADMIN_KEY, METRICS_KEY, OPERATOR_KEY, OTP_KEY, SECRET, make_config
+from tests.support.gateway import GatewayFactory, add_account
+from tests.support.httpfake import SINK_SECRET, StubFactory, closed_url
+from tests.support.ops import auth, children, wait_healthy, write_config
+from tests.support.otp import MOBILE_DIGITS, OTHER_DIGITS, OTHER_MOBILE, call, digit_runs, wrong
+from tests.support.poll import poll
+from tests.support.rawhttp import exchange, request, served
 
 # --- the formatters ---------------------------------------------------------------
 

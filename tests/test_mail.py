@@ -12,7 +12,8 @@ from gateway import keys
 from gateway.accounts.mail import MAX_DELIVERIES, Mail, MailError, MailQueue, SmtpTransport
 from gateway.config import SmtpConfig
 from gateway.embedded import free_port
-from tests.admin_helpers import Inbox, parts, poll, smtp_server
+from tests.support.poll import poll
+from tests.support.smtp import Inbox, parts, smtp_server
 
 MAIL = Mail(
     to=("a@example.org", "b@example.org"),

@@ -23,17 +23,12 @@ from gateway.embedded import RedisServer, free_port
 from gateway.metrics import DEAD_LETTER_REASONS, RATE_SCOPES, Metrics
 from gateway.otp.challenges import RATE_MESSAGES
 from gateway.otp.queue import Failure
-from tests.conftest import (
-    METRICS_KEY,
-    GatewayFactory,
-    Sink,
-    add_account,
-    make_config,
-    sink_provider,
-)
-from tests.httpstub import StubFactory, closed_url, poll, sample
-from tests.opshelp import children, prometheus_tool, wait_healthy, write_config
-from tests.otp_helpers import (
+from tests.support.config import METRICS_KEY, make_config
+from tests.support.gateway import GatewayFactory, add_account
+from tests.support.httpfake import Sink, StubFactory, closed_url, sink_provider
+from tests.support.metrics import sample
+from tests.support.ops import children, prometheus_tool, wait_healthy, write_config
+from tests.support.otp import (
     MOBILE_DIGITS,
     NO_COOLDOWN,
     REUNION_MOBILE,
@@ -43,6 +38,7 @@ from tests.otp_helpers import (
     verify,
     wrong,
 )
+from tests.support.poll import poll
 
 # name -> (type, label names); counters are listed without their `_total`.
 EXPECTED = {

@@ -16,16 +16,10 @@ import redis.asyncio as aioredis
 from gateway import keys
 from gateway.accounts.audit import Who
 from gateway.crypto import token_digest
-from tests.conftest import (
-    OPERATOR_KEY,
-    OTP_KEY,
-    Gateway,
-    GatewayFactory,
-    Sink,
-    add_account,
-    sink_provider,
-)
-from tests.otp_helpers import (
+from tests.support.config import OPERATOR_KEY, OTP_KEY
+from tests.support.gateway import Gateway, GatewayFactory, add_account
+from tests.support.httpfake import Sink, sink_provider
+from tests.support.otp import (
     CHALLENGE_ID,
     FIXED,
     MOBILE_DIGITS,

@@ -10,19 +10,17 @@ import pytest
 
 from gateway import keys
 from gateway.accounts import Who
-from tests.admin_helpers import (
+from tests.support.admin import (
     BOSS,
     ESTABLISHMENT,
-    Inbox,
     admin_gateway,
     as_operator,
     mails_after_drain,
-    parts,
-    smtp_server,
     step_up,
 )
-from tests.conftest import ADMIN_KEY, Gateway, GatewayFactory
-from tests.otp_helpers import (
+from tests.support.config import ADMIN_KEY
+from tests.support.gateway import Gateway, GatewayFactory
+from tests.support.otp import (
     MOBILE_E164,
     OTHER_DIGITS,
     OTHER_MOBILE,
@@ -34,6 +32,7 @@ from tests.otp_helpers import (
     verify,
     wrong,
 )
+from tests.support.smtp import Inbox, parts, smtp_server
 
 NEW_E164 = "+33798765432"
 

@@ -17,10 +17,11 @@ import aiohttp
 import pytest
 
 from gateway.embedded import RedisServer, free_port
-from tests.conftest import GatewayFactory, Sink, add_account, sink_provider
-from tests.httpstub import poll
-from tests.opshelp import children, prometheus_tool, wait_healthy, write_config
-from tests.otp_helpers import challenge, verify, wrong
+from tests.support.gateway import GatewayFactory, add_account
+from tests.support.httpfake import Sink, sink_provider
+from tests.support.ops import children, prometheus_tool, wait_healthy, write_config
+from tests.support.otp import challenge, verify, wrong
+from tests.support.poll import poll
 from tests.test_prometheus_rules import ALERTS, alert_names, dashboard_exprs
 
 

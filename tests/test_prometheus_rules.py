@@ -12,8 +12,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.embedded import RedisServer
 from gateway.metrics import Metrics
-from tests.conftest import make_config
-from tests.opshelp import REPO, prometheus_tool
+from tests.support.config import make_config
+from tests.support.ops import REPO, prometheus_tool
 
 PROMETHEUS_DIR = REPO / "config" / "prometheus"
 ALERTS = PROMETHEUS_DIR / "alerts.yml"

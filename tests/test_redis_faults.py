@@ -1,6 +1,6 @@
 """A Redis blip never runs a write twice (gateway/datastore.py).
 
-A proxy of our own (tests/tcpproxy.py) sits between a gateway and the real
+A proxy of our own (tests/support/tcpproxy.py) sits between a gateway and the real
 redis-server. It forwards a chosen script call, so Redis runs it, then loses
 its reply (the client's connection is reset) or holds it (a stall). The
 gateway must answer 503 `unavailable` with `Retry-After` within `[redis]
@@ -28,9 +28,11 @@ from gateway.datastore import redis_client
 from gateway.embedded import RedisServer
 from gateway.otp.scripts import Script
 from gateway.web.request import SERVICES
-from tests.conftest import OPERATOR_KEY, Gateway, Sink, add_account, make_config, sink_provider
-from tests.httpstub import poll
-from tests.tcpproxy import TcpProxy
+from tests.support.config import OPERATOR_KEY, make_config
+from tests.support.gateway import Gateway, add_account
+from tests.support.httpfake import Sink, sink_provider
+from tests.support.poll import poll
+from tests.support.tcpproxy import TcpProxy
 
 SMALL_TIMEOUT = 0.3  # seconds: [redis] timeout_seconds of a gateway under test
 # A faulty call sets up its connection and runs one script: generous on a busy

@@ -20,18 +20,11 @@ from aiohttp.test_utils import TestClient, TestServer
 from gateway import keys
 from gateway.app import create_app
 from gateway.embedded import RedisServer, free_port
-from tests.conftest import (
-    ACCOUNT,
-    OPERATOR_KEY,
-    OTP_KEY,
-    SECRET,
-    GatewayFactory,
-    Sink,
-    add_account,
-    make_config,
-    sink_provider,
-)
-from tests.httpstub import StubFactory, poll, sample
+from tests.support.config import OPERATOR_KEY, OTP_KEY, SECRET, make_config
+from tests.support.gateway import ACCOUNT, GatewayFactory, add_account
+from tests.support.httpfake import Sink, StubFactory, sink_provider
+from tests.support.metrics import sample
+from tests.support.poll import poll
 
 OTP_GATEWAY = str(Path(sys.executable).with_name("otp-gateway"))
 

@@ -32,14 +32,8 @@ from gateway.app import create_app
 from gateway.embedded import RedisServer
 from gateway.runtime import Services
 from gateway.web.request import SERVICES
-from tests.conftest import (
-    ADMIN_KEY,
-    METRICS_KEY,
-    OPERATOR_KEY,
-    OTP_KEY,
-    SINK_SECRET,
-    make_config,
-)
+from tests.support.config import ADMIN_KEY, METRICS_KEY, OPERATOR_KEY, OTP_KEY, make_config
+from tests.support.httpfake import SINK_SECRET
 
 T = TypeVar("T")
 

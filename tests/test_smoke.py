@@ -1,4 +1,4 @@
-from tests.conftest import Gateway, add_account
+from tests.support.gateway import Gateway, add_account
 
 
 async def test_challenge_then_verify(gw: Gateway) -> None:

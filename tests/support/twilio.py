@@ -22,8 +22,10 @@ from gateway.embedded import free_port
 from gateway.simulator.state import Call, Message
 from gateway.simulator.twilio import TwilioSimulator
 from gateway.web.request import SERVICES
-from tests.conftest import Gateway, Sink, make_config
-from tests.httpstub import poll
+from tests.support.config import make_config
+from tests.support.gateway import Gateway
+from tests.support.httpfake import Sink
+from tests.support.poll import poll
 
 AUTH_TOKEN = "test-twilio-token-0123456789abcdef"
 FROM = "+33159000000"

@@ -97,12 +97,3 @@ def redis_pids(directory: Path) -> list[int]:
             except OSError:  # gone, or a zombie: not running
                 continue
     return found
-
-
-def wait_until(check: object, within: float = 15, what: str = "condition") -> None:
-    """Poll `check()` until true, failing after `within` seconds."""
-    assert callable(check)
-    deadline = time.monotonic() + within
-    while not check():
-        assert time.monotonic() < deadline, f"timed out after {within}s waiting for {what}"
-        time.sleep(0.02)

@@ -1,6 +1,6 @@
 """Programmable HTTP servers on 127.0.0.1 standing in for SMS/voice providers.
 
-Unlike conftest's `Sink`, a `Stub` records every request as it arrives (raw
+Unlike `Sink`, a `Stub` records every request as it arrives (raw
 body and headers, signature unchecked) and answers what the test says: a
 status, a delay, or nothing at all for its first request (`hold_first`).
 Whatever a stub is still holding is released when the servers close, so
@@ -20,10 +20,10 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.embedded import free_port
-from tests.conftest import SINK_SECRET
+
+SINK_SECRET = "sink-secret-0123456789abcdef"
 
 
 @dataclass
@@ -122,32 +122,39 @@ def closed_url() -> str:
     return f"http://127.0.0.1:{free_port()}/send"
 
 
-def sample(text: bytes | str, name: str, **labels: str) -> float:
-    """The value of one Prometheus sample (0 when absent) in a text exposition."""
-    if isinstance(text, bytes):
-        text = text.decode()
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
-                return float(s.value)
-    return 0.0
+@dataclass
+class Sink:
+    """An HTTP server speaking the `http` provider's protocol; keeps what it got."""
+
+    received: list[dict[str, Any]] = field(default_factory=list)
+    status: int = 200
+    url: str = ""
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        raw = await request.read()
+        expected = hmac.new(SINK_SECRET.encode(), raw, hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(expected, request.headers.get("X-Signature-SHA256", "")):
+            return web.Response(status=401)
+        if self.status >= 300:
+            return web.Response(status=self.status)
+        self.received.append(
+            {**json.loads(raw), "idempotency_key": request.headers.get("Idempotency-Key")}
+        )
+        self.arrived.set()
+        return web.json_response({"ok": True})
+
+    def codes_for(self, challenge_id: str) -> list[str]:
+        return [m["code"] for m in self.received if m["challenge_id"] == challenge_id]
 
 
-async def poll(
-    check: Callable[[], Awaitable[bool]] | Callable[[], bool],
-    within: float = 5.0,
-    every: float = 0.02,
-    what: str = "condition",
-) -> None:
-    """Wait until `check()` is true, failing the test after `within` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if loop.time() >= deadline:
-            raise AssertionError(f"timed out after {within}s waiting for {what}")
-        await asyncio.sleep(every)
+def sink_provider(
+    sink: Sink, name: str = "sink", channels: tuple[str, ...] = ("sms", "voice")
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "kind": "http",
+        "channels": list(channels),
+        "url": sink.url,
+        "secret": SINK_SECRET,
+    }

@@ -15,7 +15,8 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from gateway import keys
-from tests.conftest import OTP_KEY, Gateway
+from tests.support.config import OTP_KEY
+from tests.support.gateway import Gateway
 
 MOBILE = "06 12 34 56 78"
 MOBILE_E164 = "+33612345678"
