@@ -18,7 +18,7 @@ from gateway.embedded import RedisServer
 from gateway.web.request import SERVICES
 from tests.support.config import make_config
 from tests.support.gateway import Gateway, GatewayFactory
-from tests.support.httpfake import Sink, StubFactory, sink_provider, stub_servers
+from tests.support.httpfake import Stub, StubFactory, stub_servers
 
 
 @pytest.fixture(scope="session")
@@ -48,18 +48,6 @@ def data_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-async def sink() -> AsyncIterator[Sink]:
-    sink = Sink()
-    app = web.Application()
-    app.router.add_post("/send", sink.handle)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    sink.url = str(server.make_url("/send"))
-    yield sink
-    await server.close()
-
-
-@pytest.fixture
 async def stubs() -> AsyncIterator[StubFactory]:
     """Provider stand-ins (tests/support/httpfake.py): each call starts one more."""
     async with stub_servers() as make:
@@ -67,14 +55,20 @@ async def stubs() -> AsyncIterator[StubFactory]:
 
 
 @pytest.fixture
+async def sink(stubs: StubFactory) -> Stub:
+    """The provider of `make_gateway`'s gateways: a stub that checks signatures."""
+    return await stubs(check_signature=True)
+
+
+@pytest.fixture
 async def make_gateway(
-    redis_server: RedisServer, redis: aioredis.Redis, sink: Sink
+    redis_server: RedisServer, redis: aioredis.Redis, sink: Stub
 ) -> AsyncIterator[GatewayFactory]:
     """Builds a gateway (no background worker: tests drain the queue) per config."""
     opened: list[TestClient[web.Request, web.Application]] = []
 
     async def build(**sections: Any) -> Gateway:
-        sections.setdefault("providers", [sink_provider(sink)])
+        sections.setdefault("providers", [sink.provider()])
         config = make_config(redis_server.url, **sections)
         client = TestClient(TestServer(create_app(config, run_worker=False), host="127.0.0.1"))
         await client.start_server()

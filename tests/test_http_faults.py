@@ -24,7 +24,7 @@ from gateway.embedded import RedisServer
 from gateway.logs import JsonFormatter
 from tests.support.config import ADMIN_KEY, OPERATOR_KEY, OTP_KEY, make_config
 from tests.support.gateway import Gateway, GatewayFactory, add_account
-from tests.support.httpfake import Sink, sink_provider
+from tests.support.httpfake import Stub
 from tests.support.metrics import sample
 from tests.support.otp import redis_fingerprint
 from tests.support.poll import poll
@@ -114,8 +114,8 @@ TWILIO = {
 
 
 @pytest.fixture
-async def callbacks(make_gateway: GatewayFactory, sink: Sink) -> Gateway:
-    return await make_gateway(providers=[sink_provider(sink, channels=("sms",)), TWILIO])
+async def callbacks(make_gateway: GatewayFactory, sink: Stub) -> Gateway:
+    return await make_gateway(providers=[sink.provider(channels=("sms",)), TWILIO])
 
 
 CALLBACK_PATHS = ["/callbacks/twilio/status?c=" + "A" * 28 + "&n=1", "/callbacks/twilio/twiml?t=x"]

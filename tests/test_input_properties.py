@@ -25,7 +25,7 @@ from gateway.web.body import Field
 from tests.support.config import ADMIN_KEY, METRICS_KEY, OPERATOR_KEY, OTP_KEY, make_config
 from tests.support.dates import iso_in
 from tests.support.gateway import Gateway, GatewayFactory, add_account
-from tests.support.httpfake import Sink, sink_provider
+from tests.support.httpfake import Stub
 from tests.support.otp import redis_fingerprint
 from tests.support.rawhttp import exchange, request
 
@@ -174,14 +174,14 @@ TWILIO = {
 
 
 @pytest.fixture
-async def target(make_gateway: GatewayFactory, sink: Sink) -> Gateway:
+async def target(make_gateway: GatewayFactory, sink: Stub) -> Gateway:
     """A gateway with an admin, a user and their establishment; limits that never
     expire within the test, so a key's TTL cannot pass for a write."""
     still = {k: "100/100d" for k in ("account", "number", "ip", "country", "global", "failures")}
     gw = await make_gateway(
         rate_limits=still,
         otp={"resend_cooldown_seconds": 0},
-        providers=[sink_provider(sink, channels=("sms",)), TWILIO],
+        providers=[sink.provider(channels=("sms",)), TWILIO],
     )
     await add_account(gw, account_id="boss", role="admin", email="boss@example.org")
     await add_account(gw)

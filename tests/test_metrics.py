@@ -25,7 +25,7 @@ from gateway.otp.challenges import RATE_MESSAGES
 from gateway.otp.queue import Failure
 from tests.support.config import METRICS_KEY, make_config
 from tests.support.gateway import GatewayFactory, add_account
-from tests.support.httpfake import Sink, StubFactory, closed_url, sink_provider
+from tests.support.httpfake import Stub, StubFactory, closed_url
 from tests.support.metrics import sample
 from tests.support.ops import children, prometheus_tool, wait_healthy, write_config
 from tests.support.otp import (
@@ -210,7 +210,7 @@ async def test_scrape_reads_queue_and_dead_letters_from_redis(
 
 @pytest.fixture
 async def lone_gateway(
-    tmp_path: Path, sink: Sink
+    tmp_path: Path, sink: Stub
 ) -> AsyncIterator[tuple[RedisServer, TestClient[web.Request, web.Application]]]:
     server = RedisServer(tmp_path / "redis")
     server.start()
@@ -292,13 +292,13 @@ def promtool_check_metrics(text: str) -> None:
 
 async def test_promtool_accepts_real_scrapes_of_a_gateway_and_a_worker(
     make_gateway: GatewayFactory,
-    sink: Sink,
+    sink: Stub,
     spawn: Any,
     redis_server: RedisServer,
     tmp_path: Path,
 ) -> None:
     prometheus_tool("promtool")
-    providers = [sink_provider(sink, "hook")]
+    providers = [sink.provider("hook")]
     port = free_port()
     config = write_config(
         tmp_path / "w.toml", redis_server.url, providers, worker={"metrics_port": port}
@@ -309,8 +309,8 @@ async def test_promtool_accepts_real_scrapes_of_a_gateway_and_a_worker(
     gw = await make_gateway(providers=providers)
     await add_account(gw)
     created = await challenge(gw)
-    await poll(lambda: bool(sink.codes_for(created["challenge_id"])), what="the send")
-    code = sink.codes_for(created["challenge_id"])[0]
+    await poll(lambda: bool(sink.codes(created["challenge_id"])), what="the send")
+    code = sink.codes(created["challenge_id"])[0]
     await verify(gw, created["challenge_id"], wrong(code))
     await verify(gw, created["challenge_id"], code)
     promtool_check_metrics(await (await gw.client.get("/metrics")).text())

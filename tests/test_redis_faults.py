@@ -30,7 +30,7 @@ from gateway.otp.scripts import Script
 from gateway.web.request import SERVICES
 from tests.support.config import OPERATOR_KEY, make_config
 from tests.support.gateway import Gateway, add_account
-from tests.support.httpfake import Sink, sink_provider
+from tests.support.httpfake import Stub
 from tests.support.poll import poll
 from tests.support.tcpproxy import TcpProxy
 
@@ -52,7 +52,7 @@ async def proxy(redis_server: RedisServer) -> AsyncIterator[TcpProxy]:
 
 
 @pytest.fixture
-async def make_faulty(sink: Sink) -> AsyncIterator[ProxiedFactory]:
+async def make_faulty(sink: Stub) -> AsyncIterator[ProxiedFactory]:
     """Gateways (no background worker) on a given Redis URL with a given timeout."""
     opened: list[TestClient[web.Request, web.Application]] = []
 
@@ -60,7 +60,7 @@ async def make_faulty(sink: Sink) -> AsyncIterator[ProxiedFactory]:
         config = make_config(
             url,
             redis={"url": url, "timeout_seconds": timeout},
-            providers=[sink_provider(sink)],
+            providers=[sink.provider()],
         )
         client = TestClient(TestServer(create_app(config, run_worker=False), host="127.0.0.1"))
         await client.start_server()
@@ -123,7 +123,7 @@ async def test_right_code_whose_verification_reply_is_lost_verified_once(
 ) -> None:
     await add_account(gw)
     challenge_id = await _challenge(gw)
-    [code] = gw.sink.codes_for(challenge_id)
+    [code] = gw.sink.codes(challenge_id)
     faulty = await make_faulty(proxy.url)
     verify = await _loaded(faulty, redis, "verify")
     _arm(proxy, fault, verify)
@@ -153,7 +153,7 @@ async def test_wrong_code_whose_reply_is_lost_counts_one_attempt(
 ) -> None:
     await add_account(gw)
     challenge_id = await _challenge(gw)
-    [code] = gw.sink.codes_for(challenge_id)
+    [code] = gw.sink.codes(challenge_id)
     wrong = f"{(int(code) + 1) % 10 ** len(code):0{len(code)}d}"
     faulty = await make_faulty(proxy.url)
     verify = await _loaded(faulty, redis, "verify")
@@ -222,7 +222,7 @@ async def test_worker_whose_sent_record_reply_is_lost_sends_once(
         await faulty.drain()
 
     assert proxy.sent(sent) == 1
-    assert len(gw.sink.codes_for(challenge_id)) == 1
+    assert len(gw.sink.codes(challenge_id)) == 1
     assert await _field(redis, challenge_id, "q") == b"1"
     assert await _field(redis, challenge_id, "d") == b"sent"
     assert await redis.xlen(keys.STREAM) == 0

@@ -10,14 +10,14 @@ from aiohttp.test_utils import TestClient
 
 from gateway.runtime import Services
 from tests.support.config import OPERATOR_KEY, OTP_KEY
-from tests.support.httpfake import Sink
+from tests.support.httpfake import Stub
 
 
 @dataclass
 class Gateway:
     client: TestClient[web.Request, web.Application]
     services: Services
-    sink: Sink
+    sink: Stub
 
     def headers(self, key: str = OTP_KEY) -> dict[str, str]:
         return {"Authorization": f"Bearer {key}"}

@@ -1,10 +1,11 @@
-"""Programmable HTTP servers on 127.0.0.1 standing in for SMS/voice providers.
+"""An HTTP server on 127.0.0.1 speaking the `http` provider's protocol: `Stub`.
 
-Unlike `Sink`, a `Stub` records every request as it arrives (raw
-body and headers, signature unchecked) and answers what the test says: a
-status, a delay, or nothing at all for its first request (`hold_first`).
-Whatever a stub is still holding is released when the servers close, so
-teardown never waits on a sleeping handler.
+The one fake for every HTTP provider peer. A `Stub` records every request as it
+arrives (raw body and headers) and answers what the test says: a status, a
+delay, or nothing at all for its first request (`hold_first`); with
+`check_signature` (the `sink` fixture) a request not signed with SINK_SECRET is
+refused with a 401. Whatever a stub is still holding is released when the
+servers close, so teardown never waits on a sleeping handler.
 """
 
 from __future__ import annotations
@@ -45,9 +46,12 @@ class Hit:
 
 @dataclass
 class Stub:
+    """A provider's far end, scripted by the test (see above)."""
+
     status: int = 200
     delay: float = 0.0  # seconds before answering (cut short when the stub closes)
     hold_first: bool = False  # the first request is never answered (until close)
+    check_signature: bool = False  # a request badly signed is answered 401
     url: str = ""
     hits: list[Hit] = field(default_factory=list)  # every request, on arrival
     accepted: list[Hit] = field(default_factory=list)  # answered with a 2xx
@@ -58,6 +62,8 @@ class Stub:
         hit = Hit(await request.read(), dict(request.headers))
         self.hits.append(hit)
         self.arrived.set()
+        if self.check_signature and not hit.signature_ok():
+            return web.Response(status=401)
         if self.hold_first and len(self.hits) == 1:
             await self.release.wait()
             return web.Response(status=503)
@@ -68,16 +74,21 @@ class Stub:
             self.accepted.append(hit)
         return web.Response(status=self.status)
 
+    @property
+    def received(self) -> list[dict[str, Any]]:
+        """The JSON bodies of the accepted sends, in order."""
+        return [hit.json for hit in self.accepted]
+
     def codes(self, challenge_id: str | None = None) -> list[str]:
         """Codes of the accepted sends (of one challenge)."""
         return [
-            h.json["code"]
-            for h in self.accepted
-            if challenge_id is None or h.json["challenge_id"] == challenge_id
+            body["code"]
+            for body in self.received
+            if challenge_id is None or body["challenge_id"] == challenge_id
         ]
 
     def provider(
-        self, name: str, channels: tuple[str, ...] = ("sms", "voice"), **options: Any
+        self, name: str = "sink", channels: tuple[str, ...] = ("sms", "voice"), **options: Any
     ) -> dict[str, Any]:
         """A `[[providers]]` table of kind http pointed at this stub."""
         return {
@@ -120,41 +131,3 @@ async def stub_servers() -> AsyncIterator[StubFactory]:
 def closed_url() -> str:
     """A URL on a loopback port nobody listens on: connections are refused."""
     return f"http://127.0.0.1:{free_port()}/send"
-
-
-@dataclass
-class Sink:
-    """An HTTP server speaking the `http` provider's protocol; keeps what it got."""
-
-    received: list[dict[str, Any]] = field(default_factory=list)
-    status: int = 200
-    url: str = ""
-    arrived: asyncio.Event = field(default_factory=asyncio.Event)
-
-    async def handle(self, request: web.Request) -> web.Response:
-        raw = await request.read()
-        expected = hmac.new(SINK_SECRET.encode(), raw, hashlib.sha256).hexdigest()
-        if not hmac.compare_digest(expected, request.headers.get("X-Signature-SHA256", "")):
-            return web.Response(status=401)
-        if self.status >= 300:
-            return web.Response(status=self.status)
-        self.received.append(
-            {**json.loads(raw), "idempotency_key": request.headers.get("Idempotency-Key")}
-        )
-        self.arrived.set()
-        return web.json_response({"ok": True})
-
-    def codes_for(self, challenge_id: str) -> list[str]:
-        return [m["code"] for m in self.received if m["challenge_id"] == challenge_id]
-
-
-def sink_provider(
-    sink: Sink, name: str = "sink", channels: tuple[str, ...] = ("sms", "voice")
-) -> dict[str, Any]:
-    return {
-        "name": name,
-        "kind": "http",
-        "channels": list(channels),
-        "url": sink.url,
-        "secret": SINK_SECRET,
-    }

@@ -27,10 +27,12 @@ async def poll(
         await asyncio.sleep(every)
 
 
-def wait_until(check: object, within: float = 15, what: str = "condition") -> None:
-    """Poll `check()` until true, failing after `within` seconds."""
-    assert callable(check)
+def wait_until(
+    check: Callable[[], bool], within: float = 15, every: float = 0.02, what: str = "condition"
+) -> None:
+    """`poll` for synchronous tests: wait until `check()` is true, within `within` s."""
     deadline = time.monotonic() + within
     while not check():
-        assert time.monotonic() < deadline, f"timed out after {within}s waiting for {what}"
-        time.sleep(0.02)
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {within}s waiting for {what}")
+        time.sleep(every)

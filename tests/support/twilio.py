@@ -24,7 +24,7 @@ from gateway.simulator.twilio import TwilioSimulator
 from gateway.web.request import SERVICES
 from tests.support.config import make_config
 from tests.support.gateway import Gateway
-from tests.support.httpfake import Sink
+from tests.support.httpfake import Stub
 from tests.support.poll import poll
 
 AUTH_TOKEN = "test-twilio-token-0123456789abcdef"
@@ -88,7 +88,7 @@ class World:
         client = TestClient(TestServer(app, host="127.0.0.1", port=port))
         await client.start_server()
         self.clients.append(client)
-        return Gateway(client, client.app[SERVICES], Sink())
+        return Gateway(client, client.app[SERVICES], Stub())
 
     async def stop(self, gw: Gateway) -> None:
         """Stop one gateway (its worker finishes what it holds), as a restart would."""
