@@ -9,16 +9,14 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
 
-from gateway.app import create_app
 from gateway.config import Config
 from gateway.embedded import RedisServer
-from gateway.web.request import SERVICES
+from tests.support.admin import admin_gateway
 from tests.support.config import make_config
-from tests.support.gateway import Gateway, GatewayFactory
+from tests.support.gateway import Gateway, GatewayFactory, start_gateway
 from tests.support.httpfake import Stub, StubFactory, stub_servers
+from tests.support.smtp import Inbox, smtp_server
 
 
 @pytest.fixture(scope="session")
@@ -65,21 +63,32 @@ async def make_gateway(
     redis_server: RedisServer, redis: aioredis.Redis, sink: Stub
 ) -> AsyncIterator[GatewayFactory]:
     """Builds a gateway (no background worker: tests drain the queue) per config."""
-    opened: list[TestClient[web.Request, web.Application]] = []
+    opened: list[Gateway] = []
 
     async def build(**sections: Any) -> Gateway:
         sections.setdefault("providers", [sink.provider()])
-        config = make_config(redis_server.url, **sections)
-        client = TestClient(TestServer(create_app(config, run_worker=False), host="127.0.0.1"))
-        await client.start_server()
-        opened.append(client)
-        return Gateway(client, client.app[SERVICES], sink)
+        opened.append(await start_gateway(make_config(redis_server.url, **sections), sink))
+        return opened[-1]
 
     yield build
-    for client in opened:
-        await client.close()
+    for gw in opened:
+        await gw.client.close()
 
 
 @pytest.fixture
 async def gw(make_gateway: GatewayFactory) -> Gateway:
     return await make_gateway()
+
+
+@pytest.fixture
+async def inbox() -> AsyncIterator[Inbox]:
+    """A real SMTP server (tests/support/smtp.py) for the gateway's mails."""
+    async with smtp_server() as box:
+        yield box
+
+
+@pytest.fixture
+async def agw(make_gateway: GatewayFactory, inbox: Inbox) -> Gateway:
+    """The admin tests' gateway: two establishments, their admins and users, mail to
+    `inbox` (tests/support/admin.py, admin_gateway)."""
+    return await admin_gateway(make_gateway, inbox)

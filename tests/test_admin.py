@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -30,20 +29,9 @@ from tests.support.otp import (
     challenge_and_code,
     verify,
 )
-from tests.support.smtp import Inbox, parts, smtp_server
+from tests.support.smtp import Inbox, parts
 
 NEW_USER = {**ACCOUNT, "account_id": "dave", "email": "dave@example.org", "phone": OTHER_MOBILE}
-
-
-@pytest.fixture
-async def inbox() -> AsyncIterator[Inbox]:
-    async with smtp_server() as box:
-        yield box
-
-
-@pytest.fixture
-async def agw(make_gateway: GatewayFactory, inbox: Inbox) -> Gateway:
-    return await admin_gateway(make_gateway, inbox)
 
 
 async def trusted_login(gw: Gateway, account_id: str, label: str) -> str:

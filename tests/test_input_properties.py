@@ -28,6 +28,7 @@ from tests.support.gateway import Gateway, GatewayFactory, add_account
 from tests.support.httpfake import Stub
 from tests.support.otp import redis_fingerprint
 from tests.support.rawhttp import exchange, request
+from tests.support.twilio import unreachable_twilio
 
 # --- what to attack: read from the application itself ----------------------------------
 
@@ -162,15 +163,7 @@ def hostile_requests(draw: st.DrawFn, method: str, template: str) -> bytes:
 
 # --- the property -----------------------------------------------------------------------
 
-TWILIO = {
-    "name": "twilio",
-    "kind": "twilio",
-    "channels": ["voice"],
-    "base_url": "http://127.0.0.1:9",
-    "account_sid": "AC" + "0" * 32,
-    "auth_token": "twilio-token-0123456789abcdef",
-    "from_number": "+33612345678",
-}
+TWILIO = unreachable_twilio(("voice",))
 
 
 @pytest.fixture

@@ -15,16 +15,15 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.app import create_app
 from gateway.embedded import RedisServer, free_port
 from gateway.metrics import DEAD_LETTER_REASONS, RATE_SCOPES, Metrics
 from gateway.otp.challenges import RATE_MESSAGES
 from gateway.otp.queue import Failure
 from tests.support.config import METRICS_KEY, make_config
-from tests.support.gateway import GatewayFactory, add_account
+from tests.support.gateway import GatewayFactory, add_account, start_gateway
 from tests.support.httpfake import Stub, StubFactory, closed_url
 from tests.support.metrics import sample
 from tests.support.ops import children, prometheus_tool, wait_healthy, write_config
@@ -215,8 +214,7 @@ async def lone_gateway(
     server = RedisServer(tmp_path / "redis")
     server.start()
     config = make_config(server.url, server={"mode": "development", "metrics_auth": True})
-    client = TestClient(TestServer(create_app(config, run_worker=False), host="127.0.0.1"))
-    await client.start_server()
+    client = (await start_gateway(config, sink)).client
     try:
         yield server, client
     finally:

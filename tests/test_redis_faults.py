@@ -18,18 +18,14 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
 from redis.exceptions import RedisError
 
 from gateway import keys
-from gateway.app import create_app
 from gateway.datastore import redis_client
 from gateway.embedded import RedisServer
 from gateway.otp.scripts import Script
-from gateway.web.request import SERVICES
 from tests.support.config import OPERATOR_KEY, make_config
-from tests.support.gateway import Gateway, add_account
+from tests.support.gateway import Gateway, add_account, start_gateway
 from tests.support.httpfake import Stub
 from tests.support.poll import poll
 from tests.support.tcpproxy import TcpProxy
@@ -54,7 +50,7 @@ async def proxy(redis_server: RedisServer) -> AsyncIterator[TcpProxy]:
 @pytest.fixture
 async def make_faulty(sink: Stub) -> AsyncIterator[ProxiedFactory]:
     """Gateways (no background worker) on a given Redis URL with a given timeout."""
-    opened: list[TestClient[web.Request, web.Application]] = []
+    opened: list[Gateway] = []
 
     async def build(url: str, timeout: float = FAULTY_TIMEOUT) -> Gateway:  # noqa: ASYNC109
         config = make_config(
@@ -62,14 +58,12 @@ async def make_faulty(sink: Stub) -> AsyncIterator[ProxiedFactory]:
             redis={"url": url, "timeout_seconds": timeout},
             providers=[sink.provider()],
         )
-        client = TestClient(TestServer(create_app(config, run_worker=False), host="127.0.0.1"))
-        await client.start_server()
-        opened.append(client)
-        return Gateway(client, client.app[SERVICES], sink)
+        opened.append(await start_gateway(config, sink))
+        return opened[-1]
 
     yield build
-    for client in opened:
-        await client.close()
+    for gw in opened:
+        await gw.client.close()
 
 
 async def _challenge(gw: Gateway) -> str:

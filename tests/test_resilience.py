@@ -15,13 +15,12 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from gateway import keys
-from gateway.app import create_app
 from gateway.embedded import RedisServer, free_port
 from tests.support.config import OPERATOR_KEY, OTP_KEY, SECRET, make_config
-from tests.support.gateway import ACCOUNT, GatewayFactory, add_account
+from tests.support.gateway import ACCOUNT, GatewayFactory, add_account, start_gateway
 from tests.support.httpfake import Stub, StubFactory
 from tests.support.metrics import sample
 from tests.support.poll import poll
@@ -255,8 +254,7 @@ async def running(
         providers=[sink.provider()],
         otp={"resend_cooldown_seconds": 0},
     )
-    client = TestClient(TestServer(create_app(config, run_worker=True), host="127.0.0.1"))
-    await client.start_server()
+    client = (await start_gateway(config, sink, run_worker=True)).client
     try:
         yield client
     finally:

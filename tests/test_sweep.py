@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,13 +23,7 @@ from tests.support.admin import (
 from tests.support.gateway import ACCOUNT, Gateway, GatewayFactory
 from tests.support.otp import assert_error, call, challenge_and_code, verify
 from tests.support.poll import poll
-from tests.support.smtp import Inbox, parts, smtp_server
-
-
-@pytest.fixture
-async def inbox() -> AsyncIterator[Inbox]:
-    async with smtp_server() as box:
-        yield box
+from tests.support.smtp import Inbox, parts
 
 
 @dataclass

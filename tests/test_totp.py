@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -23,13 +22,7 @@ from tests.support.admin import (
 )
 from tests.support.gateway import Gateway, GatewayFactory
 from tests.support.otp import Reply, assert_error, call, everything_in_redis
-from tests.support.smtp import Inbox, parts, smtp_server
-
-
-@pytest.fixture
-async def inbox() -> AsyncIterator[Inbox]:
-    async with smtp_server() as box:
-        yield box
+from tests.support.smtp import Inbox, parts
 
 
 @pytest.fixture

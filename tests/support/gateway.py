@@ -6,9 +6,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 
+from gateway.app import create_app
+from gateway.config import Config
 from gateway.runtime import Services
+from gateway.web.request import SERVICES
 from tests.support.config import OPERATOR_KEY, OTP_KEY
 from tests.support.httpfake import Stub
 
@@ -33,6 +36,17 @@ class Gateway:
 
 
 GatewayFactory = Any
+
+
+async def start_gateway(
+    config: Config, sink: Stub, *, run_worker: bool = False, port: int | None = None
+) -> Gateway:
+    """The app of `config` served on loopback (`port`, or any); the caller closes
+    `gw.client`. Without a worker, tests deliver with `gw.drain()`."""
+    app = create_app(config, run_worker=run_worker)
+    client = TestClient(TestServer(app, host="127.0.0.1", port=port))
+    await client.start_server()
+    return Gateway(client, client.app[SERVICES], sink)
 
 
 ACCOUNT = {
