@@ -25,8 +25,8 @@ from gateway.config import AccountsConfig, config_from_dict
 from gateway.crypto import Keyring
 from gateway.errors import ConfigError, Conflict, InvalidRequest, NotFound, Unprocessable
 from gateway.phones import LineType, PhonePolicy
-from tests.conftest import SECRET
-from tests.dates import iso_in, midnight_in
+from tests.support.config import SECRET
+from tests.support.dates import iso_in, midnight_in
 
 KEYRING = Keyring.from_secret(SECRET)
 MOBILE = "06 12 34 56 78"

@@ -4,26 +4,23 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from tests.admin_helpers import (
+from tests.support.admin import (
     ESTABLISHMENT,
     OTHER_ESTABLISHMENT,
-    Inbox,
     admin_gateway,
     as_admin,
     as_operator,
     mails_after_drain,
     managing,
-    parts,
-    smtp_server,
     step_up,
 )
-from tests.conftest import ACCOUNT, METRICS_KEY, OTP_KEY, Gateway, GatewayFactory
-from tests.otp_helpers import (
+from tests.support.config import METRICS_KEY, OTP_KEY
+from tests.support.gateway import ACCOUNT, Gateway, GatewayFactory
+from tests.support.otp import (
     MOBILE_DIGITS,
     OTHER_DIGITS,
     OTHER_MOBILE,
@@ -32,19 +29,9 @@ from tests.otp_helpers import (
     challenge_and_code,
     verify,
 )
+from tests.support.smtp import Inbox, parts
 
 NEW_USER = {**ACCOUNT, "account_id": "dave", "email": "dave@example.org", "phone": OTHER_MOBILE}
-
-
-@pytest.fixture
-async def inbox() -> AsyncIterator[Inbox]:
-    async with smtp_server() as box:
-        yield box
-
-
-@pytest.fixture
-async def agw(make_gateway: GatewayFactory, inbox: Inbox) -> Gateway:
-    return await admin_gateway(make_gateway, inbox)
 
 
 async def trusted_login(gw: Gateway, account_id: str, label: str) -> str:

@@ -3,25 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from gateway.accounts import AccountStore, Role, Who
 from gateway.errors import Conflict
-from tests.admin_helpers import (
-    ESTABLISHMENT,
-    Inbox,
-    admin_gateway,
-    as_admin,
-    as_operator,
-    managing,
-    smtp_server,
-)
-from tests.conftest import ACCOUNT, Gateway, GatewayFactory
-from tests.dates import iso_in
-from tests.otp_helpers import assert_error, call
+from tests.support.admin import ESTABLISHMENT, as_admin, as_operator, managing
+from tests.support.dates import iso_in
+from tests.support.gateway import ACCOUNT, Gateway
+from tests.support.otp import assert_error, call
 
 PAST = "2020-01-01T00:00:00Z"
 BREAKERS: list[tuple[str, str, Any]] = [
@@ -30,17 +21,6 @@ BREAKERS: list[tuple[str, str, Any]] = [
     ("PATCH", "/accounts/boss", {"status": "suspended"}),
     ("PATCH", "/accounts/boss", {"expires_at": PAST}),
 ]
-
-
-@pytest.fixture
-async def inbox() -> AsyncIterator[Inbox]:
-    async with smtp_server() as box:
-        yield box
-
-
-@pytest.fixture
-async def agw(make_gateway: GatewayFactory, inbox: Inbox) -> Gateway:
-    return await admin_gateway(make_gateway, inbox)
 
 
 async def add_admin(gw: Gateway, account_id: str, **fields: Any) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -11,27 +10,15 @@ import pytest
 from gateway.accounts import AccountStore, NewAccount, Who
 from gateway.config import AccountsConfig
 from gateway.phones import PhonePolicy
-from tests.admin_helpers import (
-    ESTABLISHMENT,
-    Inbox,
-    admin_gateway,
-    as_admin,
-    as_operator,
-    smtp_server,
-)
-from tests.conftest import ACCOUNT, Gateway, GatewayFactory
-from tests.dates import iso_in
-from tests.otp_helpers import assert_error, challenge_and_code, verify
+from tests.support.admin import ESTABLISHMENT, admin_gateway, as_admin, as_operator
+from tests.support.dates import iso_in
+from tests.support.gateway import ACCOUNT, Gateway, GatewayFactory
+from tests.support.otp import assert_error, challenge_and_code, verify
+from tests.support.smtp import Inbox
 
 LONG_AGO = datetime.now(UTC) - timedelta(days=200)
 # An admin whose account ends in three weeks: still active, soon to expire.
 ZOE_EXPIRES = iso_in(21)
-
-
-@pytest.fixture
-async def inbox() -> AsyncIterator[Inbox]:
-    async with smtp_server() as box:
-        yield box
 
 
 async def add(gw: Gateway, account_id: str, **fields: Any) -> None:

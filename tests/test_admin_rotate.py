@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, urlparse
 
@@ -11,25 +10,13 @@ import pytest
 from cryptography.exceptions import InvalidTag
 
 from gateway.accounts.rotate import rotate
-from tests.admin_helpers import (
-    ESTABLISHMENT,
-    FAST,
-    Inbox,
-    admin_gateway,
-    as_admin,
-    smtp_server,
-    step_up,
-)
-from tests.conftest import SECRET, GatewayFactory
-from tests.otp_helpers import MOBILE_E164, call, challenge_and_code, code_for, verify
+from tests.support.admin import ESTABLISHMENT, FAST, admin_gateway, as_admin, step_up
+from tests.support.config import SECRET
+from tests.support.gateway import GatewayFactory
+from tests.support.otp import MOBILE_E164, call, challenge_and_code, code_for, verify
+from tests.support.smtp import Inbox
 
 NEW_SECRET = "a-brand-new-secret-of-more-than-32-bytes!"
-
-
-@pytest.fixture
-async def inbox() -> AsyncIterator[Inbox]:
-    async with smtp_server() as box:
-        yield box
 
 
 async def test_rotation_keeps_numbers_apps_devices_and_indexes(

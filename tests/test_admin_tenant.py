@@ -4,26 +4,25 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from tests.admin_helpers import (
+from tests.support.admin import (
     ESTABLISHMENT,
     MANAGE,
     OTHER_ESTABLISHMENT,
-    Inbox,
     admin_gateway,
     as_admin,
     as_operator,
     managing,
-    smtp_server,
     step_up,
 )
-from tests.conftest import ADMIN_KEY, OPERATOR_KEY, OTP_KEY, Gateway, GatewayFactory
-from tests.dates import iso_in
-from tests.otp_helpers import Reply, assert_error, call, challenge_and_code, verify
+from tests.support.config import ADMIN_KEY, OPERATOR_KEY, OTP_KEY
+from tests.support.dates import iso_in
+from tests.support.gateway import Gateway, GatewayFactory
+from tests.support.otp import Reply, assert_error, call, challenge_and_code, verify
+from tests.support.smtp import Inbox
 
 BOUND_KEY = "mairie-key-0123456789abcdef"
 KEYS = [
@@ -32,17 +31,6 @@ KEYS = [
     {"name": "mairie", "key": BOUND_KEY, "scopes": ["admin"], "establishments": [ESTABLISHMENT]},
     {"name": "ops", "key": OPERATOR_KEY, "scopes": ["operator"]},
 ]
-
-
-@pytest.fixture
-async def inbox() -> AsyncIterator[Inbox]:
-    async with smtp_server() as box:
-        yield box
-
-
-@pytest.fixture
-async def agw(make_gateway: GatewayFactory, inbox: Inbox) -> Gateway:
-    return await admin_gateway(make_gateway, inbox)
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ import aiohttp
 import pytest
 
 from gateway.embedded import free_port
+from tests.support.procs import redis_pids
 
 CLI = [sys.executable, "-m", "gateway"]
 
@@ -145,23 +146,9 @@ async def test_embedded_default_end_to_end(served: Served) -> None:
 
 
 async def test_embedded_redis_stops_with_the_gateway(served: Served) -> None:
-    pids = processes_in(served.cwd / "var" / "redis")
+    pids = redis_pids(served.cwd / "var" / "redis")
     assert pids, "the embedded redis-server should be running"
     served.process.send_signal(signal.SIGTERM)
     async with asyncio.timeout(20):
         assert await served.process.wait() == 0
-    assert processes_in(served.cwd / "var" / "redis") == []
-
-
-def processes_in(directory: Path) -> list[int]:
-    """Pids of processes whose working directory is `directory` (redis-server chdirs
-    to its --dir, and renames its process title, so the command line won't tell)."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                if Path(os.readlink(proc / "cwd")) == directory.resolve():
-                    found.append(int(proc.name))
-            except OSError:
-                continue
-    return found
+    assert redis_pids(served.cwd / "var" / "redis") == []

@@ -7,28 +7,21 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import pytest
+import yaml
 
 from gateway.config import load_config
 from gateway.provider import build_providers
 from gateway.runtime import provider_context
-from tests import yamlsubset
-from tests.opshelp import REPO
+from tests.support.ops import REPO
 
 COMPOSE = REPO / "docker-compose.yml"
 DOCKERFILE = REPO / "Dockerfile"
 GATEWAY_TOML = REPO / "config" / "docker" / "gateway.toml"
-YAML_FILES = [
-    COMPOSE,
-    REPO / "config/grafana/provisioning/datasources/prometheus.yml",
-    REPO / "config/grafana/provisioning/dashboards/otp-gateway.yml",
-    REPO / "config/prometheus/prometheus.yml",
-]
 OTP_SERVICES = ("gateway", "worker", "twilio")
 
 
 def compose() -> dict[str, Any]:
-    data: dict[str, Any] = yamlsubset.parse(COMPOSE.read_text())
+    data: dict[str, Any] = yaml.safe_load(COMPOSE.read_text())
     return data
 
 
@@ -45,33 +38,6 @@ def commands_of(service: str) -> list[str]:
 def expand(value: str) -> str:
     """`${VAR:-default}` -> default, as compose fills it without a .env."""
     return re.sub(r"\$\{([A-Z0-9_]+):-([^}]*)\}", lambda m: m[2], value)
-
-
-# --- the YAML reader the checks rely on -------------------------------------------------
-
-
-@pytest.mark.parametrize("path", YAML_FILES, ids=lambda p: p.name)
-def test_yaml_subset_reads_what_a_yaml_library_reads(path: Any) -> None:
-    yaml = pytest.importorskip("yaml", reason="PyYAML absent: the comparison needs it")
-    assert yamlsubset.parse(path.read_text()) == yaml.safe_load(path.read_text())
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        "a: yes\n",  # a boolean in YAML 1.1, a string in 1.2
-        "ports:\n  - 8080:8080\n",  # sexagesimal in YAML 1.1
-        "a: &anchor 1\n",
-        "a: {b: 1}\n",
-        "a: |\n  text\n",
-        "a: 1\na: 2\n",
-        "a:\n\t- b\n",
-        "a: b: c\n",
-    ],
-)
-def test_yaml_subset_refuses_what_it_does_not_understand(text: str) -> None:
-    with pytest.raises(yamlsubset.YamlSubsetError):
-        yamlsubset.parse(text)
 
 
 # --- docker-compose.yml ---------------------------------------------------------------
@@ -167,7 +133,7 @@ def test_compose_prometheus_and_grafana_get_the_rules_and_the_dashboard() -> Non
     prometheus = services()["prometheus"]
     assert "./config/prometheus:/etc/prometheus:ro" in prometheus["volumes"]
     assert "--config.file=/etc/prometheus/prometheus.yml" in prometheus["command"]
-    scrape = yamlsubset.parse((REPO / "config/prometheus/prometheus.yml").read_text())
+    scrape = yaml.safe_load((REPO / "config/prometheus/prometheus.yml").read_text())
     assert scrape["rule_files"] == ["alerts.yml"]
     jobs = {job["job_name"]: job["dns_sd_configs"][0] for job in scrape["scrape_configs"][:2]}
     assert (jobs["otp-gateway"]["names"], jobs["otp-gateway"]["port"]) == (["gateway"], 8080)
@@ -176,11 +142,11 @@ def test_compose_prometheus_and_grafana_get_the_rules_and_the_dashboard() -> Non
     grafana = services()["grafana"]
     assert "./config/grafana/provisioning:/etc/grafana/provisioning:ro" in grafana["volumes"]
     assert "./config/grafana/dashboards:/etc/grafana/dashboards:ro" in grafana["volumes"]
-    provider = yamlsubset.parse(
+    provider = yaml.safe_load(
         (REPO / "config/grafana/provisioning/dashboards/otp-gateway.yml").read_text()
     )["providers"][0]
     assert provider["options"]["path"] == "/etc/grafana/dashboards"
-    source = yamlsubset.parse(
+    source = yaml.safe_load(
         (REPO / "config/grafana/provisioning/datasources/prometheus.yml").read_text()
     )["datasources"][0]
     assert source["url"] == "http://prometheus:9090"

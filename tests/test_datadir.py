@@ -16,7 +16,8 @@ from typing import Any
 
 from gateway.datadir import read_state, stop_stale
 from gateway.embedded import RedisServer, free_port
-from tests.procs import Start, procs, redis_pids, wait_until
+from tests.support.poll import wait_until
+from tests.support.procs import Start, procs, redis_pids
 
 # An embedded configuration (no [redis] url) whose worker has no metrics port,
 # so that two of them never fight over 9101.

@@ -10,8 +10,9 @@ import redis.asyncio as aioredis
 
 from gateway import keys
 from gateway.otp.delivery import DeliveryEvent
-from tests.conftest import Gateway, GatewayFactory, add_account
-from tests.httpstub import StubFactory, sample
+from tests.support.gateway import Gateway, GatewayFactory, add_account
+from tests.support.httpfake import StubFactory
+from tests.support.metrics import sample
 
 LANDLINE = "01 42 68 53 00"
 NOW = {"retry_delay_seconds": 0, "max_calls": 3}

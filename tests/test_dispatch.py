@@ -16,15 +16,11 @@ from gateway.app import create_app
 from gateway.config import ProviderConfig
 from gateway.errors import ConfigError
 from gateway.provider import ProviderContext, available_kinds, build_providers
-from tests.conftest import (
-    Gateway,
-    GatewayFactory,
-    Sink,
-    add_account,
-    make_config,
-    sink_provider,
-)
-from tests.httpstub import Stub, StubFactory, closed_url, poll, sample
+from tests.support.config import make_config
+from tests.support.gateway import Gateway, GatewayFactory, add_account
+from tests.support.httpfake import Stub, StubFactory, closed_url
+from tests.support.metrics import sample
+from tests.support.poll import poll
 
 DEV = ProviderContext(development=True, public_url="http://127.0.0.1:8080")
 
@@ -56,13 +52,13 @@ def deliveries(gw: Gateway, provider: str, outcome: str) -> float:
 
 @pytest.mark.parametrize("status", [500, 502, 503, 408, 429])
 async def test_retryable_status_fails_over_to_the_next_provider(
-    make_gateway: GatewayFactory, stubs: StubFactory, sink: Sink, redis: aioredis.Redis, status: int
+    make_gateway: GatewayFactory, stubs: StubFactory, sink: Stub, redis: aioredis.Redis, status: int
 ) -> None:
     first = await stubs(status=status)
-    gw = await make_gateway(providers=[first.provider("first"), sink_provider(sink, "second")])
+    gw = await make_gateway(providers=[first.provider("first"), sink.provider("second")])
     challenge_id = await send_one(gw)
     assert len(first.hits) == 1
-    assert len(sink.codes_for(challenge_id)) == 1
+    assert len(sink.codes(challenge_id)) == 1
     assert await delivery(gw, challenge_id) == "sent"
     assert deliveries(gw, "first", "unavailable") == 1
     assert deliveries(gw, "second", "accepted") == 1
@@ -71,10 +67,10 @@ async def test_retryable_status_fails_over_to_the_next_provider(
 
 @pytest.mark.parametrize("status", [400, 401, 404, 422])
 async def test_final_rejection_does_not_fail_over(
-    make_gateway: GatewayFactory, stubs: StubFactory, sink: Sink, redis: aioredis.Redis, status: int
+    make_gateway: GatewayFactory, stubs: StubFactory, sink: Stub, redis: aioredis.Redis, status: int
 ) -> None:
     first = await stubs(status=status)
-    gw = await make_gateway(providers=[first.provider("first"), sink_provider(sink, "second")])
+    gw = await make_gateway(providers=[first.provider("first"), sink.provider("second")])
     challenge_id = await send_one(gw)
     assert len(first.hits) == 1
     assert sink.received == []
@@ -88,41 +84,41 @@ async def test_final_rejection_does_not_fail_over(
     assert len(first.hits) == 1
 
 
-async def test_refused_connection_fails_over(make_gateway: GatewayFactory, sink: Sink) -> None:
-    gone = {**sink_provider(sink, "first"), "url": closed_url()}
-    gw = await make_gateway(providers=[gone, sink_provider(sink, "second")])
+async def test_refused_connection_fails_over(make_gateway: GatewayFactory, sink: Stub) -> None:
+    gone = {**sink.provider("first"), "url": closed_url()}
+    gw = await make_gateway(providers=[gone, sink.provider("second")])
     challenge_id = await send_one(gw)
-    assert len(sink.codes_for(challenge_id)) == 1
+    assert len(sink.codes(challenge_id)) == 1
     assert await delivery(gw, challenge_id) == "sent"
     assert deliveries(gw, "first", "unavailable") == 1
     assert deliveries(gw, "second", "accepted") == 1
 
 
 async def test_provider_timeout_fails_over(
-    make_gateway: GatewayFactory, stubs: StubFactory, sink: Sink
+    make_gateway: GatewayFactory, stubs: StubFactory, sink: Stub
 ) -> None:
     slow = await stubs(delay=10)
     gw = await make_gateway(
-        providers=[slow.provider("first", timeout_seconds=0.2), sink_provider(sink, "second")]
+        providers=[slow.provider("first", timeout_seconds=0.2), sink.provider("second")]
     )
     challenge_id = await send_one(gw)
     assert len(slow.hits) == 1 and slow.accepted == []
-    assert len(sink.codes_for(challenge_id)) == 1
+    assert len(sink.codes(challenge_id)) == 1
     assert deliveries(gw, "first", "unavailable") == 1
     assert deliveries(gw, "second", "accepted") == 1
 
 
 async def test_dispatcher_send_timeout_fails_over(
-    make_gateway: GatewayFactory, stubs: StubFactory, sink: Sink
+    make_gateway: GatewayFactory, stubs: StubFactory, sink: Stub
 ) -> None:
     """`[worker] send_timeout_seconds` bounds a provider whatever its own timeout."""
     slow = await stubs(delay=10)
     gw = await make_gateway(
-        providers=[slow.provider("first"), sink_provider(sink, "second")],
+        providers=[slow.provider("first"), sink.provider("second")],
         worker={"send_timeout_seconds": 0.2},
     )
     challenge_id = await send_one(gw)
-    assert len(sink.codes_for(challenge_id)) == 1
+    assert len(sink.codes(challenge_id)) == 1
     assert deliveries(gw, "first", "unavailable") == 1
 
 
@@ -229,17 +225,17 @@ def test_a_plugin_distribution_adds_a_kind(plugin: str) -> None:
 
 
 async def test_a_provider_bug_does_not_stop_failover(
-    plugin: str, make_gateway: GatewayFactory, sink: Sink
+    plugin: str, make_gateway: GatewayFactory, sink: Stub
 ) -> None:
     gw = await make_gateway(
         providers=[
             {"name": "buggy", "kind": plugin, "channels": ["sms"]},
             {"name": "down", "kind": plugin, "channels": ["sms"], "mode": "down"},
-            sink_provider(sink, "second"),
+            sink.provider("second"),
         ]
     )
     challenge_id = await send_one(gw)
-    assert len(sink.codes_for(challenge_id)) == 1
+    assert len(sink.codes(challenge_id)) == 1
     assert deliveries(gw, "buggy", "error") == 1
     assert deliveries(gw, "down", "unavailable") == 1
     assert deliveries(gw, "second", "accepted") == 1
@@ -274,11 +270,11 @@ def provider_up(gw: Gateway, provider: str) -> float:
 
 
 async def test_breaker_skips_a_dead_provider_then_probes_it(
-    make_gateway: GatewayFactory, stubs: StubFactory, sink: Sink
+    make_gateway: GatewayFactory, stubs: StubFactory, sink: Stub
 ) -> None:
     down = await stubs(status=503)
     gw = await make_gateway(
-        providers=[down.provider("first"), sink_provider(sink, "second")],
+        providers=[down.provider("first"), sink.provider("second")],
         worker={"breaker_threshold": 2, "breaker_open_seconds": 0.3},
     )
     breaker = gw.services.dispatcher.breakers["first"]
@@ -305,9 +301,7 @@ async def test_a_refused_number_does_not_trip_the_breaker(
     make_gateway: GatewayFactory, stubs: StubFactory
 ) -> None:
     refusing = await stubs(status=400)
-    gw = await make_gateway(
-        providers=[refusing.provider("first")], worker={"breaker_threshold": 1}
-    )
+    gw = await make_gateway(providers=[refusing.provider("first")], worker={"breaker_threshold": 1})
     await send_one(gw)
     assert str(gw.services.dispatcher.breakers["first"].state) == "closed"
     assert provider_up(gw, "first") == 1

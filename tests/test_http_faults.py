@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import logging
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 from urllib.parse import quote
@@ -21,21 +20,15 @@ import redis.asyncio as aioredis
 from gateway import keys
 from gateway.app import create_app
 from gateway.embedded import RedisServer
-from gateway.logs import JsonFormatter
-from tests.conftest import (
-    ADMIN_KEY,
-    OPERATOR_KEY,
-    OTP_KEY,
-    Gateway,
-    GatewayFactory,
-    Sink,
-    add_account,
-    make_config,
-    sink_provider,
-)
-from tests.httpstub import poll, sample
-from tests.otp_helpers import redis_fingerprint
-from tests.rawhttp import RawReply, exchange, read_reply, request, served
+from tests.support.config import ADMIN_KEY, OPERATOR_KEY, OTP_KEY, make_config
+from tests.support.gateway import Gateway, GatewayFactory, add_account
+from tests.support.httpfake import Stub
+from tests.support.logs import gateway_logs, json_lines
+from tests.support.metrics import sample
+from tests.support.otp import redis_fingerprint
+from tests.support.poll import poll
+from tests.support.rawhttp import RawReply, exchange, read_reply, request, served
+from tests.support.twilio import unreachable_twilio
 
 JSON = {"Content-Type": "application/json"}
 
@@ -109,20 +102,12 @@ async def test_an_acting_account_that_is_not_utf8_is_400(
 
 # --- provider callbacks: parsed before the signature is checked ----------------------
 
-TWILIO = {
-    "name": "twilio",
-    "kind": "twilio",
-    "channels": ["sms", "voice"],
-    "base_url": "http://127.0.0.1:9",
-    "account_sid": "AC" + "0" * 32,
-    "auth_token": "twilio-token-0123456789abcdef",
-    "from_number": "+33612345678",
-}
+TWILIO = unreachable_twilio()
 
 
 @pytest.fixture
-async def callbacks(make_gateway: GatewayFactory, sink: Sink) -> Gateway:
-    return await make_gateway(providers=[sink_provider(sink, channels=("sms",)), TWILIO])
+async def callbacks(make_gateway: GatewayFactory, sink: Stub) -> Gateway:
+    return await make_gateway(providers=[sink.provider(channels=("sms",)), TWILIO])
 
 
 CALLBACK_PATHS = ["/callbacks/twilio/status?c=" + "A" * 28 + "&n=1", "/callbacks/twilio/twiml?t=x"]
@@ -213,22 +198,12 @@ async def test_extreme_dead_letter_ids_page_as_their_order_says(
 @pytest.fixture
 def gateway_lines() -> Iterator[io.StringIO]:
     """What the gateway's own loggers write during the test, as JSON lines."""
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter())
-    logger = logging.getLogger("otp_gateway")
-    saved = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
+    with gateway_logs() as stream:
         yield stream
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(saved)
 
 
 def lines(stream: io.StringIO) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in stream.getvalue().splitlines() if line.strip()]
+    return json_lines(stream.getvalue())
 
 
 @pytest.fixture

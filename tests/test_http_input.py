@@ -16,16 +16,9 @@ import redis.asyncio as aioredis
 
 from gateway.errors import InvalidRequest
 from gateway.web.body import MAX_BODY, parse_json
-from tests.conftest import (
-    ADMIN_KEY,
-    METRICS_KEY,
-    OPERATOR_KEY,
-    OTP_KEY,
-    Gateway,
-    GatewayFactory,
-    add_account,
-)
-from tests.otp_helpers import (
+from tests.support.config import ADMIN_KEY, METRICS_KEY, OPERATOR_KEY, OTP_KEY
+from tests.support.gateway import Gateway, GatewayFactory, add_account
+from tests.support.otp import (
     NO_COOLDOWN,
     Reply,
     assert_error,

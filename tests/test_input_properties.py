@@ -2,7 +2,7 @@
 
 The routes come from the application's own router, so a route added later is
 covered without touching this file; so are the body fields, read from the
-handlers' field specs. Each example is one raw HTTP request (tests/rawhttp.py:
+handlers' field specs. Each example is one raw HTTP request (tests/support/rawhttp.py:
 header bytes that are not UTF-8, bodies in any media type, path segments
 with anything percent-encoded) to a gateway on a real socket and a real
 Redis, whose every key and value is compared before and after a 4xx.
@@ -22,21 +22,13 @@ from hypothesis import strategies as st
 
 from gateway.app import create_app
 from gateway.web.body import Field
-from tests.conftest import (
-    ADMIN_KEY,
-    METRICS_KEY,
-    OPERATOR_KEY,
-    OTP_KEY,
-    Gateway,
-    GatewayFactory,
-    Sink,
-    add_account,
-    make_config,
-    sink_provider,
-)
-from tests.dates import iso_in
-from tests.otp_helpers import redis_fingerprint
-from tests.rawhttp import exchange, request
+from tests.support.config import ADMIN_KEY, METRICS_KEY, OPERATOR_KEY, OTP_KEY, make_config
+from tests.support.dates import iso_in
+from tests.support.gateway import Gateway, GatewayFactory, add_account
+from tests.support.httpfake import Stub
+from tests.support.otp import redis_fingerprint
+from tests.support.rawhttp import exchange, request
+from tests.support.twilio import unreachable_twilio
 
 # --- what to attack: read from the application itself ----------------------------------
 
@@ -171,26 +163,18 @@ def hostile_requests(draw: st.DrawFn, method: str, template: str) -> bytes:
 
 # --- the property -----------------------------------------------------------------------
 
-TWILIO = {
-    "name": "twilio",
-    "kind": "twilio",
-    "channels": ["voice"],
-    "base_url": "http://127.0.0.1:9",
-    "account_sid": "AC" + "0" * 32,
-    "auth_token": "twilio-token-0123456789abcdef",
-    "from_number": "+33612345678",
-}
+TWILIO = unreachable_twilio(("voice",))
 
 
 @pytest.fixture
-async def target(make_gateway: GatewayFactory, sink: Sink) -> Gateway:
+async def target(make_gateway: GatewayFactory, sink: Stub) -> Gateway:
     """A gateway with an admin, a user and their establishment; limits that never
     expire within the test, so a key's TTL cannot pass for a write."""
     still = {k: "100/100d" for k in ("account", "number", "ip", "country", "global", "failures")}
     gw = await make_gateway(
         rate_limits=still,
         otp={"resend_cooldown_seconds": 0},
-        providers=[sink_provider(sink, channels=("sms",)), TWILIO],
+        providers=[sink.provider(channels=("sms",)), TWILIO],
     )
     await add_account(gw, account_id="boss", role="admin", email="boss@example.org")
     await add_account(gw)

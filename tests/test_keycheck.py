@@ -19,9 +19,9 @@ from gateway.accounts.rotate import rotate
 from gateway.crypto import Keyring, key_fingerprint
 from gateway.embedded import RedisServer, free_port
 from gateway.keycheck import KeyMismatch, check_key
-from tests.conftest import SECRET
-from tests.opshelp import write_config
-from tests.procs import procs
+from tests.support.config import SECRET
+from tests.support.ops import write_config
+from tests.support.procs import procs
 
 OTHER = "another-secret-0123456789-abcdefghijklmno"
 

@@ -11,8 +11,8 @@ import pytest
 
 from gateway.errors import ConfigError
 from gateway.listen import bind
-from tests.opshelp import write_config
-from tests.procs import procs
+from tests.support.ops import write_config
+from tests.support.procs import procs
 
 
 @pytest.fixture

@@ -24,28 +24,14 @@ from gateway.app import create_app
 from gateway.config import LoggingConfig
 from gateway.embedded import RedisServer, free_port
 from gateway.logs import JsonFormatter, TextFormatter, setup_logging
-from tests.conftest import (
-    ADMIN_KEY,
-    METRICS_KEY,
-    OPERATOR_KEY,
-    OTP_KEY,
-    SECRET,
-    SINK_SECRET,
-    GatewayFactory,
-    add_account,
-    make_config,
-)
-from tests.httpstub import StubFactory, closed_url, poll
-from tests.opshelp import auth, children, wait_healthy, write_config
-from tests.otp_helpers import (
-    MOBILE_DIGITS,
-    OTHER_DIGITS,
-    OTHER_MOBILE,
-    call,
-    digit_runs,
-    wrong,
-)
-from tests.rawhttp import exchange, request, served
+from tests.support.config import ADMIN_KEY, METRICS_KEY, OPERATOR_KEY, OTP_KEY, SECRET, make_config
+from tests.support.gateway import GatewayFactory, add_account
+from tests.support.httpfake import SINK_SECRET, StubFactory, closed_url
+from tests.support.logs import gateway_logs, json_lines
+from tests.support.ops import auth, children, wait_healthy, write_config
+from tests.support.otp import MOBILE_DIGITS, OTHER_DIGITS, OTHER_MOBILE, call, digit_runs, wrong
+from tests.support.poll import poll
+from tests.support.rawhttp import exchange, request, served
 
 # --- the formatters ---------------------------------------------------------------
 
@@ -140,22 +126,8 @@ def test_level_and_format_come_from_config(
 @pytest.fixture
 def captured() -> Iterator[io.StringIO]:
     """Every line the gateway's loggers write during the test, as JSON lines."""
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter())
-    logger = logging.getLogger("otp_gateway")
-    logger.addHandler(handler)
-    saved = logger.level
-    logger.setLevel(logging.INFO)
-    try:
+    with gateway_logs() as stream:
         yield stream
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(saved)
-
-
-def lines_of(text: str) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
 async def test_request_id_is_taken_returned_and_logged(
@@ -167,7 +139,7 @@ async def test_request_id_is_taken_returned_and_logged(
         "X-Request-ID": "front-42"
     })  # fmt: skip
     assert reply.status == 202 and reply.headers["X-Request-ID"] == "front-42"
-    entries = [e for e in lines_of(captured.getvalue()) if e.get("request_id") == "front-42"]
+    entries = [e for e in json_lines(captured.getvalue()) if e.get("request_id") == "front-42"]
     access = [e for e in entries if e["event"] == "request"]
     assert [(e["route"], e["method"], e["status"]) for e in access] == [("/challenge", "POST", 202)]
     assert access[0]["duration_ms"] >= 0
@@ -191,7 +163,7 @@ async def test_a_missing_or_malformed_request_id_is_replaced(
     reply = await call(gw, "GET", "/healthz", key=None, headers=headers)
     generated = reply.headers["X-Request-ID"]
     assert re.fullmatch(r"[0-9a-f]{16}", generated)
-    [access] = [e for e in lines_of(captured.getvalue()) if e["event"] == "request"]
+    [access] = [e for e in json_lines(captured.getvalue()) if e["event"] == "request"]
     assert access["request_id"] == generated
 
 
@@ -202,7 +174,7 @@ async def test_access_lines_name_the_route_never_the_path_or_query(
     await call(gw, "GET", "/challenge/raw-id-in-path-123?code=424242")
     await call(gw, "GET", "/private/path-xyz?phone=0612345678", key=None)
     text = captured.getvalue()
-    routes = [(e["route"], e["status"]) for e in lines_of(text) if e["event"] == "request"]
+    routes = [(e["route"], e["status"]) for e in json_lines(text) if e["event"] == "request"]
     assert routes == [("/challenge/{challenge_id}", 404), ("unmatched", 404)]
     for leaked in ("raw-id-in-path", "424242", "path-xyz", "0612345678", OTP_KEY):
         assert leaked not in text

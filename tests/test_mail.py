@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
@@ -12,7 +11,8 @@ from gateway import keys
 from gateway.accounts.mail import MAX_DELIVERIES, Mail, MailError, MailQueue, SmtpTransport
 from gateway.config import SmtpConfig
 from gateway.embedded import free_port
-from tests.admin_helpers import Inbox, parts, poll, smtp_server
+from tests.support.poll import poll
+from tests.support.smtp import Inbox, parts
 
 MAIL = Mail(
     to=("a@example.org", "b@example.org"),
@@ -21,12 +21,6 @@ MAIL = Mail(
     html="<p>Bonjour <b>é</b></p>",
     kind="reminder",
 )
-
-
-@pytest.fixture
-async def inbox() -> AsyncIterator[Inbox]:
-    async with smtp_server() as box:
-        yield box
 
 
 def transport(port: int) -> SmtpTransport:

@@ -15,25 +15,19 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.app import create_app
 from gateway.embedded import RedisServer, free_port
 from gateway.metrics import DEAD_LETTER_REASONS, RATE_SCOPES, Metrics
 from gateway.otp.challenges import RATE_MESSAGES
 from gateway.otp.queue import Failure
-from tests.conftest import (
-    METRICS_KEY,
-    GatewayFactory,
-    Sink,
-    add_account,
-    make_config,
-    sink_provider,
-)
-from tests.httpstub import StubFactory, closed_url, poll, sample
-from tests.opshelp import children, prometheus_tool, wait_healthy, write_config
-from tests.otp_helpers import (
+from tests.support.config import METRICS_KEY, make_config
+from tests.support.gateway import GatewayFactory, add_account, start_gateway
+from tests.support.httpfake import Stub, StubFactory, closed_url
+from tests.support.metrics import sample
+from tests.support.ops import children, prometheus_tool, wait_healthy, write_config
+from tests.support.otp import (
     MOBILE_DIGITS,
     NO_COOLDOWN,
     REUNION_MOBILE,
@@ -43,6 +37,7 @@ from tests.otp_helpers import (
     verify,
     wrong,
 )
+from tests.support.poll import poll
 
 # name -> (type, label names); counters are listed without their `_total`.
 EXPECTED = {
@@ -214,13 +209,12 @@ async def test_scrape_reads_queue_and_dead_letters_from_redis(
 
 @pytest.fixture
 async def lone_gateway(
-    tmp_path: Path, sink: Sink
+    tmp_path: Path, sink: Stub
 ) -> AsyncIterator[tuple[RedisServer, TestClient[web.Request, web.Application]]]:
     server = RedisServer(tmp_path / "redis")
     server.start()
     config = make_config(server.url, server={"mode": "development", "metrics_auth": True})
-    client = TestClient(TestServer(create_app(config, run_worker=False), host="127.0.0.1"))
-    await client.start_server()
+    client = (await start_gateway(config, sink)).client
     try:
         yield server, client
     finally:
@@ -296,13 +290,13 @@ def promtool_check_metrics(text: str) -> None:
 
 async def test_promtool_accepts_real_scrapes_of_a_gateway_and_a_worker(
     make_gateway: GatewayFactory,
-    sink: Sink,
+    sink: Stub,
     spawn: Any,
     redis_server: RedisServer,
     tmp_path: Path,
 ) -> None:
     prometheus_tool("promtool")
-    providers = [sink_provider(sink, "hook")]
+    providers = [sink.provider("hook")]
     port = free_port()
     config = write_config(
         tmp_path / "w.toml", redis_server.url, providers, worker={"metrics_port": port}
@@ -313,8 +307,8 @@ async def test_promtool_accepts_real_scrapes_of_a_gateway_and_a_worker(
     gw = await make_gateway(providers=providers)
     await add_account(gw)
     created = await challenge(gw)
-    await poll(lambda: bool(sink.codes_for(created["challenge_id"])), what="the send")
-    code = sink.codes_for(created["challenge_id"])[0]
+    await poll(lambda: bool(sink.codes(created["challenge_id"])), what="the send")
+    code = sink.codes(created["challenge_id"])[0]
     await verify(gw, created["challenge_id"], wrong(code))
     await verify(gw, created["challenge_id"], code)
     promtool_check_metrics(await (await gw.client.get("/metrics")).text())

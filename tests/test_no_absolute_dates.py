@@ -1,6 +1,6 @@
 """No test holds a date that is still to come: one day it passes and the test fails.
 
-Dates in tests are relative to now (tests/dates.py) or fed to a clock the test
+Dates in tests are relative to now (tests/support/dates.py) or fed to a clock the test
 controls, and then written in the past. This scan finds ISO dates (year,
 month, day with dashes) and `datetime(...)` / `date(...)` calls in every test
 file and refuses any from today on.
@@ -48,4 +48,4 @@ def test_no_test_file_holds_a_date_to_come() -> None:
         for path in sorted(TESTS.rglob("*.py"))
         if (dates := future_dates(path.read_text(encoding="utf-8"), today))
     }
-    assert offenders == {}, "use tests/dates.py (relative to now) or a past fixed clock"
+    assert offenders == {}, "use tests/support/dates.py (relative to now) or a past fixed clock"

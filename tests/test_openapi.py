@@ -17,7 +17,7 @@ from gateway.web import accounts as account_routes
 from gateway.web import otp as otp_routes
 from gateway.web.body import Field
 from gateway.web.middleware import _HTTP_CODES
-from tests.conftest import Gateway, GatewayFactory
+from tests.support.gateway import Gateway, GatewayFactory
 
 GATEWAY_DIR = Path(gateway.__file__).parent
 METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}

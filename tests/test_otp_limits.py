@@ -6,8 +6,9 @@ import asyncio
 from collections import Counter
 
 from gateway import keys
-from tests.conftest import OPERATOR_KEY, Gateway, GatewayFactory, add_account
-from tests.otp_helpers import (
+from tests.support.config import OPERATOR_KEY
+from tests.support.gateway import Gateway, GatewayFactory, add_account
+from tests.support.otp import (
     NO_COOLDOWN,
     OTHER_MOBILE,
     REUNION_MOBILE,

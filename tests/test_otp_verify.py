@@ -16,16 +16,10 @@ import redis.asyncio as aioredis
 from gateway import keys
 from gateway.accounts.audit import Who
 from gateway.crypto import token_digest
-from tests.conftest import (
-    OPERATOR_KEY,
-    OTP_KEY,
-    Gateway,
-    GatewayFactory,
-    Sink,
-    add_account,
-    sink_provider,
-)
-from tests.otp_helpers import (
+from tests.support.config import OPERATOR_KEY, OTP_KEY
+from tests.support.gateway import Gateway, GatewayFactory, add_account
+from tests.support.httpfake import Stub
+from tests.support.otp import (
     CHALLENGE_ID,
     FIXED,
     MOBILE_DIGITS,
@@ -107,11 +101,11 @@ async def test_fixed_line_defaults_to_voice_and_refuses_sms(gw: Gateway) -> None
 
 
 async def test_a_channel_no_provider_serves_is_refused(
-    make_gateway: GatewayFactory, sink: Sink
+    make_gateway: GatewayFactory, sink: Stub
 ) -> None:
     """create.lua checks the channel against the providers configured (its CFG),
     before any limit is consumed."""
-    gw = await make_gateway(providers=[sink_provider(sink, "sms-only", ("sms",))])
+    gw = await make_gateway(providers=[sink.provider("sms-only", ("sms",))])
     await add_account(gw)
     await add_account(gw, account_id="bob", phone=FIXED)  # defaults to voice
     assert_error(await challenge_reply(gw, "alice", channel="voice"), 422, "channel_unavailable")
@@ -426,7 +420,7 @@ async def test_resend_sends_the_same_code_again(gw0: Gateway) -> None:
     assert reply.body["channel"] == "sms"
     assert reply.body["destination"] == "+33 * ** ** ** 78"
     await gw0.drain()
-    assert gw0.sink.codes_for(challenge_id) == [code, code]
+    assert gw0.sink.codes(challenge_id) == [code, code]
     assert [m["attempt"] for m in gw0.sink.received] == [1, 2]
     assert (await verify(gw0, challenge_id, code)).status == 200
 
@@ -471,7 +465,7 @@ async def test_resend_at_most_max_sends(make_gateway: GatewayFactory) -> None:
     reply = await call(gw, "POST", f"/challenge/{challenge_id}/resend", {})
     assert_rate_limited(reply, "sends")
     await gw.drain()
-    assert len(gw.sink.codes_for(challenge_id)) == 5
+    assert len(gw.sink.codes(challenge_id)) == 5
 
 
 async def test_resend_keeps_expiry_and_attempts(gw0: Gateway) -> None:

@@ -2,27 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
-import pytest
-
 from gateway import keys
 from gateway.accounts import Who
-from tests.admin_helpers import (
+from tests.support.admin import (
     BOSS,
     ESTABLISHMENT,
-    Inbox,
-    admin_gateway,
     as_operator,
     mails_after_drain,
-    parts,
-    smtp_server,
     step_up,
 )
-from tests.conftest import ADMIN_KEY, Gateway, GatewayFactory
-from tests.otp_helpers import (
+from tests.support.config import ADMIN_KEY
+from tests.support.gateway import Gateway
+from tests.support.otp import (
     MOBILE_E164,
     OTHER_DIGITS,
     OTHER_MOBILE,
@@ -34,19 +28,9 @@ from tests.otp_helpers import (
     verify,
     wrong,
 )
+from tests.support.smtp import Inbox, parts
 
 NEW_E164 = "+33798765432"
-
-
-@pytest.fixture
-async def inbox() -> AsyncIterator[Inbox]:
-    async with smtp_server() as box:
-        yield box
-
-
-@pytest.fixture
-async def agw(make_gateway: GatewayFactory, inbox: Inbox) -> Gateway:
-    return await admin_gateway(make_gateway, inbox)
 
 
 async def start(

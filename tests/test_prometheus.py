@@ -17,10 +17,11 @@ import aiohttp
 import pytest
 
 from gateway.embedded import RedisServer, free_port
-from tests.conftest import GatewayFactory, Sink, add_account, sink_provider
-from tests.httpstub import poll
-from tests.opshelp import children, prometheus_tool, wait_healthy, write_config
-from tests.otp_helpers import challenge, verify, wrong
+from tests.support.gateway import GatewayFactory, add_account
+from tests.support.httpfake import Stub
+from tests.support.ops import children, prometheus_tool, wait_healthy, write_config
+from tests.support.otp import challenge, verify, wrong
+from tests.support.poll import poll
 from tests.test_prometheus_rules import ALERTS, alert_names, dashboard_exprs
 
 
@@ -123,14 +124,14 @@ async def _all_equal(prom: Prometheus, expected: dict[str, float]) -> bool:
 
 async def test_prometheus_scrapes_gateway_and_worker_and_sees_the_counters_move(
     make_gateway: GatewayFactory,
-    sink: Sink,
+    sink: Stub,
     spawn: Any,
     started: Any,
     redis_server: RedisServer,
     tmp_path: Path,
 ) -> None:
     prometheus_tool("prometheus")
-    providers = [sink_provider(sink, "hook")]
+    providers = [sink.provider("hook")]
     worker_port = free_port()
     config = write_config(
         tmp_path / "worker.toml", redis_server.url, providers,
@@ -152,8 +153,8 @@ async def test_prometheus_scrapes_gateway_and_worker_and_sees_the_counters_move(
 
     await add_account(gw)
     created = await challenge(gw)
-    await poll(lambda: bool(sink.codes_for(created["challenge_id"])), what="the send")
-    code = sink.codes_for(created["challenge_id"])[0]
+    await poll(lambda: bool(sink.codes(created["challenge_id"])), what="the send")
+    code = sink.codes(created["challenge_id"])[0]
     assert (await verify(gw, created["challenge_id"], wrong(code))).status == 422
     assert (await verify(gw, created["challenge_id"], code)).status == 200
 

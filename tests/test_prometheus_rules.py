@@ -8,12 +8,13 @@ import re
 import subprocess
 from typing import Any
 
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.embedded import RedisServer
 from gateway.metrics import Metrics
-from tests.conftest import make_config
-from tests.opshelp import REPO, prometheus_tool
+from tests.support.config import make_config
+from tests.support.ops import REPO, prometheus_tool
 
 PROMETHEUS_DIR = REPO / "config" / "prometheus"
 ALERTS = PROMETHEUS_DIR / "alerts.yml"
@@ -31,24 +32,19 @@ def promtool(*args: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
+def alert_rules() -> list[dict[str, Any]]:
+    """Every rule of alerts.yml, as a YAML reader (and Prometheus) reads it."""
+    groups = yaml.safe_load(ALERTS.read_text())["groups"]
+    return [rule for group in groups for rule in group["rules"]]
+
+
 def alert_names() -> list[str]:
-    return re.findall(r"^\s+- alert: (\w+)$", ALERTS.read_text(), re.MULTILINE)
+    return [rule["alert"] for rule in alert_rules()]
 
 
 def alert_exprs() -> list[str]:
-    """The `expr` of every rule, as text (one line or a `|` block)."""
-    exprs, current = [], None
-    for line in ALERTS.read_text().splitlines():
-        if current is not None:
-            if line.startswith(" " * 10) or not line.strip():
-                current.append(line)
-                continue
-            exprs.append("\n".join(current))
-            current = None
-        match = re.match(r"^\s+expr: (.*)$", line)
-        if match:
-            current = [] if match[1] == "|" else [match[1]]
-    return exprs
+    """The `expr` of every rule, as text."""
+    return [rule["expr"] for rule in alert_rules()]
 
 
 def dashboard() -> dict[str, Any]:
@@ -90,7 +86,9 @@ def test_promtool_checks_the_compose_prometheus_config() -> None:
 
 
 def test_every_alert_has_a_firing_and_a_quiet_unit_test() -> None:
-    text = ALERT_TESTS.read_text()
+    cases = [
+        c for t in yaml.safe_load(ALERT_TESTS.read_text())["tests"] for c in t["alert_rule_test"]
+    ]
     names = alert_names()
     assert {
         "OtpDeliveryFailureRatioHigh",
@@ -101,9 +99,9 @@ def test_every_alert_has_a_firing_and_a_quiet_unit_test() -> None:
         "OtpRedisDown",
     } <= set(names)
     for name in names:
-        cases = re.findall(rf"alertname: {name}\n\s+exp_alerts:(.*)", text)
-        assert "" in cases, f"{name}: no test where it fires"
-        assert " []" in cases, f"{name}: no test where it stays quiet"
+        expected = [case["exp_alerts"] for case in cases if case["alertname"] == name]
+        assert any(expected), f"{name}: no test where it fires"
+        assert [] in expected, f"{name}: no test where it stays quiet"
 
 
 def test_rules_and_dashboard_use_only_exposed_metrics(redis_server: RedisServer) -> None:
@@ -135,13 +133,14 @@ def test_dashboard_is_well_formed() -> None:
         if panel["type"] != "row":
             assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
             assert panel["targets"] and panel["description"], panel["title"]
-    provisioned = (REPO / "config/grafana/provisioning/datasources/prometheus.yml").read_text()
-    assert f"uid: {variable['current']['value']}" in provisioned
+    provisioned = REPO / "config/grafana/provisioning/datasources/prometheus.yml"
+    [source] = yaml.safe_load(provisioned.read_text())["datasources"]
+    assert source["uid"] == variable["current"]["value"]
 
 
 def test_every_alert_has_its_runbook_in_the_operations_guide() -> None:
     guide = (REPO / "docs" / "operations.md").read_text()
-    rules = ALERTS.read_text()
-    for name in alert_names():
+    for rule in alert_rules():
+        name = rule["alert"]
         assert f"\n### {name}\n" in guide, f"docs/operations.md has no section {name}"
-        assert f'runbook: "docs/operations.md#{name.lower()}"' in rules, name
+        assert rule["annotations"]["runbook"] == f"docs/operations.md#{name.lower()}", name

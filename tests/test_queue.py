@@ -12,13 +12,11 @@ import redis.asyncio as aioredis
 
 from gateway import keys
 from gateway.otp.queue import ensure_group
-from tests.conftest import (
-    OPERATOR_KEY,
-    Gateway,
-    GatewayFactory,
-    add_account,
-)
-from tests.httpstub import Hit, StubFactory, closed_url, poll, sample
+from tests.support.config import OPERATOR_KEY
+from tests.support.gateway import Gateway, GatewayFactory, add_account
+from tests.support.httpfake import Hit, StubFactory, closed_url
+from tests.support.metrics import sample
+from tests.support.poll import poll
 
 NO_COOLDOWN = {"resend_cooldown_seconds": 0}
 

@@ -9,7 +9,7 @@ from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocket
 from gateway.config import Config
 from gateway.datastore import redis_client, with_hiredis_packing
 from gateway.luascripts import Script
-from tests.conftest import make_config
+from tests.support.config import make_config
 
 COMMANDS: list[tuple[object, ...]] = [
     ("SET", "k", "v"),

@@ -1,6 +1,6 @@
 """A Redis blip never runs a write twice (gateway/datastore.py).
 
-A proxy of our own (tests/tcpproxy.py) sits between a gateway and the real
+A proxy of our own (tests/support/tcpproxy.py) sits between a gateway and the real
 redis-server. It forwards a chosen script call, so Redis runs it, then loses
 its reply (the client's connection is reset) or holds it (a stall). The
 gateway must answer 503 `unavailable` with `Retry-After` within `[redis]
@@ -18,19 +18,17 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
 from redis.exceptions import RedisError
 
 from gateway import keys
-from gateway.app import create_app
 from gateway.datastore import redis_client
 from gateway.embedded import RedisServer
 from gateway.luascripts import Script
-from gateway.web.request import SERVICES
-from tests.conftest import OPERATOR_KEY, Gateway, Sink, add_account, make_config, sink_provider
-from tests.httpstub import poll
-from tests.tcpproxy import TcpProxy
+from tests.support.config import OPERATOR_KEY, make_config
+from tests.support.gateway import Gateway, add_account, start_gateway
+from tests.support.httpfake import Stub
+from tests.support.poll import poll
+from tests.support.tcpproxy import TcpProxy
 
 SMALL_TIMEOUT = 0.3  # seconds: [redis] timeout_seconds of a gateway under test
 # A faulty call sets up its connection and runs one script: generous on a busy
@@ -50,24 +48,22 @@ async def proxy(redis_server: RedisServer) -> AsyncIterator[TcpProxy]:
 
 
 @pytest.fixture
-async def make_faulty(sink: Sink) -> AsyncIterator[ProxiedFactory]:
+async def make_faulty(sink: Stub) -> AsyncIterator[ProxiedFactory]:
     """Gateways (no background worker) on a given Redis URL with a given timeout."""
-    opened: list[TestClient[web.Request, web.Application]] = []
+    opened: list[Gateway] = []
 
     async def build(url: str, timeout: float = FAULTY_TIMEOUT) -> Gateway:  # noqa: ASYNC109
         config = make_config(
             url,
             redis={"url": url, "timeout_seconds": timeout},
-            providers=[sink_provider(sink)],
+            providers=[sink.provider()],
         )
-        client = TestClient(TestServer(create_app(config, run_worker=False), host="127.0.0.1"))
-        await client.start_server()
-        opened.append(client)
-        return Gateway(client, client.app[SERVICES], sink)
+        opened.append(await start_gateway(config, sink))
+        return opened[-1]
 
     yield build
-    for client in opened:
-        await client.close()
+    for gw in opened:
+        await gw.client.close()
 
 
 async def _challenge(gw: Gateway) -> str:
@@ -121,7 +117,7 @@ async def test_right_code_whose_verification_reply_is_lost_verified_once(
 ) -> None:
     await add_account(gw)
     challenge_id = await _challenge(gw)
-    [code] = gw.sink.codes_for(challenge_id)
+    [code] = gw.sink.codes(challenge_id)
     faulty = await make_faulty(proxy.url)
     verify = await _loaded(faulty, redis, "verify")
     _arm(proxy, fault, verify)
@@ -151,7 +147,7 @@ async def test_wrong_code_whose_reply_is_lost_counts_one_attempt(
 ) -> None:
     await add_account(gw)
     challenge_id = await _challenge(gw)
-    [code] = gw.sink.codes_for(challenge_id)
+    [code] = gw.sink.codes(challenge_id)
     wrong = f"{(int(code) + 1) % 10 ** len(code):0{len(code)}d}"
     faulty = await make_faulty(proxy.url)
     verify = await _loaded(faulty, redis, "verify")
@@ -220,7 +216,7 @@ async def test_worker_whose_sent_record_reply_is_lost_sends_once(
         await faulty.drain()
 
     assert proxy.sent(sent) == 1
-    assert len(gw.sink.codes_for(challenge_id)) == 1
+    assert len(gw.sink.codes(challenge_id)) == 1
     assert await _field(redis, challenge_id, "q") == b"1"
     assert await _field(redis, challenge_id, "d") == b"sent"
     assert await redis.xlen(keys.STREAM) == 0

@@ -15,23 +15,15 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from gateway import keys
-from gateway.app import create_app
 from gateway.embedded import RedisServer, free_port
-from tests.conftest import (
-    ACCOUNT,
-    OPERATOR_KEY,
-    OTP_KEY,
-    SECRET,
-    GatewayFactory,
-    Sink,
-    add_account,
-    make_config,
-    sink_provider,
-)
-from tests.httpstub import StubFactory, poll, sample
+from tests.support.config import OPERATOR_KEY, OTP_KEY, SECRET, make_config
+from tests.support.gateway import ACCOUNT, GatewayFactory, add_account, start_gateway
+from tests.support.httpfake import Stub, StubFactory
+from tests.support.metrics import sample
+from tests.support.poll import poll
 
 OTP_GATEWAY = str(Path(sys.executable).with_name("otp-gateway"))
 
@@ -161,13 +153,13 @@ async def _get(session: aiohttp.ClientSession, url: str) -> tuple[int, str]:
 
 async def test_standalone_worker_serves_health_and_metrics_and_stops_on_sigterm(
     make_gateway: GatewayFactory,
-    sink: Sink,
+    sink: Stub,
     worker_process: Any,
     redis_server: RedisServer,
     redis: aioredis.Redis,
 ) -> None:
     port = free_port()
-    providers = [sink_provider(sink, "hook")]
+    providers = [sink.provider("hook")]
     process = worker_process(redis_server.url, providers, metrics_port=port)
     base = f"http://127.0.0.1:{port}"
     async with aiohttp.ClientSession() as session:
@@ -189,7 +181,7 @@ async def test_standalone_worker_serves_health_and_metrics_and_stops_on_sigterm(
         resp = await gw.post("/challenge", {"account_id": "alice"})
         challenge_id = (await resp.json())["challenge_id"]
         await asyncio.wait_for(sink.arrived.wait(), 10)
-        assert len(sink.codes_for(challenge_id)) == 1
+        assert len(sink.codes(challenge_id)) == 1
 
         status, text = await _get(session, f"{base}/metrics")
         assert status == 200
@@ -202,12 +194,12 @@ async def test_standalone_worker_serves_health_and_metrics_and_stops_on_sigterm(
 
 
 async def test_standalone_worker_waits_for_redis_at_start(
-    sink: Sink, worker_process: Any, tmp_path: Path
+    sink: Stub, worker_process: Any, tmp_path: Path
 ) -> None:
     """Started before its Redis (compose, k8s), a worker waits rather than crashing."""
     server = RedisServer(tmp_path / "late-redis")
     port = free_port()
-    process = worker_process(server.url, [sink_provider(sink, "hook")], metrics_port=port)
+    process = worker_process(server.url, [sink.provider("hook")], metrics_port=port)
     try:
         async with aiohttp.ClientSession() as session:
 
@@ -254,16 +246,15 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
 
 @pytest.fixture
 async def running(
-    own_redis: RedisServer, sink: Sink
+    own_redis: RedisServer, sink: Stub
 ) -> AsyncIterator[TestClient[web.Request, web.Application]]:
     """A gateway with its in-process worker running, on its own Redis."""
     config = make_config(
         own_redis.url,
-        providers=[sink_provider(sink)],
+        providers=[sink.provider()],
         otp={"resend_cooldown_seconds": 0},
     )
-    client = TestClient(TestServer(create_app(config, run_worker=True), host="127.0.0.1"))
-    await client.start_server()
+    client = (await start_gateway(config, sink, run_worker=True)).client
     try:
         yield client
     finally:
@@ -280,7 +271,7 @@ async def _ready(client: TestClient[web.Request, web.Application]) -> bool:
 
 
 async def _challenge_sent(
-    client: TestClient[web.Request, web.Application], sink: Sink
+    client: TestClient[web.Request, web.Application], sink: Stub
 ) -> dict[str, Any]:
     resp = await client.post("/challenge", json={"account_id": "alice"}, headers=_auth(OTP_KEY))
     assert resp.status == 202, await resp.text()
@@ -292,7 +283,7 @@ async def _challenge_sent(
 
     # Sent, and recorded as sent (the worker records after the provider's answer).
     await poll(recorded, within=10, what="the send")
-    assert len(sink.codes_for(challenge_id)) == 1
+    assert len(sink.codes(challenge_id)) == 1
     body: dict[str, Any] = await resp.json()
     return body
 
@@ -316,7 +307,7 @@ async def _assert_down(client: TestClient[web.Request, web.Application]) -> None
 async def test_gateway_rides_out_a_redis_restart(
     running: TestClient[web.Request, web.Application],
     own_redis: RedisServer,
-    sink: Sink,
+    sink: Stub,
     kill: bool,
 ) -> None:
     client = running

@@ -16,7 +16,7 @@ import asyncio
 import json
 import threading
 from collections.abc import Coroutine, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib.resources import files
 from typing import Any, TypeVar
 
@@ -32,14 +32,8 @@ from gateway.app import create_app
 from gateway.embedded import RedisServer
 from gateway.runtime import Services
 from gateway.web.request import SERVICES
-from tests.conftest import (
-    ADMIN_KEY,
-    METRICS_KEY,
-    OPERATOR_KEY,
-    OTP_KEY,
-    SINK_SECRET,
-    make_config,
-)
+from tests.support.config import ADMIN_KEY, METRICS_KEY, OPERATOR_KEY, OTP_KEY, make_config
+from tests.support.httpfake import Stub
 
 T = TypeVar("T")
 
@@ -112,18 +106,6 @@ def for_scope(scope: str) -> Any:
 SEEDED = settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
-@dataclass
-class Sink:
-    """The `http` provider's far end: keeps each code by challenge id."""
-
-    codes: dict[str, str] = field(default_factory=dict)
-
-    async def handle(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        self.codes[body["challenge_id"]] = body["code"]
-        return web.json_response({"ok": True})
-
-
 class LiveGateway:
     """The gateway app on a loopback port, served from its own thread and event loop."""
 
@@ -131,7 +113,7 @@ class LiveGateway:
         self.redis_url = redis_url
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.sink = Sink()
+        self.sink = Stub()
         self.runners: list[web.AppRunner] = []
         self.url = ""
         self.services: Services | None = None
@@ -162,11 +144,10 @@ class LiveGateway:
     async def _start(self) -> None:
         sink_app = web.Application()
         sink_app.router.add_post("/send", self.sink.handle)
-        sink_url = await self._serve(sink_app) + "/send"
-        provider = {"name": "sink", "kind": "http", "channels": ["sms", "voice"]}
+        self.sink.url = await self._serve(sink_app) + "/send"
         config = make_config(
             self.redis_url,
-            providers=[{**provider, "url": sink_url, "secret": SINK_SECRET}],
+            providers=[self.sink.provider()],
             otp={"resend_cooldown_seconds": 0},
             rate_limits={
                 "account": "100000/1m",
@@ -228,7 +209,7 @@ class Client:
             "POST", "/challenge", OTP_KEY, {"account_id": account_id, "purpose": purpose}
         )
         self.live.drain()
-        code = self.live.sink.codes[created["challenge_id"]]
+        code = self.live.sink.codes(created["challenge_id"])[-1]
         body = {"challenge_id": created["challenge_id"], "code": code, **extra}
         reply: dict[str, Any] = self.call("POST", "/verify", OTP_KEY, body)
         return reply

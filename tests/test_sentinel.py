@@ -30,8 +30,9 @@ from gateway import keys
 from gateway.config import config_from_dict
 from gateway.datastore import NotReplicated, redis_client
 from gateway.embedded import find_redis_server, free_port
-from tests.conftest import SECRET, Gateway, GatewayFactory, add_account, make_config
-from tests.httpstub import poll
+from tests.support.config import SECRET, make_config
+from tests.support.gateway import Gateway, GatewayFactory, add_account
+from tests.support.poll import poll
 
 PASSWORD = "data-nodes-password-0123456789"
 SENTINEL_PASSWORD = "sentinels-password-0123456789"
@@ -209,7 +210,7 @@ class Load:
     async def _code(self, challenge_id: str, within: float = 10) -> str | None:
         deadline = time.monotonic() + within
         while time.monotonic() < deadline and not self.stop.is_set():
-            if codes := self.gw.sink.codes_for(challenge_id):
+            if codes := self.gw.sink.codes(challenge_id):
                 return codes[-1]
             await asyncio.sleep(0.01)
         return None
@@ -304,7 +305,7 @@ async def test_a_killed_primary_is_replaced_within_detection_time(
     await _check(gw, load, recovery, bound=DOWN_AFTER_MS / 1000 + 6)
     # The worker went on: every challenge acknowledged got its code.
     for cid in load.created:
-        await poll(lambda cid=cid: bool(gw.sink.codes_for(cid)), within=5, what=f"send {cid}")
+        await poll(lambda cid=cid: bool(gw.sink.codes(cid)), within=5, what=f"send {cid}")
 
 
 async def test_a_worker_whose_group_vanished_recreates_it_and_goes_on(
@@ -320,7 +321,7 @@ async def test_a_worker_whose_group_vanished_recreates_it_and_goes_on(
         await redis.delete(keys.STREAM)
         resp = await gw.post("/challenge", {"account_id": "alice"})
         cid = (await resp.json())["challenge_id"]
-        await poll(lambda: bool(gw.sink.codes_for(cid)), within=5, what="the send")
+        await poll(lambda: bool(gw.sink.codes(cid)), within=5, what="the send")
     finally:
         stop.set()
         await worker

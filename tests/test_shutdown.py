@@ -19,9 +19,11 @@ import redis.asyncio as aioredis
 
 from gateway import keys
 from gateway.embedded import RedisServer, free_port
-from tests.conftest import OPERATOR_KEY, OTP_KEY, GatewayFactory
-from tests.httpstub import Stub, StubFactory, poll
-from tests.opshelp import Child, auth, children, wait_healthy, write_config
+from tests.support.config import OPERATOR_KEY, OTP_KEY
+from tests.support.gateway import GatewayFactory
+from tests.support.httpfake import Stub, StubFactory
+from tests.support.ops import Child, auth, children, wait_healthy, write_config
+from tests.support.poll import poll
 
 
 @pytest.fixture

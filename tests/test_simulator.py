@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestServer
 from gateway.embedded import free_port
 from gateway.simulator.twilio import DEFAULT_SID, DEFAULT_TOKEN, TwilioSimulator
 from providers.twilio import TwilioProvider, twilio_signature
-from tests.httpstub import poll
+from tests.support.poll import poll
 
 AUTH = "Basic " + base64.b64encode(f"{DEFAULT_SID}:{DEFAULT_TOKEN}".encode()).decode()
 API = f"/2010-04-01/Accounts/{DEFAULT_SID}"

@@ -1,4 +1,4 @@
-from tests.conftest import Gateway, add_account
+from tests.support.gateway import Gateway, add_account
 
 
 async def test_challenge_then_verify(gw: Gateway) -> None:
@@ -7,7 +7,7 @@ async def test_challenge_then_verify(gw: Gateway) -> None:
     assert resp.status == 202, await resp.text()
     body = await resp.json()
     assert await gw.drain() == 1
-    code = gw.sink.codes_for(body["challenge_id"])[0]
+    code = gw.sink.codes(body["challenge_id"])[0]
     resp = await gw.post("/verify", {"challenge_id": body["challenge_id"], "code": code})
     assert resp.status == 200, await resp.text()
     assert (await resp.json())["verified"] is True

@@ -14,7 +14,7 @@ from redis.asyncio.connection import ConnectionPool
 from gateway.datastore import Client
 from gateway.embedded import RedisServer
 from gateway.streams import Stream, StreamConsumer, Verdict
-from tests.httpstub import poll
+from tests.support.poll import poll
 
 KEY, GROUP, DEAD = "t:stream", "t:group", "t:dead"
 STREAM = Stream(KEY, GROUP, claim_idle_seconds=0.1, max_deliveries=3, concurrency=2, block_ms=50)

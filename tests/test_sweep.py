@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,25 +13,17 @@ from gateway import keys
 from gateway.accounts import AccountStore, Status
 from gateway.accounts.sweep import Sweeper
 from gateway.runtime import run_background
-from tests.admin_helpers import (
+from tests.support.admin import (
     ESTABLISHMENT,
-    Inbox,
     admin_gateway,
     as_admin,
     as_operator,
     mails_after_drain,
-    parts,
-    poll,
-    smtp_server,
 )
-from tests.conftest import ACCOUNT, Gateway, GatewayFactory
-from tests.otp_helpers import assert_error, call, challenge_and_code, verify
-
-
-@pytest.fixture
-async def inbox() -> AsyncIterator[Inbox]:
-    async with smtp_server() as box:
-        yield box
+from tests.support.gateway import ACCOUNT, Gateway, GatewayFactory
+from tests.support.otp import assert_error, call, challenge_and_code, verify
+from tests.support.poll import poll
+from tests.support.smtp import Inbox, parts
 
 
 @dataclass

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -13,25 +12,17 @@ import pytest
 
 from gateway import keys
 from gateway.accounts.totp import matching_step
-from tests.admin_helpers import (
-    Inbox,
+from tests.support.admin import (
     admin_gateway,
     as_admin,
     as_operator,
     mails_after_drain,
     managing,
-    parts,
-    smtp_server,
     step_up,
 )
-from tests.conftest import Gateway, GatewayFactory
-from tests.otp_helpers import Reply, assert_error, call, everything_in_redis
-
-
-@pytest.fixture
-async def inbox() -> AsyncIterator[Inbox]:
-    async with smtp_server() as box:
-        yield box
+from tests.support.gateway import Gateway, GatewayFactory
+from tests.support.otp import Reply, assert_error, call, everything_in_redis
+from tests.support.smtp import Inbox, parts
 
 
 @pytest.fixture

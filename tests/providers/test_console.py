@@ -14,7 +14,8 @@ from gateway.config import ProviderConfig
 from gateway.errors import ConfigError
 from gateway.provider import OutboundMessage, Provider, ProviderContext, build_providers
 from providers.console import ConsoleProvider
-from tests.conftest import GatewayFactory, add_account, make_config
+from tests.support.config import make_config
+from tests.support.gateway import GatewayFactory, add_account
 
 OTP_GATEWAY = str(Path(sys.executable).with_name("otp-gateway"))
 DEV = ProviderContext(development=True, public_url="http://127.0.0.1:8080")

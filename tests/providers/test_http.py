@@ -18,8 +18,7 @@ from gateway.provider import (
     build_providers,
 )
 from providers.http import HttpProvider
-from tests.conftest import SINK_SECRET
-from tests.httpstub import Stub, StubFactory, closed_url, stub_servers
+from tests.support.httpfake import SINK_SECRET, Stub, StubFactory, closed_url, stub_servers
 
 PROD = ProviderContext(development=False, public_url="https://otp.example.org")
 MESSAGE = OutboundMessage(

@@ -18,7 +18,7 @@ from gateway.provider import OutboundMessage, ProviderContext, VoiceMessage, ava
 from gateway.simulator.phone import sign
 from gateway.simulator.twilio import TwilioSimulator
 from providers.twilio import NUMBER_ERRORS, TwilioProvider, delivery_state, twilio_signature
-from tests.httpstub import closed_url
+from tests.support.httpfake import closed_url
 
 CONTEXT = ProviderContext(development=False, public_url="https://otp.example.org")
 SID = "AC" + "ab" * 16

@@ -19,9 +19,10 @@ import redis.asyncio as aioredis
 from gateway import keys
 from gateway.embedded import RedisServer
 from providers.twilio import twilio_signature
-from tests.conftest import Gateway, add_account
-from tests.httpstub import poll, sample
-from tests.twiliosim import World, status, twilio_world, wait_calls, wait_delivery
+from tests.support.gateway import Gateway, add_account
+from tests.support.metrics import sample
+from tests.support.poll import poll
+from tests.support.twilio import World, status, twilio_world, wait_calls, wait_delivery
 
 MOBILE, MOBILE_E164 = "06 12 34 56 78", "+33612345678"
 LANDLINE, LANDLINE_E164 = "01 42 68 53 00", "+33142685300"
@@ -484,7 +485,7 @@ async def test_breaker_opens_then_a_probe_closes_it(world: World) -> None:
 
 
 async def test_dead_letters_are_listed_for_operators(world: World) -> None:
-    from tests.conftest import OPERATOR_KEY, OTP_KEY
+    from tests.support.config import OPERATOR_KEY, OTP_KEY
 
     down = await world.simulator()
     down.twilio.outage = 500

@@ -8,11 +8,12 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
+
+from tests.support.poll import wait_until
 
 CLI = [sys.executable, "-m", "gateway"]
 
@@ -38,13 +39,17 @@ class Proc:
 
     def wait_for(self, pattern: str, within: float = 30) -> re.Match[str]:
         """The first match of `pattern` in the output; fails if the child ends first."""
-        deadline = time.monotonic() + within
-        while True:
+        found: list[re.Match[str]] = []
+
+        def seen() -> bool:
             if match := re.search(pattern, self.output()):
-                return match
+                found.append(match)
+                return True
             assert self.proc.poll() is None, f"ended early:\n{self.output()}"
-            assert time.monotonic() < deadline, f"no {pattern!r} in:\n{self.output()}"
-            time.sleep(0.05)
+            return False
+
+        wait_until(seen, within, every=0.05, what=f"{pattern!r} in {self.log}")
+        return found[0]
 
     def exit_code(self, within: float = 30) -> int:
         return self.proc.wait(within)
@@ -97,12 +102,3 @@ def redis_pids(directory: Path) -> list[int]:
             except OSError:  # gone, or a zombie: not running
                 continue
     return found
-
-
-def wait_until(check: object, within: float = 15, what: str = "condition") -> None:
-    """Poll `check()` until true, failing after `within` seconds."""
-    assert callable(check)
-    deadline = time.monotonic() + within
-    while not check():
-        assert time.monotonic() < deadline, f"timed out after {within}s waiting for {what}"
-        time.sleep(0.02)

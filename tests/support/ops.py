@@ -22,12 +22,12 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.conftest import ADMIN_KEY, METRICS_KEY, OPERATOR_KEY, OTP_KEY, SECRET
-from tests.httpstub import poll
+from tests.support.config import ADMIN_KEY, METRICS_KEY, OPERATOR_KEY, OTP_KEY, SECRET
+from tests.support.poll import poll
 
 OTP_GATEWAY = str(Path(sys.executable).with_name("otp-gateway"))
 REQUIRE_ENV = "OTP_TESTS_REQUIRE_PROMETHEUS"
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 API_KEYS = [
     {"name": "front", "key": OTP_KEY, "scopes": ["otp"]},
     {"name": "admin", "key": ADMIN_KEY, "scopes": ["admin"]},

@@ -17,16 +17,30 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from gateway.app import create_app
 from gateway.embedded import free_port
 from gateway.simulator.state import Call, Message
 from gateway.simulator.twilio import TwilioSimulator
-from gateway.web.request import SERVICES
-from tests.conftest import Gateway, Sink, make_config
-from tests.httpstub import poll
+from tests.support.config import make_config
+from tests.support.gateway import Gateway, start_gateway
+from tests.support.httpfake import Stub
+from tests.support.poll import poll
 
 AUTH_TOKEN = "test-twilio-token-0123456789abcdef"
 FROM = "+33159000000"
+
+
+def unreachable_twilio(channels: tuple[str, ...] = ("sms", "voice")) -> dict[str, Any]:
+    """A `[[providers]]` table of kind twilio whose API nobody serves (the discard
+    port): enough for the gateway to take Twilio's callbacks."""
+    return {
+        "name": "twilio",
+        "kind": "twilio",
+        "channels": list(channels),
+        "base_url": "http://127.0.0.1:9",
+        "account_sid": "AC" + "0" * 32,
+        "auth_token": "twilio-token-0123456789abcdef",
+        "from_number": "+33612345678",
+    }
 
 
 @dataclass
@@ -82,11 +96,9 @@ class World:
         sections.setdefault("worker", {})
         sections["worker"] = {"claim_idle_seconds": 30, **sections["worker"]}
         config = make_config(self.redis_url, server=server_section, **sections)
-        app = create_app(config, run_worker=run_worker)
-        client = TestClient(TestServer(app, host="127.0.0.1", port=port))
-        await client.start_server()
-        self.clients.append(client)
-        return Gateway(client, client.app[SERVICES], Sink())
+        gw = await start_gateway(config, Stub(), run_worker=run_worker, port=port)
+        self.clients.append(gw.client)
+        return gw
 
     async def stop(self, gw: Gateway) -> None:
         """Stop one gateway (its worker finishes what it holds), as a restart would."""

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import re
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -15,7 +13,9 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from gateway import keys
-from tests.conftest import OTP_KEY, Gateway
+from tests.support.config import OTP_KEY
+from tests.support.gateway import Gateway
+from tests.support.poll import poll
 
 MOBILE = "06 12 34 56 78"
 MOBILE_E164 = "+33612345678"
@@ -95,7 +95,7 @@ async def challenge(gw: Gateway, account_id: str = "alice", **fields: Any) -> di
 async def code_for(gw: Gateway, challenge_id: str) -> str:
     """Deliver what is queued; the last code the sink got for this challenge."""
     await gw.drain()
-    codes = gw.sink.codes_for(challenge_id)
+    codes = gw.sink.codes(challenge_id)
     assert codes, "no code reached the sink"
     return codes[-1]
 
@@ -122,13 +122,14 @@ async def wait_for_status(
     gw: Gateway, challenge_id: str, wanted: str, within: float = 5.0
 ) -> dict[str, Any]:
     """Poll GET /challenge/{id} until its status is `wanted`, within a deadline."""
-    deadline = time.monotonic() + within
-    while True:
-        body = await status_of(gw, challenge_id)
-        if body["status"] == wanted:
-            return body
-        assert time.monotonic() < deadline, f"still {body['status']!r} after {within}s"
-        await asyncio.sleep(0.05)
+    seen: list[dict[str, Any]] = []
+
+    async def reached() -> bool:
+        seen.append(await status_of(gw, challenge_id))
+        return bool(seen[-1]["status"] == wanted)
+
+    await poll(reached, within=within, every=0.05, what=f"status {wanted!r}")
+    return seen[-1]
 
 
 def wrong(code: str) -> str:

@@ -1,21 +1,14 @@
-"""Helpers for the accounts-issue tests: a real SMTP server, admin calls, step-up tokens."""
+"""Admin and operator calls, step-up tokens, and the two-tenant gateway most admin tests use."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import email
-import email.policy
-import time
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
-from email.message import EmailMessage
+from collections.abc import Mapping
 from typing import Any
 
-from aiosmtpd.smtp import SMTP, Envelope, Session
-
-from tests.conftest import ADMIN_KEY, OPERATOR_KEY, Gateway, GatewayFactory, add_account
-from tests.otp_helpers import Reply, call, challenge_and_code, verify
+from tests.support.config import ADMIN_KEY, OPERATOR_KEY
+from tests.support.gateway import Gateway, GatewayFactory, add_account
+from tests.support.otp import Reply, call, challenge_and_code, verify
+from tests.support.smtp import Inbox
 
 ESTABLISHMENT = "Mairie de Luisant"
 OTHER_ESTABLISHMENT = "Clinique du Parc"
@@ -25,57 +18,6 @@ FAST = {
     "otp": {"resend_cooldown_seconds": 0},
     "rate_limits": {"account": "1000/1m", "number": "1000/1m", "failures": "1000/1m"},
 }
-
-
-@dataclass
-class Inbox:
-    """An aiosmtpd server in the test's loop; keeps every message it accepts."""
-
-    messages: list[EmailMessage] = field(default_factory=list)
-    recipients: list[list[str]] = field(default_factory=list)
-    port: int = 0
-    refuse: bool = False
-
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        if self.refuse:
-            return "451 try again later"
-        assert isinstance(envelope.content, bytes)
-        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
-        assert isinstance(message, EmailMessage)
-        self.messages.append(message)
-        self.recipients.append([str(r) for r in envelope.rcpt_tos])
-        return "250 OK"
-
-    def to(self, address: str) -> list[EmailMessage]:
-        pairs = zip(self.messages, self.recipients, strict=True)
-        return [m for m, rcpt in pairs if address in rcpt]
-
-    def config(self) -> dict[str, Any]:
-        return {"host": "127.0.0.1", "port": self.port, "from": "pep@example.org"}
-
-
-@contextlib.asynccontextmanager
-async def smtp_server() -> AsyncIterator[Inbox]:
-    """A real SMTP server (aiosmtpd) on 127.0.0.1 and a free port, in this loop."""
-    box = Inbox()
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(
-        lambda: SMTP(box, hostname="mx.test", loop=loop), "127.0.0.1", 0
-    )
-    box.port = server.sockets[0].getsockname()[1]
-    try:
-        yield box
-    finally:
-        server.close()
-        await server.wait_closed()
-
-
-def parts(message: EmailMessage) -> tuple[str, str]:
-    """The text and HTML parts of a multipart/alternative mail."""
-    text = message.get_body(("plain",))
-    html = message.get_body(("html",))
-    assert text is not None and html is not None
-    return str(text.get_content()), str(html.get_content())
 
 
 async def admin_gateway(make_gateway: GatewayFactory, inbox: Inbox, **sections: Any) -> Gateway:
@@ -143,11 +85,3 @@ async def as_operator(gw: Gateway, method: str, path: str, body: Any = None) -> 
 async def mails_after_drain(gw: Gateway) -> int:
     """Deliver the outbox now; how many mails the SMTP server accepted."""
     return await gw.services.account_services.mail.drain()
-
-
-async def poll(check: Any, within: float = 5.0, what: str = "condition") -> None:
-    """Await `check()` until true, within a deadline."""
-    deadline = time.monotonic() + within
-    while not await check():
-        assert time.monotonic() < deadline, f"{what} not met within {within}s"
-        await asyncio.sleep(0.02)

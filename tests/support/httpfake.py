@@ -1,10 +1,11 @@
-"""Programmable HTTP servers on 127.0.0.1 standing in for SMS/voice providers.
+"""An HTTP server on 127.0.0.1 speaking the `http` provider's protocol: `Stub`.
 
-Unlike conftest's `Sink`, a `Stub` records every request as it arrives (raw
-body and headers, signature unchecked) and answers what the test says: a
-status, a delay, or nothing at all for its first request (`hold_first`).
-Whatever a stub is still holding is released when the servers close, so
-teardown never waits on a sleeping handler.
+The one fake for every HTTP provider peer. A `Stub` records every request as it
+arrives (raw body and headers) and answers what the test says: a status, a
+delay, or nothing at all for its first request (`hold_first`); with
+`check_signature` (the `sink` fixture) a request not signed with SINK_SECRET is
+refused with a 401. Whatever a stub is still holding is released when the
+servers close, so teardown never waits on a sleeping handler.
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.embedded import free_port
-from tests.conftest import SINK_SECRET
+
+SINK_SECRET = "sink-secret-0123456789abcdef"
 
 
 @dataclass
@@ -45,9 +46,12 @@ class Hit:
 
 @dataclass
 class Stub:
+    """A provider's far end, scripted by the test (see above)."""
+
     status: int = 200
     delay: float = 0.0  # seconds before answering (cut short when the stub closes)
     hold_first: bool = False  # the first request is never answered (until close)
+    check_signature: bool = False  # a request badly signed is answered 401
     url: str = ""
     hits: list[Hit] = field(default_factory=list)  # every request, on arrival
     accepted: list[Hit] = field(default_factory=list)  # answered with a 2xx
@@ -58,6 +62,8 @@ class Stub:
         hit = Hit(await request.read(), dict(request.headers))
         self.hits.append(hit)
         self.arrived.set()
+        if self.check_signature and not hit.signature_ok():
+            return web.Response(status=401)
         if self.hold_first and len(self.hits) == 1:
             await self.release.wait()
             return web.Response(status=503)
@@ -68,16 +74,21 @@ class Stub:
             self.accepted.append(hit)
         return web.Response(status=self.status)
 
+    @property
+    def received(self) -> list[dict[str, Any]]:
+        """The JSON bodies of the accepted sends, in order."""
+        return [hit.json for hit in self.accepted]
+
     def codes(self, challenge_id: str | None = None) -> list[str]:
         """Codes of the accepted sends (of one challenge)."""
         return [
-            h.json["code"]
-            for h in self.accepted
-            if challenge_id is None or h.json["challenge_id"] == challenge_id
+            body["code"]
+            for body in self.received
+            if challenge_id is None or body["challenge_id"] == challenge_id
         ]
 
     def provider(
-        self, name: str, channels: tuple[str, ...] = ("sms", "voice"), **options: Any
+        self, name: str = "sink", channels: tuple[str, ...] = ("sms", "voice"), **options: Any
     ) -> dict[str, Any]:
         """A `[[providers]]` table of kind http pointed at this stub."""
         return {
@@ -120,34 +131,3 @@ async def stub_servers() -> AsyncIterator[StubFactory]:
 def closed_url() -> str:
     """A URL on a loopback port nobody listens on: connections are refused."""
     return f"http://127.0.0.1:{free_port()}/send"
-
-
-def sample(text: bytes | str, name: str, **labels: str) -> float:
-    """The value of one Prometheus sample (0 when absent) in a text exposition."""
-    if isinstance(text, bytes):
-        text = text.decode()
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
-                return float(s.value)
-    return 0.0
-
-
-async def poll(
-    check: Callable[[], Awaitable[bool]] | Callable[[], bool],
-    within: float = 5.0,
-    every: float = 0.02,
-    what: str = "condition",
-) -> None:
-    """Wait until `check()` is true, failing the test after `within` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if loop.time() >= deadline:
-            raise AssertionError(f"timed out after {within}s waiting for {what}")
-        await asyncio.sleep(every)

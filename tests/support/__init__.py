@@ -1,0 +1,18 @@
+"""What the tests share besides fixtures (those live in tests/conftest.py).
+
+config    the test configuration: API keys, the secret, `make_config`
+gateway   `Gateway`, the app under test as a client sees it; `start_gateway`, `add_account`
+httpfake  `Stub`: an HTTP server speaking the `http` provider's protocol
+poll      `poll` (async) and `wait_until` (sync): a condition, within a deadline
+metrics   `sample`: one value of a Prometheus text exposition
+otp       calls and checks of the OTP routes (challenge, verify, status)
+admin     admin and operator calls, step-up tokens, the tenant fixture set
+smtp      `Inbox`: a real SMTP server (aiosmtpd) in the test's loop
+twilio    the Twilio simulator as a peer, with gateways it can call back
+ops       `otp-gateway` child processes, their config files, Prometheus's tools
+procs     `python -m gateway` child processes for the start-up refusal tests
+rawhttp   raw HTTP/1.1 over a socket, and the app served as `serve` serves it
+tcpproxy  a TCP proxy in front of Redis that can lose or hold one reply
+logs      the gateway's own log lines during a test, as JSON
+dates     dates relative to today (tests/test_no_absolute_dates.py)
+"""
