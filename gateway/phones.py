@@ -112,7 +112,6 @@ _CHANNELS: dict[LineType, tuple[str, ...]] = {
 }
 
 
-
 def channels_for(line_type: LineType) -> tuple[str, ...]:
     """Channels a number of this type can receive, preferred first."""
     return _CHANNELS[line_type]

@@ -47,7 +47,7 @@ from gateway.accounts.records import (
     check_extension,
 )
 from gateway.accounts.store import AccountStore
-from gateway.errors import Forbidden, InvalidRequest, NotFound, StepUpRequired
+from gateway.errors import Forbidden, InvalidRequest, NotFound, StepUpRequired, Unprocessable
 from gateway.otp.tokens import StepUps, TrustedDevice, TrustedDevices
 
 ACCOUNT_CREATE: Final = "account.create"
@@ -301,8 +301,10 @@ def _update_purpose(caller: Caller, before: Account, after: Account) -> str | No
     contact = after.email != before.email
     manage = destructive(before, after)
     if contact and manage and caller.scope != "operator":
-        raise InvalidRequest(
-            "change the e-mail address in a request of its own: it needs another step-up"
+        # Well-formed, but one step-up token proves one purpose: 422, not 400.
+        raise Unprocessable(
+            "change the e-mail address in a request of its own: it needs another step-up",
+            code="step_up_conflict",
         )
     if manage:
         return ACCOUNT_MANAGE
