@@ -39,6 +39,7 @@ from gateway.accounts.codec import names
 from gateway.accounts.totp import totp_sealer
 from gateway.config import load_config
 from gateway.crypto import Keyring, Sealer
+from gateway.datastore import redis_client
 from gateway.keycheck import record_key
 
 
@@ -162,16 +163,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config = load_config(args.config)
     old_secret = os.environ.get(args.old_secret_env, "")
-    if config.redis.url is None or config.security_secret is None or not old_secret:
+    if config.redis.embedded or config.security_secret is None or not old_secret:
         print(
-            "needs [redis] url, the new [security] secret and the old one in "
+            "needs [redis] url (or sentinels), the new [security] secret and the old one in "
             f"${args.old_secret_env}",
             file=sys.stderr,
         )
         return 2
 
     async def run() -> Rotated:
-        redis = aioredis.Redis.from_url(str(config.redis.url))
+        # The gateway's own client: Sentinel followed, nothing sent twice. A run
+        # cut by a Redis blip stops with an error; running it again is safe
+        # (what is already under the new key is left as it is).
+        redis = redis_client(config)
         try:
             assert config.security_secret is not None
             return await rotate(redis, old_secret, config.security_secret.reveal())
