@@ -75,8 +75,15 @@ class SendsOnce(AbstractConnection):
     async def connect_check_health(
         self, check_health: bool = True, retry_socket_connect: bool = True
     ) -> None:
-        async with _not_sent():
-            await super().connect_check_health(check_health, retry_socket_connect)
+        try:
+            async with _not_sent():
+                await super().connect_check_health(check_health, retry_socket_connect)
+        except BaseException:
+            # A connect cut short (our time budget cancels it mid-handshake, after
+            # the socket opened) is left "connected" by redis-py: the pool would
+            # hand it out with AUTH unanswered, or drop it with its socket open.
+            await self.disconnect(nowait=True)
+            raise
 
     async def check_health(self) -> None:
         async with _not_sent():

@@ -34,6 +34,14 @@ from tests.support.config import SECRET, make_config
 from tests.support.gateway import Gateway, GatewayFactory, add_account
 from tests.support.poll import poll
 
+# A failover makes the time budget cancel connects in flight, and Python 3.11's
+# asyncio can drop a socket (or its transport) cancelled mid-`create_connection`
+# to the garbage collector, which then warns "unclosed". Our own half-open
+# connections are closed (datastore.SendsOnce); what is left is asyncio's, is
+# closed by the collector, and would turn these tests flaky under the suite's
+# `filterwarnings = error`, so it is let through here only.
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
 PASSWORD = "data-nodes-password-0123456789"
 SENTINEL_PASSWORD = "sentinels-password-0123456789"
 MASTER = "mymaster"
