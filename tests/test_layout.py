@@ -4,7 +4,7 @@ Floors, lowest first; a module imports only from its own floor or below:
 
 0. core: `CORE` below (configuration, errors, Redis key names, crypto, phones,
    clock, logs, metrics, the Redis client, the Lua loader, the embedded Redis, the provider
-   interface `gateway.provider`, the message texts `config.py` reads, the
+   interface `gateway.provider`, the message texts `gateway.config` reads, the
    stream consumer both wings' queues run).
 1. two wings side by side, `gateway.otp` (the code engine) and
    `gateway.accounts` (the account store), plus `gateway.simulator` (a dev
@@ -40,7 +40,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 CORE = frozenset({
-    "gateway", "gateway.apidoc", "gateway.clock", "gateway.config", "gateway.crypto",
+    "gateway", "gateway.apidoc", "gateway.clock", "gateway.config", "gateway.config.model",
+    "gateway.config.redis", "gateway.config.sections", "gateway.config.table", "gateway.crypto",
     "gateway.datadir", "gateway.datastore", "gateway.embedded", "gateway.errors",
     "gateway.keycheck", "gateway.keys", "gateway.listen", "gateway.logs", "gateway.luascripts",
     "gateway.messages", "gateway.metrics", "gateway.phones", "gateway.provider", "gateway.streams",
