@@ -21,7 +21,6 @@ like wrong phone codes. The checks and grants are one Lua script
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
@@ -47,6 +46,7 @@ from gateway.errors import (
     Unprocessable,
 )
 from gateway.luascripts import Lua
+from gateway.otp.challenges import Verified  # the port: what a verified code grants
 
 DIGITS: Final = 6
 _CODE = re.compile(r"[0-9]{6}")
@@ -68,17 +68,6 @@ def matching_step(secret: str, code: str, at: datetime) -> int:
         if constant_time_equal(totp.generate_otp(step), code):
             found = step
     return found
-
-
-@dataclass(frozen=True, slots=True)
-class TotpVerified:
-    """A code from the app was accepted: what `/verify` would have answered."""
-
-    account_id: str
-    purpose: str
-    token_kind: str  # "none" | "trusted_device" | "step_up"
-    token: str | None
-    until_ms: int
 
 
 class TotpService:
@@ -149,7 +138,7 @@ class TotpService:
 
     async def verify(
         self, account: Account, code: str, purpose: str, trust_device: bool, label: str
-    ) -> TotpVerified:
+    ) -> Verified:
         """Check an app code; on success the grants `/verify` gives."""
         self.require_allowed()
         _check_code(code)
@@ -175,7 +164,7 @@ class TotpService:
             raise _refusal(outcome, result)
         kind = result[1].decode()
         token = {"trusted_device": device_token, "step_up": step_up_token}.get(kind)
-        return TotpVerified(account.account_id, purpose, kind, token, int(result[2]))
+        return Verified(account.account_id, purpose, kind, token, int(result[2]))
 
     @staticmethod
     def _aad(account_id: str) -> bytes:

@@ -18,6 +18,7 @@ from gateway.web.request import (
     devices_listed,
     devices_revoked,
     services,
+    verified_json,
 )
 
 log = logging.getLogger("otp_gateway.otp")
@@ -111,16 +112,7 @@ async def verify(request: web.Request) -> web.Response:
         log, "verification", challenge_id=body["challenge_id"], purpose=result.purpose,
         outcome="verified",
     )  # fmt: skip
-    out: dict[str, Any] = {
-        "verified": True,
-        "account_id": result.account_id,
-        "purpose": result.purpose,
-    }
-    if result.token_kind == "trusted_device":
-        out |= {"trusted_device_token": result.token, "trusted_until": iso_ms(result.until_ms)}
-    elif result.token_kind == "step_up":
-        out |= {"step_up_token": result.token, "step_up_expires_at": iso_ms(result.until_ms)}
-    return web.json_response(out)
+    return web.json_response(verified_json(result))
 
 
 async def challenge_status(request: web.Request) -> web.Response:

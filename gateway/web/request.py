@@ -10,8 +10,10 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.accounts import valid_account_id
+from gateway.clock import iso_ms
 from gateway.errors import InvalidRequest
 from gateway.metrics import Metrics
+from gateway.otp.challenges import Verified
 from gateway.otp.tokens import DeviceService
 from gateway.runtime import Services
 from gateway.web.auth import ApiKeys
@@ -58,3 +60,17 @@ async def devices_revoked(request: web.Request, devices: DeviceService) -> web.R
     """`{"revoked": n}`: every device of the account revoked."""
     account_id = account_id_of(request.match_info["account_id"])
     return web.json_response({"revoked": await devices.revoke_all(account_id)})
+
+
+def verified_json(result: Verified) -> dict[str, object]:
+    """`/verify`'s 200 body, whether an SMS/voice code or an app's code was verified."""
+    out: dict[str, object] = {
+        "verified": True,
+        "account_id": result.account_id,
+        "purpose": result.purpose,
+    }
+    if result.token_kind == "trusted_device":
+        out |= {"trusted_device_token": result.token, "trusted_until": iso_ms(result.until_ms)}
+    elif result.token_kind == "step_up":
+        out |= {"step_up_token": result.token, "step_up_expires_at": iso_ms(result.until_ms)}
+    return out

@@ -13,16 +13,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
 
 from gateway.accounts.policy import ACCOUNT_MANAGE, CONTACT_UPDATE
-from gateway.clock import iso_ms
 from gateway.errors import GatewayError, InvalidRequest, NotFound
 from gateway.web.body import Field, checked, read_object
 from gateway.web.caller import any_caller, step_up_token, user_caller
-from gateway.web.request import account_id_of
+from gateway.web.request import account_id_of, verified_json
 
 CODE_FIELDS = {"code": Field(str, required=True, max_len=32)}
 TOTP_VERIFY_FIELDS = {
@@ -81,12 +78,7 @@ async def verify(request: web.Request) -> web.Response:
     except GatewayError as exc:
         exc.extra = {"verified": False, **exc.extra}
         raise
-    out: dict[str, Any] = {"verified": True, "account_id": account_id, "purpose": purpose}
-    if result.token_kind == "trusted_device":
-        out |= {"trusted_device_token": result.token, "trusted_until": iso_ms(result.until_ms)}
-    elif result.token_kind == "step_up":
-        out |= {"step_up_token": result.token, "step_up_expires_at": iso_ms(result.until_ms)}
-    return web.json_response(out)
+    return web.json_response(verified_json(result))
 
 
 async def remove(request: web.Request) -> web.Response:
