@@ -155,6 +155,8 @@ async def within(seconds: float) -> AsyncIterator[None]:
 
 def blocking_seconds(args: Sequence[Any]) -> float:
     """How long a blocking read may wait by design (its BLOCK argument), else 0."""
+    if args[0] not in BLOCKING_READS:
+        return 0.0
     for name, value in itertools.pairwise(args):
         if name in ("BLOCK", b"BLOCK") and value is not None:
             return int(value) / 1000
@@ -179,10 +181,17 @@ class Client(aioredis.Redis):
         self.discovery = sentinel  # the sentinels' clients, closed with this one
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
-        async with within(self.budget + blocking_seconds(args)):
-            if self.wait_replicas and args[0] in SCRIPT_CALLS:
-                return await self._replicated(args, options)
-            return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+        # `within`, spelled out: this runs for every command of every request.
+        seconds = self.budget + blocking_seconds(args)
+        try:
+            async with asyncio.timeout(seconds):
+                if self.wait_replicas and args[0] in SCRIPT_CALLS:
+                    return await self._replicated(args, options)
+                return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+        except TimeoutError as exc:
+            if isinstance(exc, RedisTimeoutError):
+                raise
+            raise RedisTimeoutError(f"no answer from Redis within {seconds:g}s") from exc
 
     async def _replicated(self, args: tuple[Any, ...], options: dict[str, Any]) -> Any:
         """The script, then WAIT on the same connection (WAIT counts the replicas
@@ -217,6 +226,7 @@ class Client(aioredis.Redis):
 
 
 SCRIPT_CALLS = frozenset({"EVALSHA", "EVAL", b"EVALSHA", b"EVAL"})
+BLOCKING_READS = frozenset({"XREADGROUP", "XREAD", b"XREADGROUP", b"XREAD"})
 
 
 class BudgetPipeline(Pipeline):

@@ -104,11 +104,14 @@ async def read_raw(request: web.Request, media_type: str) -> bytes:
     _require_type(request, media_type)
     if request.content_length is not None and request.content_length > MAX_BODY:
         raise PayloadTooLarge(f"the body is over {MAX_BODY} bytes")
-    try:
-        async with asyncio.timeout(request.app.get(BODY_TIMEOUT, DEFAULT_BODY_TIMEOUT)):
-            raw = await request.read()
-    except TimeoutError:
-        raise RequestTimeout("the request body did not arrive in time") from None
+    if request.content.is_eof():  # all here already (an API body comes with its headers)
+        raw = await request.read()
+    else:
+        try:
+            async with asyncio.timeout(request.app.get(BODY_TIMEOUT, DEFAULT_BODY_TIMEOUT)):
+                raw = await request.read()
+        except TimeoutError:
+            raise RequestTimeout("the request body did not arrive in time") from None
     if len(raw) > MAX_BODY:
         raise PayloadTooLarge(f"the body is over {MAX_BODY} bytes")
     return raw
