@@ -75,28 +75,30 @@ async def main(n: int, server_path: str | None) -> None:
 
             await asyncio.gather(*(chal(a) for a in ids))
             queued = await used(r)
-            await r.xgroup_create(keys.STREAM, keys.GROUP, id="0")
+            for stream in keys.STREAMS:
+                await r.xgroup_create(stream, keys.GROUP, id="0", mkstream=True)
 
-            async def record_sent(entry_id: bytes, fields: dict[bytes, bytes]) -> None:
+            async def record_sent(stream: str, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
                 async with sem:
                     await s.worker.scripts.sent(
-                        keys=[keys.challenge(fields[b"c"].decode()), keys.STREAM],
+                        keys=[keys.challenge(fields[b"c"].decode()), stream],
                         args=[1, "sent", "c", keys.GROUP, entry_id, "sms", "", ""],
                     )
 
-            while entries := await r.xrange(keys.STREAM, count=1000):
-                await asyncio.gather(*(record_sent(e, f) for e, f in entries))
+            for stream in keys.STREAMS:
+                while entries := await r.xrange(stream, count=1000):
+                    await asyncio.gather(*(record_sent(stream, e, f) for e, f in entries))
             sent = await used(r)
             one = ids[0]
             tag = s.challenges.account_tag(one)
-            cid = (await r.hget(keys.account(one), "c:login")).decode()[:16] + tag
+            cid = (await r.hget(keys.account(tag), "c:login")).decode()[:16] + tag
             print(f"server {server_path or 'default'} n={n}")
             print(f"  queued {(queued - before) / n:.0f} B  sent {(sent - before) / n:.0f} B")
             print(
                 f"  MEMORY USAGE c: {await r.memory_usage(keys.challenge(cid))}"
-                f" a: {await r.memory_usage(keys.account(one))}"
+                f" a: {await r.memory_usage(keys.account(tag))}"
                 f" hlen c {await r.hlen(keys.challenge(cid))}"
-                f" a {await r.hlen(keys.account(one))}"
+                f" a {await r.hlen(keys.account(tag))}"
             )
             await r.aclose()
         finally:

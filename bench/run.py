@@ -606,7 +606,7 @@ timeout_seconds = 5
             if held is not None:
                 os.kill(held.pid, signal.SIGCONT)
         forks = self.redis_forks() - forks
-        backlog = int(self.admin.xlen(keys.STREAM))
+        backlog = self.queue_length()
         sending = self.worker or self.gateway  # the worker process, else the gateway's own
         sender = sending.pid if sending is not None else 0
         cpu_before = proc_cpu_seconds(sender)
@@ -629,6 +629,10 @@ timeout_seconds = 5
 
     def redis_forks(self) -> int:
         return int(self.admin.info("stats")["total_forks"])
+
+    def queue_length(self) -> int:
+        """Sends queued in every slot group's stream."""
+        return sum(int(self.admin.xlen(stream)) for stream in keys.STREAMS)
 
     def sink_received(self) -> int:
         """How many codes the sink has received so far."""
@@ -675,7 +679,7 @@ timeout_seconds = 5
         """Wait until the worker has sent (and deleted) every queued send; seconds waited."""
         started = time.monotonic()
         while time.monotonic() - started < timeout:
-            if int(self.admin.xlen(keys.STREAM)) == 0:
+            if self.queue_length() == 0:
                 break
             time.sleep(0.1)
         return time.monotonic() - started
@@ -702,14 +706,14 @@ timeout_seconds = 5
         if len(created) != count:
             raise RuntimeError(f"created {len(created)} of {count}: {result['errors']}")
         with_stream = self.settled_memory()
-        stream_length = int(self.admin.xlen(keys.STREAM))
+        stream_length = self.queue_length()
         # Then really send them: a sent challenge keeps what the worker records
         # (the send done, its provider and state), the stream entry goes.
         print(f"[memory] a worker sends the {stream_length} codes ...", flush=True)
         received = self.sink_received()
         self.start_worker("memory.toml")
         send_seconds = self.drain_queue(timeout=600)
-        if self.sink_received() - received != count or int(self.admin.xlen(keys.STREAM)):
+        if self.sink_received() - received != count or self.queue_length():
             raise RuntimeError(f"the worker did not send all {count} codes")
         self.stop_worker()  # its connections are not challenges either
         sent = self.settled_memory()

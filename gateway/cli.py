@@ -4,6 +4,7 @@
     otp-gateway serve [--config FILE] [--no-worker]
     otp-gateway worker [--config FILE]
     otp-gateway simulate twilio [--port N]   (a Twilio-compatible API, for demos and tests)
+    otp-gateway migrate [--config FILE]      (round-1 data to the hash-slot key layout)
 
 Without a config file and without a Redis URL it starts the embedded default:
 a private redis-server under ./var/, the console provider, and development
@@ -50,6 +51,10 @@ def _parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run send workers only")
     worker.add_argument("--config", help="TOML file (default: $OTPGW_CONFIG)")
     _simulate_parser(sub)
+    migrate = sub.add_parser(
+        "migrate", help="move round-1 data to the hash-slot key layout (gateways stopped)"
+    )
+    migrate.add_argument("--config", help="TOML file (default: $OTPGW_CONFIG, else embedded)")
     return parser
 
 
@@ -94,8 +99,12 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(getattr(args, "config", None))
         setup_logging(config.logging)
         # Ports first: a port in use stops start-up before Redis or a worker starts.
-        sockets = _listen(command, config)
+        sockets = [] if command == "migrate" else _listen(command, config)
         with embedded_redis(config) as config:
+            if command == "migrate":
+                from gateway.migrate import run
+
+                return run(config)
             if command == "worker":
                 from gateway.worker_main import run_worker
 

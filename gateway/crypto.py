@@ -30,6 +30,9 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 _NONCE = 12
 TAG_BYTES = 9  # 72 bits: 12 URL-safe characters
 CHALLENGE_ID_LENGTH = 28
+# The URL-safe base64 alphabet, in value order: a tag's first character picks
+# its hash-slot group (gateway/keys.py).
+B64_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 
 
 def _derive(secret: bytes, label: str) -> bytes:

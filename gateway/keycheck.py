@@ -8,6 +8,10 @@ starting together agree on one, and refuses to start when the recorded one is
 another's. Data written before fingerprints existed is checked once on one
 sealed phone number before the first fingerprint is recorded.
 
+The same spot checks the key layout: data in the round-1 layout (before hash
+slots: `otp:accounts`, `otp:sends`...) without the `otp:layout` marker stops
+start-up, naming `otp-gateway migrate`; an empty Redis gets the marker.
+
 The fingerprint is `crypto.key_fingerprint`: a keyed hash under its own HKDF
 label, never the secret or a plain hash of it. `gateway.rotate` records the
 new secret's fingerprint when it moves the data to it.
@@ -48,8 +52,38 @@ class KeyMismatch(ConfigError):
         )
 
 
+class LayoutOutdated(ConfigError):
+    """The data is in the round-1 key layout: `otp-gateway migrate` must move it first."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "redis",
+            "holds data in the old key layout (no hash slots); stop every gateway and worker "
+            "and run otp-gateway migrate --config <config> first (docs/operations.md)",
+        )
+
+
+# Keys only the round-1 layout has: one of them without the marker means data
+# `otp-gateway migrate` has not moved yet.
+ROUND1_KEYS = (
+    keys.PREFIX + "accounts", keys.PREFIX + "sends", keys.PREFIX + "dead",
+    keys.PREFIX + "retries", keys.PREFIX + "logins",
+)  # fmt: skip
+
+
+async def check_layout(redis: aioredis.Redis) -> None:
+    """Raise LayoutOutdated on round-1 data; mark an empty Redis as the new layout."""
+    if await redis.get(keys.LAYOUT) == keys.LAYOUT_VERSION.encode():
+        return
+    if await redis.exists(*ROUND1_KEYS):
+        raise LayoutOutdated()
+    await redis.set(keys.LAYOUT, keys.LAYOUT_VERSION)
+
+
 async def check_key(redis: aioredis.Redis, secret: str) -> None:
-    """Record this secret's fingerprint, or raise KeyMismatch if another's is recorded."""
+    """Record this secret's fingerprint, or raise KeyMismatch if another's is recorded
+    (LayoutOutdated first, when the data needs `otp-gateway migrate`)."""
+    await check_layout(redis)
     mine = key_fingerprint(secret)
     recorded: Any = await redis.get(keys.KEY_FINGERPRINT)
     if recorded is None:
@@ -67,17 +101,26 @@ async def record_key(redis: aioredis.Redis, secret: str) -> None:
 
 
 async def _check_older_data(redis: aioredis.Redis, secret: str) -> None:
-    """Data from before fingerprints: one sealed number must open with this secret."""
-    account_id: Any = await redis.srandmember(keys.ACCOUNT_INDEX)
-    if account_id is None:
+    """Data from before fingerprints: one sealed number must open with this secret.
+
+    The record is named from the account's tag under this secret: an indexed
+    account whose record is not there was written with another secret."""
+    keyring = Keyring.from_secret(secret)
+    for index in keys.ACCOUNT_INDEXES:
+        account_id: Any = await redis.srandmember(index)
+        if account_id is None:
+            continue
+        record = keys.account(keyring.tag("account", account_id.decode()))
+        if not await redis.exists(record):
+            raise KeyMismatch()
+        sealed: Any = await redis.hget(record, "phone")
+        if not sealed:
+            return
+        try:
+            keyring.phones.open(sealed, account_id)
+        except InvalidTag:
+            raise KeyMismatch() from None
         return
-    sealed: Any = await redis.hget(keys.account(account_id.decode()), "phone")
-    if not sealed:
-        return
-    try:
-        Keyring.from_secret(secret).phones.open(sealed, account_id)
-    except InvalidTag:
-        raise KeyMismatch() from None
 
 
 async def check_at_start(config: Config) -> None:

@@ -1,25 +1,45 @@
 """Every Redis key name the gateway uses, in one place.
 
 The keys the OTP hot path touches (challenges, failures, trusted devices,
-rate limits) carry a keyed fingerprint
-(`Keyring.tag`) of the account or the number, never the number itself: no
-phone number shows in `redis-cli --scan`, a slow log or a key-space
-notification. The account record (which also holds the account's OTP
-runtime state: see gateway/accounts/codec.py), its history and the indexes
-are keyed by the account id, which is not a secret.
+rate limits) carry a keyed fingerprint (`Keyring.tag`) of the account or the
+number, never the number itself: no phone number shows in `redis-cli
+--scan`, a slow log or a key-space notification.
+
+**Hash slots.** Every key a script touches shares one Redis Cluster hash slot
+(a hash tag `{...}`): the keys of one account, the queue of one group, every
+rate limit. There are `GROUPS` (16) slot groups; group `i`'s tag is
+`{LABELS[i]}`, whose slot lies in the i-th sixteenth of the slot space, so
+an even split of slots over primaries spreads the groups evenly and a
+reshard moves whole groups. An account's group is the first character of
+its tag (`group_of_tag`); a challenge's is its account's (the id ends with
+the tag); a step-up grant's is that of its token digest. The account record
+and its history are keyed by the account *tag* (not the id): /verify and the
+worker know only the challenge id, hence the tag, and must name the record
+up front. docs/architecture.md ("Hash slots") has the whole table.
 """
 
 from __future__ import annotations
 
-PREFIX = "otp:"
+from typing import Final
 
-STREAM = PREFIX + "sends"  # the send queue (a Redis Stream)
-GROUP = "workers"  # its consumer group
-DEAD_LETTERS = PREFIX + "dead"  # sends that every provider failed
-GLOBAL_RATE = PREFIX + "rl:global"
-ACCOUNT_INDEX = PREFIX + "accounts"  # set of all account ids
-LOGINS = PREFIX + "logins"  # hash: account tag -> last login (ms)
-RETRIES = PREFIX + "retries"  # sorted set: challenge id -> when to call again (unix ms)
+from gateway.crypto import B64_ALPHABET
+
+PREFIX: Final = "otp:"
+GROUPS: Final = 16
+
+# One hash-tag label per group: the shortest [a-z0-9] strings (1 to 2
+# characters, searched in that order) whose CRC16 slot (`redis.crc.key_slot`)
+# falls in [i * 1024, (i + 1) * 1024) for group i. tests/test_keys.py
+# recomputes them. Never change them: every key name depends on them
+# (`otp-gateway migrate` would be needed again).
+LABELS: Final = (
+    "bd", "3", "b1", "b", "ba", "2", "b0", "c", "bb", "1", "b3", "d", "bc", "0", "b2", "a",
+)  # fmt: skip
+RATE_TAG: Final = "{rl}"  # every rate limit, one slot (create.lua and resend.lua spend them)
+
+GROUP = "workers"  # the send streams' consumer group
+LAYOUT = PREFIX + "layout"  # string: the key layout version ("2": hash-tagged)
+LAYOUT_VERSION: Final = "2"
 SWEEP_LOCK = PREFIX + "sweep:lock"  # string: the token of the sweeper running now
 SWEEP_LAST = PREFIX + "sweep:last"  # string: when the last sweep finished (ms)
 MAIL_STREAM = PREFIX + "mail"  # stream: the e-mail outbox
@@ -27,30 +47,163 @@ MAIL_GROUP = "mailers"  # its consumer group
 MAIL_DEAD = PREFIX + "mail:dead"  # mails that could not be delivered
 # string: crypto.key_fingerprint of the secret the data is written with (gateway/keycheck.py)
 KEY_FINGERPRINT = PREFIX + "key-fingerprint"
+GLOBAL_RATE = PREFIX + "rl:" + RATE_TAG + "global"
 # SCAN patterns of the live state a secret rotation drops (`gateway.rotate`):
 # challenges, rate limits, pending phone changes.
 TRANSIENT_PATTERNS = (PREFIX + "c:*", PREFIX + "rl:*", PREFIX + "pc:*")
 
 
+def group_of_char(char: str) -> int:
+    """The group of a URL-safe base64 character; 0 for anything else."""
+    index = B64_ALPHABET.find(char[:1]) if char else -1
+    return max(index, 0) % GROUPS
+
+
+def group_of_tag(tag: str) -> int:
+    """The group of an account (or establishment) tag: its first character's."""
+    return group_of_char(tag[:1])
+
+
+def group_of_challenge(challenge_id: str) -> int:
+    """The group of a challenge id: its account tag's (the characters after 16)."""
+    return group_of_tag(challenge_id[16:])
+
+
+def hashtag(group: int) -> str:
+    """`{label}`: the hash tag of a group."""
+    return "{" + LABELS[group % GROUPS] + "}"
+
+
+def _of_tag(kind: str, tag: str) -> str:
+    return f"{PREFIX}{kind}:{hashtag(group_of_tag(tag))}{tag}"
+
+
+def _of_challenge(kind: str, challenge_id: str) -> str:
+    return f"{PREFIX}{kind}:{hashtag(group_of_challenge(challenge_id))}{challenge_id}"
+
+
+# --- per account (the account's group) -------------------------------------------
+
+
+def account(account_tag: str) -> str:
+    """Hash: the account record (phone sealed) and its OTP runtime state."""
+    return _of_tag("a", account_tag)
+
+
+def history(account_tag: str) -> str:
+    """Stream: audit entries of one account."""
+    return _of_tag("h", account_tag)
+
+
 def challenge(challenge_id: str) -> str:
     """Hash: one challenge (sealed code, code digest, state), then its tombstone."""
-    return f"{PREFIX}c:{challenge_id}"
+    return _of_challenge("c", challenge_id)
+
+
+def phone_change(challenge_id: str) -> str:
+    """String (JSON): a number change waiting for the code sent to the new number."""
+    return _of_challenge("pc", challenge_id)
 
 
 def failures(account_tag: str) -> str:
     """String: the account's failed-verification rate state."""
-    return f"{PREFIX}f:{account_tag}"
+    return _of_tag("f", account_tag)
 
 
 def trusted_devices(account_tag: str) -> str:
     """Hash: token digest -> trusted-device record."""
-    return f"{PREFIX}td:{account_tag}"
+    return _of_tag("td", account_tag)
+
+
+def totp(account_tag: str) -> str:
+    """Hash: an account's authenticator app (sealed secrets, last used step)."""
+    return _of_tag("totp", account_tag)
+
+
+def reminders(account_tag: str) -> str:
+    """Hash: reminders already sent, one field per threshold and expiry."""
+    return _of_tag("rem", account_tag)
 
 
 def step_up(token_digest: str) -> str:
-    """String: a single-use step-up grant."""
-    return f"{PREFIX}su:{token_digest}"
+    """String: a single-use step-up grant; its group is its digest's first
+    character's, which the token is drawn again for until it matches the
+    account's group (gateway/otp/tokens.py `new_step_up`)."""
+    return _of_tag("su", token_digest)
 
+
+# --- per group ---------------------------------------------------------------------
+
+
+def logins(group: int) -> str:
+    """Hash: account tag -> last login (ms), for the accounts of one group."""
+    return f"{PREFIX}logins:{hashtag(group)}"
+
+
+def logins_of(account_tag: str) -> str:
+    """The last-logins hash that holds this account's."""
+    return logins(group_of_tag(account_tag))
+
+
+def account_index(group: int) -> str:
+    """Set: the ids of one group's accounts."""
+    return f"{PREFIX}accounts:{hashtag(group)}"
+
+
+def stream(group: int) -> str:
+    """Stream: one group's send queue (consumer group `GROUP`)."""
+    return f"{PREFIX}sends:{hashtag(group)}"
+
+
+def retries(group: int) -> str:
+    """Sorted set: one group's call-again schedule, challenge id -> due (unix ms)."""
+    return f"{PREFIX}retries:{hashtag(group)}"
+
+
+def dead_letters(group: int) -> str:
+    """Stream: one group's sends that every provider failed."""
+    return f"{PREFIX}dead:{hashtag(group)}"
+
+
+def stream_of(challenge_id: str) -> str:
+    return stream(group_of_challenge(challenge_id))
+
+
+def retries_of(challenge_id: str) -> str:
+    return retries(group_of_challenge(challenge_id))
+
+
+def group_of_stream(stream_key: str) -> int:
+    """The group of one of `STREAMS` (0 for any other name)."""
+    return STREAMS.index(stream_key) if stream_key in STREAMS else 0
+
+
+def dead_letters_of(stream_key: str) -> str:
+    """The dead-letter stream beside a send stream (same hash tag)."""
+    return dead_letters(group_of_stream(stream_key))
+
+
+STREAMS: Final = tuple(stream(g) for g in range(GROUPS))
+RETRIES: Final = tuple(retries(g) for g in range(GROUPS))
+DEAD_LETTERS: Final = tuple(dead_letters(g) for g in range(GROUPS))
+ACCOUNT_INDEXES: Final = tuple(account_index(g) for g in range(GROUPS))
+LOGINS: Final = tuple(logins(g) for g in range(GROUPS))
+
+
+# --- per establishment (the establishment tag's group) ------------------------------
+
+
+def establishment(name_tag: str) -> str:
+    """Set: account ids of one establishment."""
+    return _of_tag("e", name_tag)
+
+
+def establishment_history(establishment_tag: str) -> str:
+    """Stream: audit entries of every account of one establishment."""
+    return _of_tag("eh", establishment_tag)
+
+
+# --- rate limits (one slot: `{rl}`) ---------------------------------------------------
 
 NUMBER_BUCKET_CHARS = 2  # 4096 buckets: a few dozen numbers each at 100k live
 
@@ -61,55 +214,20 @@ def number_rate(number_tag: str) -> str:
     more in Redis's key tables than the state itself; the scripts drop a
     bucket's stale fields whenever they write to it, and the bucket expires
     with its last live state."""
-    return f"{PREFIX}rl:n:{number_tag[:NUMBER_BUCKET_CHARS]}"
+    return f"{PREFIX}rl:{RATE_TAG}n:{number_tag[:NUMBER_BUCKET_CHARS]}"
 
 
 def ip_rate(ip_tag: str) -> str:
     """String: the rate state of one client address."""
-    return f"{PREFIX}rl:ip:{ip_tag}"
+    return f"{PREFIX}rl:{RATE_TAG}ip:{ip_tag}"
 
 
 def establishment_rate(digest: str) -> str:
     """String: the rate state of one establishment; the scripts name it from the
     SHA-1 of the account record's `establishment` (bounded, any characters)."""
-    return f"{PREFIX}rl:e:{digest}"
+    return f"{PREFIX}rl:{RATE_TAG}e:{digest}"
 
 
 def country_rate(region: str) -> str:
     """String: the rate state of one country (region code)."""
-    return f"{PREFIX}rl:cc:{region}"
-
-
-def account(account_id: str) -> str:
-    """Hash: the account record (phone sealed)."""
-    return f"{PREFIX}a:{account_id}"
-
-
-def establishment(name_tag: str) -> str:
-    """Set: account ids of one establishment."""
-    return f"{PREFIX}e:{name_tag}"
-
-
-def history(account_id: str) -> str:
-    """Stream: audit entries of one account."""
-    return f"{PREFIX}h:{account_id}"
-
-
-def establishment_history(establishment_tag: str) -> str:
-    """Stream: audit entries of every account of one establishment."""
-    return f"{PREFIX}eh:{establishment_tag}"
-
-
-def totp(account_tag: str) -> str:
-    """Hash: an account's authenticator app (sealed secrets, last used step)."""
-    return f"{PREFIX}totp:{account_tag}"
-
-
-def reminders(account_tag: str) -> str:
-    """Hash: reminders already sent, one field per threshold and expiry."""
-    return f"{PREFIX}rem:{account_tag}"
-
-
-def phone_change(challenge_id: str) -> str:
-    """String (JSON): a number change waiting for the code sent to the new number."""
-    return f"{PREFIX}pc:{challenge_id}"
+    return f"{PREFIX}rl:{RATE_TAG}cc:{region}"

@@ -95,9 +95,8 @@ def settings_chunk(config: Config, channels: Iterable[str]) -> str:
         # Channels some provider serves, and those each line type takes (preferred first).
         "channels": {channel: True for channel in sorted(channels)},
         "line_channels": {line.value: channels_for(line) for line in LineType},
-        # Keys the scripts name from what they read (the account record from a
-        # challenge's account id, the number bucket and country from a record).
-        "account_prefix": keys.account(""),
+        # Keys create.lua names from the account record it reads (the number
+        # bucket, the country, the establishment): all under the `{rl}` tag.
         "number_rate_prefix": keys.number_rate(""),
         "number_rate_chars": keys.NUMBER_BUCKET_CHARS,
         "country_rate_prefix": keys.country_rate(""),

@@ -215,17 +215,20 @@ class Metrics:
         try:
             async with asyncio.timeout(within), redis.pipeline(transaction=False) as pipe:
                 pipe.ping()
-                pipe.xlen(keys.STREAM)
-                pipe.xrange(keys.STREAM, count=1)
-                pipe.xlen(keys.DEAD_LETTERS)
-                _, depth, first, dead = await pipe.execute()
+                for stream, dead in zip(keys.STREAMS, keys.DEAD_LETTERS, strict=True):
+                    pipe.xlen(stream)
+                    pipe.xrange(stream, count=1)
+                    pipe.xlen(dead)
+                _, *replies = await pipe.execute()
         except (RedisError, OSError, TimeoutError):
             self.redis_up.set(0)
             return
         self.redis_up.set(1)
-        self.queue_depth.set(depth)
-        self.queue_oldest.set(_age_of(first))
-        self.dead_letters.set(dead)
+        # The queue is one stream per slot group: the gauges sum them (the oldest
+        # entry is the oldest of their heads).
+        self.queue_depth.set(sum(replies[0::3]))
+        self.queue_oldest.set(max(_age_of(first) for first in replies[1::3]))
+        self.dead_letters.set(sum(replies[2::3]))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

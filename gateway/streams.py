@@ -1,4 +1,8 @@
-"""A Redis stream read by a consumer group: the loop the send queue and the mail outbox share.
+"""Redis streams read by a consumer group: the loop the send queue and the mail outbox share.
+
+A consumer reads one stream (the outbox) or several that share a group name
+(the send queue: one stream per hash-slot group); the handler is told which
+stream each entry came from, to acknowledge it there.
 
 Entries are added elsewhere (one XADD, or inside the Lua script that writes
 the state they belong to). A `StreamConsumer` reads them and hands each one to
@@ -42,8 +46,8 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
-Entry = tuple[bytes, dict[bytes, bytes]]
-Handler = Callable[[bytes, dict[bytes, bytes]], Awaitable[str]]
+Entry = tuple[str, bytes, dict[bytes, bytes]]  # stream key, entry id, fields
+Handler = Callable[[str, bytes, dict[bytes, bytes]], Awaitable[str]]
 Tick = Callable[[], Awaitable[object]]
 
 log = logging.getLogger("otp_gateway.streams")
@@ -59,15 +63,19 @@ class Verdict(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Stream:
-    """A stream, its consumer group, and how its consumers read it."""
+    """Streams, their consumer group, and how its consumers read them."""
 
-    key: str
+    key: str | tuple[str, ...]  # one stream, or several read together
     group: str
     claim_idle_seconds: float
     max_deliveries: int
     concurrency: int = 1
     block_ms: int = 250  # also how often `tick` runs on an idle consumer
     batch: int = 64
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return (self.key,) if isinstance(self.key, str) else self.key
 
 
 async def create_group(redis: aioredis.Redis, key: str, group: str) -> None:
@@ -123,7 +131,8 @@ class StreamConsumer:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def ensure_group(self) -> None:
-        await create_group(self.redis, self.stream.key, self.stream.group)
+        for key in self.stream.keys:
+            await create_group(self.redis, key, self.stream.group)
 
     # --- the loops ------------------------------------------------------------------
 
@@ -172,8 +181,8 @@ class StreamConsumer:
             batch += await self._read(">", None)
             if not batch:
                 return outcomes
-            for entry_id, fields in batch:
-                outcomes.append(await self.handler(entry_id, fields))
+            for key, entry_id, fields in batch:
+                outcomes.append(await self.handler(key, entry_id, fields))
             pending = retry
 
     async def finish(self) -> None:
@@ -183,11 +192,11 @@ class StreamConsumer:
 
     # --- after a handler -----------------------------------------------------------
 
-    async def verdict(self, entry_id: bytes) -> tuple[Verdict, int]:
-        """Retry or give up on a failed entry, and how many deliveries it had."""
+    async def verdict(self, key: str, entry_id: bytes) -> tuple[Verdict, int]:
+        """Retry or give up on a failed entry of stream `key`, and how many deliveries it had."""
         try:
             pending: Any = await self.redis.xpending_range(
-                self.stream.key, self.stream.group, min=entry_id, max=entry_id, count=1
+                key, self.stream.group, min=entry_id, max=entry_id, count=1
             )
         except ResponseError as exc:
             if not _nogroup(exc):
@@ -200,47 +209,61 @@ class StreamConsumer:
             return Verdict.RETRY, deliveries
         return Verdict.DEAD_LETTER, deliveries
 
-    async def ack(self, entry_id: bytes) -> None:
-        """Done with the entry: acknowledged and deleted, at once."""
+    async def ack(self, key: str, entry_id: bytes) -> None:
+        """Done with the entry of stream `key`: acknowledged and deleted, at once."""
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xack(self.stream.key, self.stream.group, entry_id)
-            pipe.xdel(self.stream.key, entry_id)
+            pipe.xack(key, self.stream.group, entry_id)
+            pipe.xdel(key, entry_id)
             await pipe.execute()
 
     async def dead_letter(
-        self, entry_id: bytes, fields: dict[bytes, bytes], to: str, reason: str, cap: int
+        self, key: str, entry_id: bytes, fields: dict[bytes, bytes], to: str, reason: str, cap: int
     ) -> None:
         """Copied to the stream `to` with its `reason`, then acknowledged and deleted:
-        all at once (MULTI), so it is never kept twice nor lost between the two."""
+        all at once (MULTI), so it is never kept twice nor lost between the two.
+        `to` must share `key`'s hash slot (a transaction spans one slot)."""
         kept: dict[Any, Any] = {k: v for k, v in fields.items() if k != b"reason"}
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.xadd(to, {**kept, b"reason": reason}, maxlen=cap, approximate=True)
-            pipe.xack(self.stream.key, self.stream.group, entry_id)
-            pipe.xdel(self.stream.key, entry_id)
+            pipe.xack(key, self.stream.group, entry_id)
+            pipe.xdel(key, entry_id)
             await pipe.execute()
 
     # --- reading ------------------------------------------------------------------
 
     async def _read(self, start: str, block_ms: int | None) -> list[Entry]:
+        """The next batch: one XREADGROUP naming every stream (the one place a
+        cluster client would read each stream's node on its own)."""
         stream = self.stream
         reply: Any = await self._grouped(
-            self.redis.xreadgroup, stream.group, self.name, {stream.key: start},
+            self.redis.xreadgroup, stream.group, self.name, dict.fromkeys(stream.keys, start),
             count=stream.batch, block=block_ms,
         )  # fmt: skip
         # An entry deleted while pending comes back with no fields: skip it.
-        return [(eid, fields) for _, entries in reply or [] for eid, fields in entries if fields]
+        return [
+            (_text(key), eid, fields)
+            for key, entries in reply or []
+            for eid, fields in entries
+            if fields
+        ]
 
     async def _claim_idle(self) -> list[Entry]:
+        claimed: list[Entry] = []
+        for key in self.stream.keys:
+            claimed += await self._claim_idle_of(key)
+        return claimed
+
+    async def _claim_idle_of(self, key: str) -> list[Entry]:
         idle_ms = int(self.stream.claim_idle_seconds * 1000)
         claimed: list[Entry] = []
         cursor: Any = "0-0"
         while True:
             reply: Any = await self._grouped(
-                self.redis.xautoclaim, self.stream.key, self.stream.group, self.name, idle_ms,
+                self.redis.xautoclaim, key, self.stream.group, self.name, idle_ms,
                 start_id=cursor, count=self.stream.batch,
             )  # fmt: skip
             cursor, entries = reply[0], reply[1]
-            claimed.extend((eid, f) for eid, f in entries if f)
+            claimed.extend((key, eid, f) for eid, f in entries if f)
             if cursor in (b"0-0", "0-0") or not entries:
                 return claimed
 
@@ -253,21 +276,21 @@ class StreamConsumer:
                 raise
         self._log.warning(
             f"{self._role}: consumer group missing, created again",
-            extra={"stream": self.stream.key, "group": self.stream.group},
+            extra={"stream": ",".join(self.stream.keys), "group": self.stream.group},
         )
         await self.ensure_group()
         return await command(*args, **kw)
 
     async def _spawn_all(self, entries: list[Entry]) -> None:
-        for entry_id, fields in entries:
+        for key, entry_id, fields in entries:
             await self._slots.acquire()
-            task = asyncio.create_task(self._guarded(entry_id, fields))
+            task = asyncio.create_task(self._guarded(key, entry_id, fields))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _guarded(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
+    async def _guarded(self, key: str, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
         try:
-            await self.handler(entry_id, fields)
+            await self.handler(key, entry_id, fields)
         except Exception:
             # The entry stays pending and is claimed again later: nothing is lost.
             self._log.exception(
@@ -275,3 +298,7 @@ class StreamConsumer:
             )
         finally:
             self._slots.release()
+
+
+def _text(key: bytes | str) -> str:
+    return key.decode() if isinstance(key, bytes) else key

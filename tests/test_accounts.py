@@ -27,6 +27,7 @@ from gateway.errors import ConfigError, Conflict, InvalidRequest, NotFound, Unpr
 from gateway.phones import LineType, PhonePolicy
 from tests.support.config import SECRET
 from tests.support.dates import iso_in, midnight_in
+from tests.support.queues import history, indexed, record
 
 KEYRING = Keyring.from_secret(SECRET)
 MOBILE = "06 12 34 56 78"
@@ -161,7 +162,7 @@ async def test_get_unknown_and_require(store: AccountStore) -> None:
 
 async def test_indexes_after_create(store: AccountStore, redis: aioredis.Redis) -> None:
     await create(store)
-    assert await redis.smembers(keys.ACCOUNT_INDEX) == {b"alice"}
+    assert await indexed(redis) == {b"alice"}
     est_key = keys.establishment(KEYRING.tag("establishment", "Clinique du Parc"))
     assert await redis.smembers(est_key) == {b"alice"}
 
@@ -188,7 +189,7 @@ async def test_concurrent_creates_exactly_one_wins(
     assert len(losers) == 9
     assert all(r.code == "account_exists" for r in losers)
     assert (await store.require("alice")).first_name == winners[0].first_name
-    assert await redis.xlen(keys.history("alice")) == 1
+    assert await redis.xlen(history("alice")) == 1
 
 
 async def test_invalid_phone(store: AccountStore, redis: aioredis.Redis) -> None:
@@ -201,7 +202,7 @@ async def test_invalid_phone(store: AccountStore, redis: aioredis.Redis) -> None
     with pytest.raises(Unprocessable) as caught:
         await create(store, phone="not a phone")
     assert caught.value.body()["reason"] == "not_a_number"
-    assert await redis.exists(keys.account("alice")) == 0
+    assert await redis.exists(record("alice")) == 0
 
 
 @pytest.mark.parametrize(
@@ -269,8 +270,8 @@ async def test_hidden_number_never_in_clear(store: AccountStore, redis: aioredis
     assert fetched.phone.e164 == "+33798765432"
 
     blobs = await everything_in_redis(redis)
-    assert keys.account("alice").encode() in blobs
-    assert keys.history("alice").encode() in blobs
+    assert record("alice").encode() in blobs
+    assert history("alice").encode() in blobs
     for blob in blobs:
         for digits in (MOBILE_NATIONAL, OTHER_NATIONAL):
             assert digits.encode() not in blob
@@ -289,7 +290,7 @@ async def test_hidden_number_never_in_clear(store: AccountStore, redis: aioredis
 async def test_visible_number_is_sealed_too(store: AccountStore, redis: aioredis.Redis) -> None:
     created = await create(store)
     assert created.to_json(datetime.now(UTC))["phone"] == MOBILE_E164
-    raw = await redis.hgetall(keys.account("alice"))
+    raw = await redis.hgetall(record("alice"))
     assert raw[b"number_tag"] == KEYRING.tag("number", MOBILE_E164).encode()
     assert raw[b"region"] == b"FR"
     assert raw[b"line_type"] == b"mobile"
@@ -302,9 +303,9 @@ async def test_sealed_number_is_bound_to_its_account(
 ) -> None:
     await create(store, "alice")
     await create(store, "bob", phone=OTHER)
-    sealed = await redis.hget(keys.account("alice"), "phone")
+    sealed = await redis.hget(record("alice"), "phone")
     assert sealed is not None
-    await redis.hset(keys.account("bob"), "phone", sealed)
+    await redis.hset(record("bob"), "phone", sealed)
     with pytest.raises(Exception) as caught:
         await store.get("bob")
     assert MOBILE_NATIONAL not in str(caught.value)
@@ -323,11 +324,11 @@ async def test_set_phone_revokes_trusted_devices(
     await redis.hset(keys.trusted_devices(t), mapping={"d1": "x", "d2": "y"})
     # The OTP scripts' runtime fields, kept in the record.
     await redis.hset(
-        keys.account("alice"),
+        record("alice"),
         mapping={"c:login": "ch1", "c:rncps": "ch2", "s:login": "1", "g": "5"},
     )
     await redis.hset(keys.trusted_devices(tag("bob")), "d3", "z")
-    await redis.hset(keys.account("bob"), "c:login", "ch3")
+    await redis.hset(record("bob"), "c:login", "ch3")
 
     updated = await store.set_phone(
         "alice", store.parse_phone(OTHER), hidden=None, who=Who(ACTOR, "r2")
@@ -338,7 +339,7 @@ async def test_set_phone_revokes_trusted_devices(
     assert updated.phone_hidden is False
     assert await store.get("alice") == updated
     assert await redis.exists(keys.trusted_devices(t)) == 0
-    raw = await redis.hgetall(keys.account("alice"))
+    raw = await redis.hgetall(record("alice"))
     # The live challenges die; the last sends and the send-rate state stay.
     assert {k: v for k, v in raw.items() if b":" in k or k == b"g"} == {
         b"s:login": b"1",
@@ -347,7 +348,7 @@ async def test_set_phone_revokes_trusted_devices(
     assert raw[b"number_tag"] == KEYRING.tag("number", "+33798765432").encode()
     # Other accounts are untouched.
     assert await redis.hgetall(keys.trusted_devices(tag("bob"))) == {b"d3": b"z"}
-    assert await redis.hget(keys.account("bob"), "c:login") == b"ch3"
+    assert await redis.hget(record("bob"), "c:login") == b"ch3"
 
 
 async def test_changes_keep_the_runtime_fields(store: AccountStore, redis: aioredis.Redis) -> None:
@@ -355,11 +356,11 @@ async def test_changes_keep_the_runtime_fields(store: AccountStore, redis: aiore
     state in the same hash (live challenge, last send, send-rate state) stays."""
     await create(store)
     runtime = {b"c:login": b"ch1", b"s:login": b"1", b"g": b"5"}
-    await redis.hset(keys.account("alice"), mapping=runtime)
+    await redis.hset(record("alice"), mapping=runtime)
     who = Who(ACTOR, "r2")
     await store.update("alice", {"first_name": "Alicia", "phone_extension": None}, who=who)
     await store.renew("alice", who=who)
-    raw = await redis.hgetall(keys.account("alice"))
+    raw = await redis.hgetall(record("alice"))
     assert {k: raw[k] for k in runtime} == runtime
     assert (await store.get("alice")) is not None
 
@@ -387,13 +388,13 @@ async def test_set_phone_hide_and_clear(store: AccountStore, redis: aioredis.Red
     assert hidden.phone_hidden is True
     assert hidden.phone_extension is None
     assert await store.get("alice") == hidden
-    assert await redis.hexists(keys.account("alice"), "phone_extension") == 0
+    assert await redis.hexists(record("alice"), "phone_extension") == 0
 
     cleared = await store.set_phone("alice", None, who=Who(ACTOR, "r3"))
     assert cleared.phone is None
     assert cleared.phone_hidden is True
     assert await store.get("alice") == cleared
-    raw = await redis.hgetall(keys.account("alice"))
+    raw = await redis.hgetall(record("alice"))
     for field in (b"phone", b"region", b"line_type", b"number_tag"):
         assert field not in raw
     assert KEEP is not None
@@ -557,8 +558,8 @@ async def test_delete_keeps_history(store: AccountStore, redis: aioredis.Redis) 
 
     await store.delete("alice", who=Who(ACTOR, "r2"))
     assert await store.get("alice") is None
-    assert await redis.exists(keys.account("alice")) == 0
-    assert await redis.smembers(keys.ACCOUNT_INDEX) == {b"bob"}
+    assert await redis.exists(record("alice")) == 0
+    assert await indexed(redis) == {b"bob"}
     accounts, total = await store.list("Clinique du Parc", 1, 10)
     assert [a.account_id for a in accounts] == ["bob"]
     assert total == 1

@@ -13,6 +13,15 @@ from gateway.otp.delivery import DeliveryEvent
 from tests.support.gateway import Gateway, GatewayFactory, add_account
 from tests.support.httpfake import StubFactory
 from tests.support.metrics import sample
+from tests.support.queues import (
+    dead_count,
+    dead_letters,
+    queue_entries,
+    queued,
+    schedule,
+    scheduled,
+    tag,
+)
 
 LANDLINE = "01 42 68 53 00"
 NOW = {"retry_delay_seconds": 0, "max_calls": 3}
@@ -78,13 +87,13 @@ async def test_a_call_again_is_claimed_once_by_competing_workers(
     challenge_id = await challenge(one)
     await one.drain()
     assert await one.services.deliveries.record(challenge_id, 1, CALL_NO_ANSWER) == "retry"
-    assert await redis.zcard(keys.RETRIES) == 1
+    assert await scheduled(redis) == 1
     queued = await asyncio.gather(
         *(gw.services.deliveries.promote_due() for gw in (one, two, one, two))
     )
     assert sum(queued) == 1
-    assert await redis.zcard(keys.RETRIES) == 0
-    [(_, job)] = await redis.xrange(keys.STREAM)
+    assert await scheduled(redis) == 0
+    [(_, job)] = await queue_entries(redis)
     assert job == {b"c": challenge_id.encode(), b"n": b"2", b"ch": b"voice"}
     assert await fields(redis, challenge_id, "s", "d", "c") == ["2", "queued", "voice"]
 
@@ -98,7 +107,7 @@ async def test_a_call_again_waits_for_its_time(
     await gw.drain()
     assert await gw.services.deliveries.record(challenge_id, 1, CALL_NO_ANSWER) == "retry"
     assert await gw.services.deliveries.promote_due() == 0
-    [(member, due)] = await redis.zrange(keys.RETRIES, 0, -1, withscores=True)
+    [(member, due)] = await schedule(redis)
     assert member == challenge_id.encode()
     [expires] = await fields(redis, challenge_id, "x")
     assert abs(int(expires) - due - 240_000) < 2_000  # scored at now + 60 s (TTL 300 s)
@@ -116,7 +125,7 @@ async def test_a_resend_supersedes_the_call_again(
     assert await gw.services.deliveries.promote_due() == 0
     text = gw.services.metrics.render()
     assert sample(text, "otp_sends_dropped_total", reason="retry_superseded") == 1
-    assert await redis.xlen(keys.STREAM) == 1  # only the resend
+    assert await queued(redis) == 1  # only the resend
 
 
 async def test_no_call_again_after_max_sends(
@@ -127,7 +136,7 @@ async def test_no_call_again_after_max_sends(
     challenge_id = await challenge(gw)
     await gw.drain()
     assert await gw.services.deliveries.record(challenge_id, 1, CALL_NO_ANSWER) == "none"
-    assert await redis.zcard(keys.RETRIES) == 0
+    assert await scheduled(redis) == 0
 
 
 async def test_a_failed_sms_with_fallback_is_called_at_once(
@@ -175,13 +184,17 @@ async def test_the_dead_letter_stream_keeps_the_newest_entries(
         providers=[down.provider("sms", ("sms", "voice"))],
         worker={"max_deliveries": 1, "dead_letters_max": 2},
     )
+    # The cap holds per slot group's stream: three accounts of one group.
+    group = keys.group_of_tag(tag("alice"))
+    same = [n for n in (f"user{i}" for i in range(400)) if keys.group_of_tag(tag(n)) == group]
+    names = ["alice", *same[:2]]
     challenge_ids = []
-    for name, phone in (("alice", "06 12 34 56 78"), ("bob", "06 12 34 56 79"),
-                        ("carol", "06 12 34 56 80")):  # fmt: skip
+    phones = ("06 12 34 56 78", "06 12 34 56 79", "06 12 34 56 80")
+    for name, phone in zip(names, phones, strict=True):
         await add_account(gw, account_id=name, phone=phone)
         challenge_ids.append(await challenge(gw, account_id=name))
         await gw.drain()
-    entries = await redis.xrange(keys.DEAD_LETTERS)
+    entries = await dead_letters(redis)
     assert [fields[b"c"].decode() for _, fields in entries] == challenge_ids[1:]
 
 
@@ -198,5 +211,5 @@ async def test_a_dead_lettered_sms_falls_back_to_voice(
     await add_account(gw)
     await challenge(gw)
     await gw.drain()
-    assert await redis.xlen(keys.DEAD_LETTERS) == 1
+    assert await dead_count(redis) == 1
     assert [h.json["channel"] for h in caller.hits] == ["voice"]

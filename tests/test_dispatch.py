@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from gateway import keys
 from gateway.app import create_app
 from gateway.config import ProviderConfig
 from gateway.errors import ConfigError
@@ -21,6 +20,7 @@ from tests.support.gateway import Gateway, GatewayFactory, add_account
 from tests.support.httpfake import Stub, StubFactory, closed_url
 from tests.support.metrics import sample
 from tests.support.poll import poll
+from tests.support.queues import dead_count, queued
 
 DEV = ProviderContext(development=True, public_url="http://127.0.0.1:8080")
 
@@ -62,7 +62,7 @@ async def test_retryable_status_fails_over_to_the_next_provider(
     assert await delivery(gw, challenge_id) == "sent"
     assert deliveries(gw, "first", "unavailable") == 1
     assert deliveries(gw, "second", "accepted") == 1
-    assert await redis.xlen(keys.STREAM) == 0
+    assert await queued(redis) == 0
 
 
 @pytest.mark.parametrize("status", [400, 401, 404, 422])
@@ -78,8 +78,8 @@ async def test_final_rejection_does_not_fail_over(
     assert deliveries(gw, "first", "rejected") == 1
     assert deliveries(gw, "second", "accepted") == 0
     # Final: acknowledged, neither retried nor dead-lettered.
-    assert await redis.xlen(keys.STREAM) == 0
-    assert await redis.xlen(keys.DEAD_LETTERS) == 0
+    assert await queued(redis) == 0
+    assert await dead_count(redis) == 0
     assert await gw.drain() == 0
     assert len(first.hits) == 1
 

@@ -182,7 +182,9 @@ async def test_a_dead_letter_id_that_is_no_stream_id_is_400(
 async def test_extreme_dead_letter_ids_page_as_their_order_says(
     gw: Gateway, redis: aioredis.Redis, before: str, listed: bool
 ) -> None:
-    await redis.xadd(keys.DEAD_LETTERS, {"c": "x" * 28, "n": "1", "ch": "sms", "reason": "error"})
+    await redis.xadd(
+        keys.DEAD_LETTERS[0], {"c": "x" * 28, "n": "1", "ch": "sms", "reason": "error"}
+    )
     headers = {"Authorization": f"Bearer {OPERATOR_KEY}"}
     reply = await exchange(
         gw.client.port, request("GET", f"/dead-letters?before={before}", headers)

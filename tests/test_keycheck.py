@@ -18,10 +18,11 @@ from gateway import keys
 from gateway.accounts.rotate import rotate
 from gateway.crypto import Keyring, key_fingerprint
 from gateway.embedded import RedisServer, free_port
-from gateway.keycheck import KeyMismatch, check_key
+from gateway.keycheck import ROUND1_KEYS, KeyMismatch, LayoutOutdated, check_key
 from tests.support.config import SECRET
 from tests.support.ops import write_config
 from tests.support.procs import procs
+from tests.support.queues import record, tag
 
 OTHER = "another-secret-0123456789-abcdefghijklmno"
 
@@ -73,8 +74,8 @@ async def test_data_from_before_fingerprints_is_checked_on_a_sealed_number(
     redis: aioredis.Redis,
 ) -> None:
     sealed = Keyring.from_secret(SECRET).phones.seal(b"+33612345678", b"alice")
-    await redis.sadd(keys.ACCOUNT_INDEX, "alice")
-    await redis.hset(keys.account("alice"), mapping={"phone": sealed})
+    await redis.sadd(keys.account_index(keys.group_of_tag(tag("alice"))), "alice")
+    await redis.hset(record("alice"), mapping={"phone": sealed})
     with pytest.raises(KeyMismatch):
         await check_key(redis, OTHER)
     assert await fingerprint(redis) is None
@@ -88,6 +89,23 @@ async def test_rotation_moves_the_fingerprint_to_the_new_key(redis: aioredis.Red
     await check_key(redis, OTHER)
     with pytest.raises(KeyMismatch):
         await check_key(redis, SECRET)
+
+
+async def test_an_empty_redis_is_marked_with_the_new_layout(redis: aioredis.Redis) -> None:
+    await check_key(redis, SECRET)
+    assert await redis.get(keys.LAYOUT) == keys.LAYOUT_VERSION.encode()
+
+
+@pytest.mark.parametrize("old_key", ROUND1_KEYS)
+async def test_round_one_data_without_the_marker_is_refused(
+    redis: aioredis.Redis, old_key: str
+) -> None:
+    await redis.set(old_key, "x")
+    with pytest.raises(LayoutOutdated) as refused:
+        await check_key(redis, SECRET)
+    assert "otp-gateway migrate" in str(refused.value)
+    assert await redis.get(keys.LAYOUT) is None
+    assert await fingerprint(redis) is None
 
 
 # --- the processes ------------------------------------------------------------------
@@ -112,6 +130,20 @@ async def test_a_process_with_another_secret_refuses_to_start_in_one_line(
     assert "Traceback" not in output
     refusals = [line for line in output.splitlines() if line.startswith("configuration error")]
     assert refusals == [str(KeyMismatch())]
+
+
+@pytest.mark.parametrize("command", ["serve", "worker"])
+async def test_a_process_on_round_one_data_refuses_to_start_naming_migrate(
+    command: str, tmp_path: Path, redis_server: RedisServer, redis: aioredis.Redis
+) -> None:
+    await redis.sadd(keys.PREFIX + "accounts", "alice")  # the round-1 account index
+    config = config_with(tmp_path / "gw.toml", redis_server.url, SECRET)
+    with procs(tmp_path) as start:
+        child = start(command, "--config", str(config), port=free_port())
+        assert await asyncio.to_thread(child.exit_code) == 2, child.output()
+        output = child.output()
+    refusals = [line for line in output.splitlines() if line.startswith("configuration error")]
+    assert refusals == [str(LayoutOutdated())]
 
 
 async def test_after_a_rotation_the_new_secret_starts(

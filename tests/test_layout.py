@@ -44,7 +44,8 @@ CORE = frozenset({
     "gateway.config.redis", "gateway.config.sections", "gateway.config.table", "gateway.crypto",
     "gateway.datadir", "gateway.datastore", "gateway.embedded", "gateway.errors",
     "gateway.keycheck", "gateway.keys", "gateway.listen", "gateway.logs", "gateway.luascripts",
-    "gateway.messages", "gateway.metrics", "gateway.phones", "gateway.provider", "gateway.streams",
+    "gateway.messages", "gateway.metrics", "gateway.migrate", "gateway.phones", "gateway.provider",
+    "gateway.streams",
 })  # fmt: skip
 ENTRY_POINTS = frozenset({
     "gateway.__main__", "gateway.app", "gateway.cli", "gateway.worker_main",

@@ -42,6 +42,7 @@ from tests.support.otp import (
     wait_for_status,
     wrong,
 )
+from tests.support.queues import record
 
 SENSITIVE = ["account.create", "contact.update", "rncps"]
 
@@ -149,7 +150,7 @@ async def test_a_record_written_before_the_masked_field_still_answers_it(
     """Records from before `masked` existed: the gateway decodes the record once
     more rather than answer without a destination."""
     await add_account(gw)
-    assert await redis.hdel(keys.account("alice"), "masked") == 1
+    assert await redis.hdel(record("alice"), "masked") == 1
     body = await challenge(gw)
     assert body["destination"] == "+33 * ** ** ** 78"
     await code_for(gw, body["challenge_id"])
@@ -616,7 +617,7 @@ async def test_redis_holds_no_code_and_no_number(
     codes = {m["code"].encode() for m in gw0.sink.received}
     assert len(codes) >= 5
     blobs = await everything_in_redis(redis)
-    assert await redis.exists(keys.STREAM)
+    assert await redis.exists(*keys.STREAMS)
     for blob in blobs:
         assert not digit_runs(blob) & codes, blob
         for digits in (MOBILE_DIGITS, OTHER_DIGITS):
@@ -696,7 +697,7 @@ async def test_pointer_and_code_written_by_the_previous_layout_still_verify(
     challenge_id, code = await challenge_and_code(gw)
     keyring = gw.services.keyring
     account_id = (await redis.hget(keys.challenge(challenge_id), "a")).decode()
-    await redis.hset(keys.account(account_id), "c:login", challenge_id)
+    await redis.hset(record(account_id), "c:login", challenge_id)
     await redis.hset(
         keys.challenge(challenge_id), "e", keyring.codes.seal(code.encode(), challenge_id.encode())
     )

@@ -17,6 +17,7 @@ from tests.support.gateway import Gateway, GatewayFactory, add_account
 from tests.support.httpfake import Hit, StubFactory, closed_url
 from tests.support.metrics import sample
 from tests.support.poll import poll
+from tests.support.queues import dead_count, dead_letters, pending, queue_entries, queued, record
 
 NO_COOLDOWN = {"resend_cooldown_seconds": 0}
 
@@ -43,23 +44,17 @@ async def status(gw: Gateway, challenge_id: str) -> tuple[str, str | None]:
     return body["delivery"], body.get("reason")
 
 
-async def pending(redis: aioredis.Redis) -> int:
-    summary: Any = await redis.xpending(keys.STREAM, keys.GROUP)
-    count: int = summary["pending"]
-    return count
-
-
 def dropped(gw: Gateway, reason: str) -> float:
     return sample(gw.services.metrics.render(), "otp_sends_dropped_total", reason=reason)
 
 
-async def read_as_worker(gw: Gateway, redis: aioredis.Redis) -> list[tuple[bytes, Any]]:
-    """What XREADGROUP hands the gateway's worker (its consumer name) now."""
+async def read_as_worker(gw: Gateway, redis: aioredis.Redis) -> list[tuple[str, bytes, Any]]:
+    """What XREADGROUP hands the gateway's worker (its consumer name) now: (stream, id, fields)."""
     await ensure_group(redis)
     reply: Any = await redis.xreadgroup(
-        keys.GROUP, gw.services.worker.name, {keys.STREAM: ">"}, count=10
+        keys.GROUP, gw.services.worker.name, dict.fromkeys(keys.STREAMS, ">"), count=10
     )
-    return [(eid, fields) for _, entries in reply for eid, fields in entries]
+    return [(key.decode(), eid, fields) for key, entries in reply for eid, fields in entries]
 
 
 # --- the happy path ---------------------------------------------------------
@@ -74,7 +69,7 @@ async def test_challenge_is_on_the_stream_then_delivered_once_signed(
     challenge_id = await challenge(gw)
 
     # /challenge answered once the send was queued, and nothing was sent yet.
-    entries = await redis.xrange(keys.STREAM)
+    entries = await queue_entries(redis)
     assert [fields for _, fields in entries] == [
         {b"c": challenge_id.encode(), b"n": b"1", b"ch": b"sms"}
     ]
@@ -99,7 +94,7 @@ async def test_challenge_is_on_the_stream_then_delivered_once_signed(
     assert hit.headers["Idempotency-Key"] == f"{challenge_id}:1"
 
     assert await delivery(gw, challenge_id) == "sent"
-    assert await redis.xlen(keys.STREAM) == 0
+    assert await queued(redis) == 0
     assert await pending(redis) == 0
     text = gw.services.metrics.render()
     assert sample(text, "otp_deliveries_total", provider="hook", outcome="accepted") == 1
@@ -144,7 +139,7 @@ async def test_running_worker_delivers_and_stops_when_asked(
         stop.set()
         await asyncio.wait_for(task, 5)
     assert stub.codes(challenge_id) and len(stub.hits) == 1
-    assert await redis.xlen(keys.STREAM) == 0
+    assert await queued(redis) == 0
 
 
 async def _is(value: Any, expected: Any) -> bool:
@@ -180,7 +175,7 @@ async def test_job_of_an_account_changed_since_is_dropped(
     assert await gw.drain() == 1
     assert stub.hits == []
     assert dropped(gw, reason) == 1
-    assert await redis.xlen(keys.STREAM) == 0
+    assert await queued(redis) == 0
     assert await pending(redis) == 0
 
 
@@ -209,7 +204,7 @@ async def test_job_whose_state_is_unusable_is_dropped(
     gw = await make_gateway(providers=[stub.provider("hook")])
     await add_account(gw)
     challenge_id = await challenge(gw)
-    name = keys.account("alice") if key == "account" else keys.challenge(challenge_id)
+    name = record("alice") if key == "account" else keys.challenge(challenge_id)
     if value is None:
         assert await redis.hdel(name, field) == 1
     else:
@@ -217,7 +212,7 @@ async def test_job_whose_state_is_unusable_is_dropped(
     assert await gw.drain() == 1
     assert stub.hits == []
     assert dropped(gw, reason) == 1
-    assert await redis.xlen(keys.STREAM) == 0
+    assert await queued(redis) == 0
     assert await pending(redis) == 0
 
 
@@ -240,7 +235,7 @@ async def test_job_of_an_expired_challenge_is_dropped(
     assert stub.hits == []
     assert dropped(gw, "expired") == 1
     assert await status(gw, challenge_id) == ("failed", "expired")
-    assert await redis.xlen(keys.STREAM) == 0
+    assert await queued(redis) == 0
 
 
 async def test_job_of_a_replaced_challenge_is_dropped(
@@ -251,11 +246,11 @@ async def test_job_of_a_replaced_challenge_is_dropped(
     await add_account(gw)
     first = await challenge(gw)
     second = await challenge(gw)
-    assert await redis.xlen(keys.STREAM) == 2
+    assert await queued(redis) == 2
     assert await gw.drain() == 2
     assert [h.json["challenge_id"] for h in stub.hits] == [second]
     assert dropped(gw, "replaced") == 1
-    assert await redis.xlen(keys.STREAM) == 0
+    assert await queued(redis) == 0
     # Another purpose is another live challenge: both are sent.
     login = await challenge(gw)
     rncps = await challenge(gw, purpose="rncps")
@@ -280,7 +275,7 @@ async def test_queued_resend_of_a_verified_challenge_is_dropped(
     assert await gw.drain() == 1
     assert len(stub.hits) == 1
     assert dropped(gw, "not_live") == 1
-    assert await redis.xlen(keys.STREAM) == 0
+    assert await queued(redis) == 0
 
 
 async def test_job_of_an_unknown_challenge_is_dropped(
@@ -288,11 +283,11 @@ async def test_job_of_an_unknown_challenge_is_dropped(
 ) -> None:
     stub = await stubs()
     gw = await make_gateway(providers=[stub.provider("hook")])
-    await redis.xadd(keys.STREAM, {"c": "A" * 28, "n": 1, "ch": "sms"})
+    await redis.xadd(keys.stream_of("A" * 28), {"c": "A" * 28, "n": 1, "ch": "sms"})
     assert await gw.drain() == 1
     assert stub.hits == []
     assert dropped(gw, "not_live") == 1
-    assert await redis.xlen(keys.STREAM) == 0
+    assert await queued(redis) == 0
 
 
 # --- a dropped send says so, once ----------------------------------------------
@@ -311,7 +306,7 @@ async def _suspend(gw: Gateway, redis: aioredis.Redis) -> None:
 
 
 async def _seal_number_elsewhere(gw: Gateway, redis: aioredis.Redis) -> None:
-    await redis.hset(keys.account("alice"), "phone", b"\x00" * 40)  # another secret's
+    await redis.hset(record("alice"), "phone", b"\x00" * 40)  # another secret's
 
 
 async def _replace(gw: Gateway, redis: aioredis.Redis) -> None:
@@ -356,7 +351,7 @@ async def test_dropped_send_shows_failed_with_its_reason_and_logs_one_line(
     lines = [r for r in caplog.records if getattr(r, "challenge_id", None) == challenge_id]
     assert [(r.msg, r.reason, r.send) for r in lines] == [("send dropped", reason, 1)]
     assert "612345678" not in caplog.text and "798765432" not in caplog.text
-    assert await redis.xlen(keys.DEAD_LETTERS) == 0  # a drop is final, no dead letter
+    assert await dead_count(redis) == 0  # a drop is final, no dead letter
     assert await pending(redis) == 0
 
 
@@ -402,14 +397,14 @@ async def test_same_entry_handled_twice_sends_once(
     gw = await make_gateway(providers=[stub.provider("hook")])
     await add_account(gw)
     challenge_id = await challenge(gw)
-    [(entry_id, fields)] = await read_as_worker(gw, redis)
+    [(stream, entry_id, fields)] = await read_as_worker(gw, redis)
     worker = gw.services.worker
-    assert await worker.handle(entry_id, fields) == "sent"
-    assert await worker.handle(entry_id, fields) == "dropped:duplicate"
+    assert await worker.handle(stream, entry_id, fields) == "sent"
+    assert await worker.handle(stream, entry_id, fields) == "dropped:duplicate"
     assert await status(gw, challenge_id) == ("sent", None)  # a duplicate is no failure
     assert len(stub.hits) == 1
     assert stub.codes(challenge_id)
-    assert await redis.xlen(keys.STREAM) == 0
+    assert await queued(redis) == 0
     assert await pending(redis) == 0
 
 
@@ -420,16 +415,16 @@ async def test_identical_entry_added_again_sends_once(
     gw = await make_gateway(providers=[stub.provider("hook")])
     await add_account(gw)
     challenge_id = await challenge(gw)
-    [(_, fields)] = await redis.xrange(keys.STREAM)
-    await redis.xadd(keys.STREAM, fields)
+    [(_, fields)] = await queue_entries(redis)
+    await redis.xadd(keys.stream_of(challenge_id), fields)
     assert await gw.drain() == 2
     assert len(stub.hits) == 1
     assert dropped(gw, "duplicate") == 1
     await gw.drain()
-    await redis.xadd(keys.STREAM, fields)  # after the send, too
+    await redis.xadd(keys.stream_of(challenge_id), fields)  # after the send, too
     assert await gw.drain() == 1
     assert len(stub.codes(challenge_id)) == 1
-    assert await redis.xlen(keys.STREAM) == 0
+    assert await queued(redis) == 0
 
 
 async def test_two_workers_share_the_queue_and_send_each_code_once(
@@ -446,7 +441,7 @@ async def test_two_workers_share_the_queue_and_send_each_code_once(
     done = await asyncio.gather(one.drain(), two.drain())
     assert sum(done) == 12
     assert sorted(h.json["challenge_id"] for h in stub.hits) == sorted(ids)
-    assert await redis.xlen(keys.STREAM) == 0
+    assert await queued(redis) == 0
     assert await pending(redis) == 0
 
 
@@ -462,12 +457,12 @@ async def test_job_stays_pending_when_every_provider_is_unavailable(
     )
     await add_account(gw)
     challenge_id = await challenge(gw)
-    [(entry_id, fields)] = await read_as_worker(gw, redis)
-    assert await gw.services.worker.handle(entry_id, fields) == "retry"
+    [(stream, entry_id, fields)] = await read_as_worker(gw, redis)
+    assert await gw.services.worker.handle(stream, entry_id, fields) == "retry"
     assert len(down.hits) == 1 and down.accepted == []
-    assert await redis.xlen(keys.STREAM) == 1
+    assert await queued(redis) == 1
     assert await pending(redis) == 1
-    assert await redis.xlen(keys.DEAD_LETTERS) == 0
+    assert await dead_count(redis) == 0
     assert await delivery(gw, challenge_id) == "queued"
     text = gw.services.metrics.render()
     assert sample(text, "otp_deliveries_total", provider="down", outcome="unavailable") == 1
@@ -487,11 +482,11 @@ async def test_job_goes_to_dead_letters_after_max_deliveries(
     stop = asyncio.Event()
     task = asyncio.create_task(gw.services.worker.run(stop))
     try:
-        await poll(lambda: _is(redis.xlen(keys.DEAD_LETTERS), 1), what="a dead letter", within=5)
+        await poll(lambda: _is(dead_count(redis), 1), what="a dead letter", within=5)
     finally:
         stop.set()
         await asyncio.wait_for(task, 5)
-    [(_, dead)] = await redis.xrange(keys.DEAD_LETTERS)
+    [(_, dead)] = await dead_letters(redis)
     assert dead == {
         b"c": challenge_id.encode(),
         b"n": b"1",
@@ -501,7 +496,7 @@ async def test_job_goes_to_dead_letters_after_max_deliveries(
     assert len(down.hits) == 2  # delivered twice, then given up
     assert await status(gw, challenge_id) == ("failed", "all_providers_failed")
     assert dead_lettered(gw, "all_providers_failed") == 1
-    assert await redis.xlen(keys.STREAM) == 0
+    assert await queued(redis) == 0
     assert await pending(redis) == 0
 
 
@@ -547,14 +542,14 @@ async def test_unreadable_challenge_is_dead_lettered_after_max_deliveries(
     assert await gw.drain() == 1 + 3  # the good send once, the poison max_deliveries times
 
     assert [h.json["challenge_id"] for h in stub.hits] == [fine]
-    [(_, dead)] = await redis.xrange(keys.DEAD_LETTERS)
+    [(_, dead)] = await dead_letters(redis)
     assert dead == {b"c": poisoned.encode(), b"n": b"1", b"ch": b"sms", b"reason": b"unreadable"}
     assert dead_lettered(gw, "unreadable") == 1
     retried = worker_lines(caplog, "send job will be retried")
     assert [(r.reason, r.deliveries) for r in retried] == [("unreadable", 1), ("unreadable", 2)]
     [last] = worker_lines(caplog, "send dead-lettered")
     assert (last.reason, last.deliveries) == ("unreadable", 3)
-    assert await redis.xlen(keys.STREAM) == 0
+    assert await queued(redis) == 0
     assert await pending(redis) == 0
     if corrupt is corrupt_challenge_field:  # still a hash: its send says what became of it
         assert await status(gw, poisoned) == ("failed", "unreadable")
@@ -579,17 +574,17 @@ async def test_malformed_entry_is_dead_lettered_after_max_deliveries(
     stub = await stubs()
     gw = await make_gateway(providers=[stub.provider("hook")], worker={"max_deliveries": 2})
     await add_account(gw)
-    entry_id = await redis.xadd(keys.STREAM, fields)
+    entry_id = await redis.xadd(keys.STREAMS[0], fields)
     challenge_id = await challenge(gw)
     assert await gw.drain() == 1 + 2
     assert [h.json["challenge_id"] for h in stub.hits] == [challenge_id]
-    [(dead_id, dead)] = await redis.xrange(keys.DEAD_LETTERS)
+    [(dead_id, dead)] = await dead_letters(redis)
     assert dead.pop(b"reason") == b"malformed"
     assert dead == {k.encode(): v if isinstance(v, bytes) else str(v).encode()
                     for k, v in fields.items()}  # fmt: skip
     assert dead_id != entry_id
     assert dead_lettered(gw, "malformed") == 1
-    assert await redis.xlen(keys.STREAM) == 0
+    assert await queued(redis) == 0
     assert await pending(redis) == 0
     resp = await gw.get("/dead-letters", key=OPERATOR_KEY)
     assert [d["reason"] for d in (await resp.json())["dead_letters"]] == ["malformed"]
@@ -607,13 +602,13 @@ async def test_an_exception_in_our_code_counts_and_is_dead_lettered_as_error(
     gw = await make_gateway(providers=[stub.provider("hook")], worker={"max_deliveries": 1})
     await add_account(gw)
     challenge_id = await challenge(gw)
-    [(entry_id, fields)] = await read_as_worker(gw, redis)
-    handled = asyncio.create_task(gw.services.worker.handle(entry_id, fields))
+    [(stream, entry_id, fields)] = await read_as_worker(gw, redis)
+    handled = asyncio.create_task(gw.services.worker.handle(stream, entry_id, fields))
     await asyncio.wait_for(stub.arrived.wait(), 5)
     await corrupt_challenge_type(redis, challenge_id)
     stub.release.set()
     assert await asyncio.wait_for(handled, 5) == "dead_letter"
-    [(_, dead)] = await redis.xrange(keys.DEAD_LETTERS)
+    [(_, dead)] = await dead_letters(redis)
     assert dead[b"reason"] == b"error"
     assert dead_lettered(gw, "error") == 1
     [failed] = worker_lines(caplog, "send job failed")
@@ -637,7 +632,7 @@ async def test_running_worker_dead_letters_a_poison_entry_and_keeps_sending(
     stop = asyncio.Event()
     task = asyncio.create_task(gw.services.worker.run(stop))
     try:
-        await poll(lambda: _is(redis.xlen(keys.DEAD_LETTERS), 1), what="a dead letter", within=5)
+        await poll(lambda: _is(dead_count(redis), 1), what="a dead letter", within=5)
         fine = await challenge(gw, "bob")
         await poll(lambda: _is(delivery(gw, fine), "sent"), what="the next send")
     finally:
@@ -645,7 +640,7 @@ async def test_running_worker_dead_letters_a_poison_entry_and_keeps_sending(
         await asyncio.wait_for(task, 5)
     assert not task.cancelled() and task.exception() is None
     assert [h.json["challenge_id"] for h in stub.hits] == [fine]
-    assert await redis.xlen(keys.STREAM) == 0
+    assert await queued(redis) == 0
     assert await pending(redis) == 0
 
 
@@ -678,3 +673,33 @@ async def test_a_challenge_to_a_new_number_goes_there_and_proves_it(
     await gw.drain()
     own_code = stub.hits[-1].json["code"]
     assert (await svc.challenges.verify(own.challenge_id, own_code, False, "")).destination is None
+
+
+async def test_dead_letters_of_every_group_have_distinct_ids_and_list_newest_first(
+    gw: Gateway, redis: aioredis.Redis
+) -> None:
+    """Before: one dead-letter stream. Now one per slot group, written in the same
+    millisecond too: ids never repeat across groups, and the listing merges them."""
+    await ensure_group(redis)
+    for group in (3, 3, 5, 0, 5):
+        stream = keys.STREAMS[group]
+        entry_id = await redis.xadd(stream, {"c": "x", "n": "1", "ch": "sms"})
+        await gw.services.worker.scripts.drop(
+            keys=[stream, keys.DEAD_LETTERS[group]],
+            args=[keys.GROUP, entry_id, "", "malformed", 10, group, "c", "x"],
+        )
+    found = await dead_letters(redis)
+    ids = [eid.decode() for eid, _ in found]
+    assert len(set(ids)) == 5
+    groups = sorted(int(eid.split("-")[1]) % 16 for eid in ids)
+    assert groups == [0, 3, 3, 5, 5]
+
+    newest_first = sorted(ids, key=lambda i: tuple(map(int, i.split("-"))), reverse=True)
+    resp = await gw.get("/dead-letters?limit=3", key=OPERATOR_KEY)
+    page = await resp.json()
+    assert [d["id"] for d in page["dead_letters"]] == newest_first[:3]
+    assert page["total"] == 5
+    resp = await gw.get(f"/dead-letters?limit=3&before={page['next_before']}", key=OPERATOR_KEY)
+    rest = await resp.json()
+    assert [d["id"] for d in rest["dead_letters"]] == newest_first[3:]
+    assert rest["next_before"] is None

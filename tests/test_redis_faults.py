@@ -28,6 +28,7 @@ from tests.support.config import OPERATOR_KEY, make_config
 from tests.support.gateway import Gateway, add_account, start_gateway
 from tests.support.httpfake import Stub
 from tests.support.poll import poll
+from tests.support.queues import pending, queued
 from tests.support.tcpproxy import TcpProxy
 
 SMALL_TIMEOUT = 0.3  # seconds: [redis] timeout_seconds of a gateway under test
@@ -187,8 +188,8 @@ async def test_challenge_whose_reply_is_lost_is_created_and_queued_once(
     # Never 429 (its own cooldown, from a second run) while its send is queued.
     await _assert_unavailable(resp)
     assert proxy.sent(create) == 1
-    assert await redis.xlen(keys.STREAM) == 1
-    assert len([k async for k in redis.scan_iter(match=keys.challenge("*"))]) == 1
+    assert await queued(redis) == 1
+    assert len([k async for k in redis.scan_iter(match=keys.PREFIX + "c:*")]) == 1
     assert await gw.drain() == 1
     assert len(gw.sink.received) == 1
 
@@ -219,10 +220,8 @@ async def test_worker_whose_sent_record_reply_is_lost_sends_once(
     assert len(gw.sink.codes(challenge_id)) == 1
     assert await _field(redis, challenge_id, "q") == b"1"
     assert await _field(redis, challenge_id, "d") == b"sent"
-    assert await redis.xlen(keys.STREAM) == 0
-    assert await redis.xpending(keys.STREAM, keys.GROUP) == {
-        "pending": 0, "min": None, "max": None, "consumers": []
-    }  # fmt: skip
+    assert await queued(redis) == 0
+    assert await pending(redis) == 0
     assert await faulty.drain() == 0
     assert len(gw.sink.received) == 1
 
@@ -292,9 +291,9 @@ async def test_a_redis_asleep_past_the_timeout_answers_503_in_time_and_runs_noth
     # Awake: what was in Redis's buffers has run; once at most.
     assert await redis.ping()
     assert proxy.sent(create) == 1
-    challenges = len([k async for k in redis.scan_iter(match=keys.challenge("*"))])
+    challenges = len([k async for k in redis.scan_iter(match=keys.PREFIX + "c:*")])
     assert challenges <= 1
-    assert await redis.xlen(keys.STREAM) == challenges
+    assert await queued(redis) == challenges
 
 
 async def test_a_silent_redis_answers_503_within_the_timeout(

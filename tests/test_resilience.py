@@ -24,6 +24,7 @@ from tests.support.gateway import ACCOUNT, GatewayFactory, add_account, start_ga
 from tests.support.httpfake import Stub, StubFactory
 from tests.support.metrics import sample
 from tests.support.poll import poll
+from tests.support.queues import queued
 
 OTP_GATEWAY = str(Path(sys.executable).with_name("otp-gateway"))
 
@@ -89,8 +90,11 @@ def worker_process(tmp_path: Path) -> Iterator[Any]:
 
 
 async def pending_entries(redis: aioredis.Redis) -> list[dict[str, Any]]:
-    entries: Any = await redis.xpending_range(keys.STREAM, keys.GROUP, "-", "+", 10)
-    return list(entries)
+    found: list[dict[str, Any]] = []
+    for stream in keys.STREAMS:
+        if await redis.exists(stream):
+            found += await redis.xpending_range(stream, keys.GROUP, "-", "+", 10)
+    return found
 
 
 async def test_job_of_a_killed_worker_is_claimed_and_sent_exactly_once(
@@ -120,7 +124,7 @@ async def test_job_of_a_killed_worker_is_claimed_and_sent_exactly_once(
     doomed.proc.send_signal(signal.SIGKILL)
     assert doomed.proc.wait(timeout=10) == -signal.SIGKILL
     assert stub.accepted == []
-    assert await redis.xlen(keys.STREAM) == 1
+    assert await queued(redis) == 1
 
     # Another worker takes the job over once it has been idle long enough.
     stop = asyncio.Event()
@@ -143,7 +147,7 @@ async def test_job_of_a_killed_worker_is_claimed_and_sent_exactly_once(
 
 
 async def _stream_empty(redis: aioredis.Redis) -> bool:
-    return bool(await redis.xlen(keys.STREAM) == 0)
+    return bool(await queued(redis) == 0)
 
 
 async def _get(session: aiohttp.ClientSession, url: str) -> tuple[int, str]:
@@ -224,11 +228,14 @@ async def test_standalone_worker_waits_for_redis_at_start(
 
 
 async def _has_group(client: aioredis.Redis) -> bool:
-    try:
-        groups: Any = await client.xinfo_groups(keys.STREAM)
-    except aioredis.ResponseError:
-        return False
-    return any(g["name"] == keys.GROUP.encode() for g in groups)
+    for stream in keys.STREAMS:
+        try:
+            groups: Any = await client.xinfo_groups(stream)
+        except aioredis.ResponseError:
+            return False
+        if not any(g["name"] == keys.GROUP.encode() for g in groups):
+            return False
+    return True
 
 
 # --- Redis restarted under a running gateway -------------------------------------

@@ -34,6 +34,7 @@ from gateway.embedded import find_redis_server, free_port
 from tests.support.config import SECRET, make_config
 from tests.support.gateway import Gateway, GatewayFactory, add_account
 from tests.support.poll import poll
+from tests.support.queues import tag
 
 # A failover makes the time budget cancel connects in flight, and Python 3.11's
 # asyncio can drop a socket (or its transport) cancelled mid-`create_connection`
@@ -50,6 +51,7 @@ def _collect_leftovers() -> Iterator[None]:
     later collection, they would warn (and fail) in whichever test runs then."""
     yield
     gc.collect()
+
 
 PASSWORD = "data-nodes-password-0123456789"
 SENTINEL_PASSWORD = "sentinels-password-0123456789"
@@ -334,8 +336,9 @@ async def test_a_worker_whose_group_vanished_recreates_it_and_goes_on(
     stop = asyncio.Event()
     worker = asyncio.create_task(gw.services.worker.run(stop))
     try:
-        await poll(lambda: redis.exists(keys.STREAM), what="the group")
-        await redis.delete(keys.STREAM)
+        alices = keys.stream(keys.group_of_tag(tag("alice")))  # where her sends go
+        await poll(lambda: redis.exists(alices), what="the group")
+        await redis.delete(alices)
         resp = await gw.post("/challenge", {"account_id": "alice"})
         cid = (await resp.json())["challenge_id"]
         await poll(lambda: bool(gw.sink.codes(cid)), within=5, what="the send")

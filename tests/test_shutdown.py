@@ -17,13 +17,13 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
-from gateway import keys
 from gateway.embedded import RedisServer, free_port
 from tests.support.config import OPERATOR_KEY, OTP_KEY
 from tests.support.gateway import GatewayFactory
 from tests.support.httpfake import Stub, StubFactory
 from tests.support.ops import Child, auth, children, wait_healthy, write_config
 from tests.support.poll import poll
+from tests.support.queues import pending, queued
 
 
 @pytest.fixture
@@ -59,8 +59,7 @@ async def _challenge(http: aiohttp.ClientSession, account_id: str) -> str:
 
 
 async def _queue_settled(redis: aioredis.Redis) -> bool:
-    pending: Any = await redis.xpending(keys.STREAM, keys.GROUP)
-    return bool(await redis.xlen(keys.STREAM) == 0 and pending["pending"] == 0)
+    return bool(await queued(redis) == 0 and await pending(redis) == 0)
 
 
 async def _each_delivered_once(

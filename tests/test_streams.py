@@ -11,6 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 from redis.asyncio.connection import ConnectionPool
 
+from gateway import keys
 from gateway.datastore import Client
 from gateway.embedded import RedisServer
 from gateway.streams import Stream, StreamConsumer, Verdict
@@ -43,7 +44,7 @@ class Handler:
     def expect(self, count: int) -> None:
         self.expected = count
 
-    async def __call__(self, entry_id: bytes, fields: dict[bytes, bytes]) -> str:
+    async def __call__(self, key: str, entry_id: bytes, fields: dict[bytes, bytes]) -> str:
         assert self.consumer is not None
         self.seen.append(entry_id)
         self.in_hand += 1
@@ -55,11 +56,11 @@ class Handler:
                 self.crash -= 1
                 raise RuntimeError("a bug of ours")
             if self.fail:
-                verdict, _ = await self.consumer.verdict(entry_id)
+                verdict, _ = await self.consumer.verdict(key, entry_id)
                 if verdict is Verdict.DEAD_LETTER:
-                    await self.consumer.dead_letter(entry_id, fields, DEAD, "failing", 100)
+                    await self.consumer.dead_letter(key, entry_id, fields, DEAD, "failing", 100)
                 return verdict.value
-            await self.consumer.ack(entry_id)
+            await self.consumer.ack(key, entry_id)
             self.done.append(entry_id)
             if len(self.done) >= self.expected:
                 self.all_done.set()
@@ -145,9 +146,9 @@ async def test_the_verdict_on_an_entry_done_meanwhile_is_gone(redis: aioredis.Re
     [entry_id] = await add(redis, 1)
     await c.ensure_group()
     await redis.xreadgroup(GROUP, c.name, {KEY: ">"})
-    assert await c.verdict(entry_id) == (Verdict.RETRY, 1)
-    await c.ack(entry_id)
-    assert await c.verdict(entry_id) == (Verdict.GONE, 0)
+    assert await c.verdict(KEY, entry_id) == (Verdict.RETRY, 1)
+    await c.ack(KEY, entry_id)
+    assert await c.verdict(KEY, entry_id) == (Verdict.GONE, 0)
 
 
 # --- the loop ----------------------------------------------------------------------
@@ -321,4 +322,5 @@ async def test_the_send_worker_and_the_mail_loop_create_their_group_once(
     finally:
         stop.set()
         await asyncio.wait_for(task, 5)
-    assert await _calls(redis, "xgroup") == 1
+    # Once per stream: the send queue is one stream per slot group.
+    assert await _calls(redis, "xgroup") == (len(keys.STREAMS) if loop == "worker" else 1)

@@ -151,7 +151,7 @@ class MailQueue:
         """Burst mode (tests, one-shot runs): one delivery of each mail queued now; mails sent."""
         return (await self.consumer.drain(retry=False)).count("sent")
 
-    async def handle(self, entry_id: bytes, fields: dict[bytes, bytes]) -> str:
+    async def handle(self, key: str, entry_id: bytes, fields: dict[bytes, bytes]) -> str:
         """Deliver one outbox entry: sent | retry | dead_letter | malformed | gone.
 
         A refusal (`MailError`) or a bug of ours counts toward `MAX_DELIVERIES`,
@@ -171,13 +171,13 @@ class MailQueue:
         except Exception:
             log.exception("mail failed", extra={"kind": mail.kind, "entry": entry_id.decode()})
             return await self._retry_or_dead_letter(entry_id, fields, mail, "error")
-        await self.consumer.ack(entry_id)
+        await self.consumer.ack(keys.MAIL_STREAM, entry_id)
         return "sent"
 
     async def _retry_or_dead_letter(
         self, entry_id: bytes, fields: dict[bytes, bytes], mail: Mail, reason: str
     ) -> str:
-        verdict, deliveries = await self.consumer.verdict(entry_id)
+        verdict, deliveries = await self.consumer.verdict(keys.MAIL_STREAM, entry_id)
         if verdict is Verdict.DEAD_LETTER:
             await self._dead_letter(entry_id, fields, reason)
             context = {"kind": mail.kind, "reason": reason, "deliveries": deliveries}
@@ -185,4 +185,6 @@ class MailQueue:
         return verdict.value
 
     async def _dead_letter(self, entry_id: bytes, fields: dict[bytes, bytes], reason: str) -> None:
-        await self.consumer.dead_letter(entry_id, fields, keys.MAIL_DEAD, reason, DEAD_MAXLEN)
+        await self.consumer.dead_letter(
+            keys.MAIL_STREAM, entry_id, fields, keys.MAIL_DEAD, reason, DEAD_MAXLEN
+        )

@@ -3,8 +3,11 @@
 Every key derives from the one secret (`gateway.crypto.Keyring`, and the TOTP
 key in `gateway.accounts.totp`): the sealed phone numbers and TOTP secrets must be
 opened with the old secret and sealed again with the new one, and every Redis
-key named after a keyed tag (establishments, an account's trusted devices,
-failures, authenticator app, reminders, last login) must be renamed.
+key named after a keyed tag (establishments, an account's record, history,
+trusted devices, failures, authenticator app, reminders, index entry and last
+login) must be renamed. A new tag may fall in another hash-slot group: RENAME
+moves it on a single instance or Sentinel primary; on Redis Cluster a rename
+across slots is refused (rotation there is not supported yet).
 
 Run it with every gateway and worker stopped, then start them with the new
 secret (see docs/accounts.md):
@@ -72,7 +75,10 @@ async def rotate(redis: aioredis.Redis, old_secret: str, new_secret: str) -> Rot
     old, new = _Keys.of(old_secret), _Keys.of(new_secret)
     done = Rotated(dropped=await _drop_transient(redis))
     establishments: set[str] = set()
-    for account_id in names(list(await redis.smembers(keys.ACCOUNT_INDEX))):
+    account_ids: set[str] = set()
+    for index in keys.ACCOUNT_INDEXES:  # read first: the run moves ids between them
+        account_ids.update(names(list(await redis.smembers(index))))
+    for account_id in sorted(account_ids):
         establishment = await _account(redis, account_id, old, new, done)
         if establishment is not None:
             establishments.add(establishment)
@@ -99,7 +105,13 @@ async def _drop_transient(redis: aioredis.Redis) -> int:
 async def _account(
     redis: aioredis.Redis, account_id: str, old: _Keys, new: _Keys, done: Rotated
 ) -> str | None:
-    record: dict[Any, Any] = await redis.hgetall(keys.account(account_id))
+    before, after = old.account_tag(account_id), new.account_tag(account_id)
+    if not await redis.exists(keys.account(before), keys.account(after)):
+        # Indexed, so written with the record: neither secret names it (the
+        # old secret is wrong). Raised like a seal neither key opens.
+        raise InvalidTag()
+    await _rename(redis, keys.account(before), keys.account(after))
+    record: dict[Any, Any] = await redis.hgetall(keys.account(after))
     if not record:
         return None
     done.accounts += 1
@@ -111,19 +123,27 @@ async def _account(
             sealed = new.keyring.phones.seal(e164, account_id.encode())
             number_tag = new.keyring.tag("number", e164.decode())
             await redis.hset(
-                keys.account(account_id), mapping={"phone": sealed, "number_tag": number_tag}
+                keys.account(after), mapping={"phone": sealed, "number_tag": number_tag}
             )
             done.numbers += 1
-    before, after = old.account_tag(account_id), new.account_tag(account_id)
     if await _totp(redis, account_id, before, old, new):
         done.totp += 1
-    for key in (keys.trusted_devices, keys.failures, keys.totp, keys.reminders):
+    for key in (keys.history, keys.trusted_devices, keys.failures, keys.totp, keys.reminders):
         await _rename(redis, key(before), key(after))
-    login: Any = await redis.hget(keys.LOGINS, before)
-    if login is not None:
-        await redis.hset(keys.LOGINS, after, login)
-        await redis.hdel(keys.LOGINS, before)
+    await _move_entries(redis, account_id, before, after)
     return str(record[b"establishment"].decode())
+
+
+async def _move_entries(redis: aioredis.Redis, account_id: str, before: str, after: str) -> None:
+    """The account's entry in its group's index and last-logins hash, to the new tag's."""
+    if before == after:
+        return
+    await redis.sadd(keys.account_index(keys.group_of_tag(after)), account_id)
+    await redis.srem(keys.account_index(keys.group_of_tag(before)), account_id)
+    login: Any = await redis.hget(keys.logins_of(before), before)
+    if login is not None:
+        await redis.hset(keys.logins_of(after), after, login)
+        await redis.hdel(keys.logins_of(before), before)
 
 
 async def _totp(redis: aioredis.Redis, account_id: str, tag: str, old: _Keys, new: _Keys) -> bool:

@@ -1,14 +1,16 @@
 """The account store: one Redis hash per account, indexes, and audit streams.
 
-Layout (key names from `gateway.keys`):
+Layout (key names from `gateway.keys`; `tag` is the account's keyed tag,
+which also picks its hash-slot group):
 
-- `keys.account(id)`: the record (`gateway.accounts.codec`: phone sealed). A
+- `keys.account(tag)`: the record (`gateway.accounts.codec`: phone sealed). A
   version field `v` is bumped by every change and guards the
   read-modify-write cycle (optimistic concurrency, checked in Lua).
-- `keys.ACCOUNT_INDEX`: set of every account id.
+- `keys.account_index(group)`: set of the ids of one group's accounts (16).
 - `keys.establishment(tag)`: set of the account ids of one establishment.
-- `keys.history(id)` and `keys.establishment_history(tag)`: audit
+- `keys.history(tag)` and `keys.establishment_history(tag)`: audit
   streams (`gateway.accounts.audit`), kept after the account is deleted.
+- `keys.logins(group)`: last logins (verify.lua and totp.lua write them).
 
 Every change that touches more than one key is one Lua script
 (`gateway/lua/account_*.lua`), so indexes, record and history never disagree.
@@ -140,6 +142,16 @@ class AccountStore:
     def account_tag(self, account_id: str) -> str:
         return self._keyring.tag("account", account_id)
 
+    def _record(self, account_id: str) -> str:
+        """The record's key: named from the account's tag (its hash slot)."""
+        return keys.account(self.account_tag(account_id))
+
+    def _index(self, account_id: str) -> str:
+        return keys.account_index(keys.group_of_tag(self.account_tag(account_id)))
+
+    def _history(self, account_id: str) -> str:
+        return keys.history(self.account_tag(account_id))
+
     def establishment_tag(self, establishment: str) -> str:
         return self._keyring.tag("establishment", establishment)
 
@@ -197,10 +209,10 @@ class AccountStore:
             args += [name, value]
         created = await self._create_script(
             keys=[
-                keys.account(account.account_id),
-                keys.ACCOUNT_INDEX,
+                self._record(account.account_id),
+                self._index(account.account_id),
                 self._establishment_key(account.establishment),
-                keys.history(account.account_id),
+                self._history(account.account_id),
                 self._establishment_history_key(account.establishment),
             ],
             args=args,
@@ -215,8 +227,9 @@ class AccountStore:
         if not valid_account_id(account_id):
             return None
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.hgetall(keys.account(account_id))
-            pipe.hget(keys.LOGINS, self.account_tag(account_id))
+            tag = self.account_tag(account_id)
+            pipe.hgetall(keys.account(tag))
+            pipe.hget(keys.logins_of(tag), tag)
             fields, login = await pipe.execute()
         raw = as_record(fields)
         return _with_login(self._codec.decode(account_id, raw), login) if raw else None
@@ -237,7 +250,7 @@ class AccountStore:
             return []
         async with self._redis.pipeline(transaction=False) as pipe:
             for account_id in account_ids:
-                pipe.hgetall(keys.account(account_id))
+                pipe.hgetall(self._record(account_id))
             records = await pipe.execute()
         accounts = []
         for account_id, raw in zip(account_ids, records, strict=True):
@@ -268,13 +281,15 @@ class AccountStore:
         return await self.load(chosen), len(ids)
 
     async def scan(self, batch: int = 500) -> AsyncIterator[_Accounts]:
-        """Every account, in batches (an id may come twice: SSCAN's guarantee)."""
-        cursor: int = 0
-        while True:
-            cursor, found = await self._redis.sscan(keys.ACCOUNT_INDEX, cursor, count=batch)
-            yield await self.load(names(list(found)), skip_unreadable=True)
-            if int(cursor) == 0:
-                return
+        """Every account, in batches (an id may come twice: SSCAN's guarantee),
+        one group's index after the other."""
+        for index in keys.ACCOUNT_INDEXES:
+            cursor: int = 0
+            while True:
+                cursor, found = await self._redis.sscan(index, cursor, count=batch)
+                yield await self.load(names(list(found)), skip_unreadable=True)
+                if int(cursor) == 0:
+                    break
 
     async def active_admins(self, establishment: str, now: datetime | None = None) -> _Accounts:
         """The establishment's admins that can act now."""
@@ -282,12 +297,16 @@ class AccountStore:
         return [a for a in await self.all_in(establishment) if a.is_active_admin(at)]
 
     async def _with_logins(self, accounts: _Accounts) -> _Accounts:
-        """Merge the last logins that verify.lua writes into one hash keyed by
-        account tag (verify cannot name the account's key up front)."""
+        """Merge the last logins that verify.lua writes into its group's hash,
+        keyed by account tag (a field on the record would cost verify a write
+        the record's readers would race with)."""
         if not accounts:
             return accounts
         tags = [self.account_tag(a.account_id) for a in accounts]
-        logins = await self._redis.hmget(keys.LOGINS, tags)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for tag in tags:
+                pipe.hget(keys.logins_of(tag), tag)
+            logins = await pipe.execute()
         return [_with_login(a, seen) for a, seen in zip(accounts, logins, strict=True)]
 
     # --- history ---------------------------------------------------------------
@@ -297,7 +316,7 @@ class AccountStore:
         check_page(page, per_page)
         if not valid_account_id(account_id):
             return [], 0
-        return await self._entries(keys.history(account_id), page, per_page)
+        return await self._entries(self._history(account_id), page, per_page)
 
     async def establishment_history(
         self, establishment: str, page: int, per_page: int
@@ -334,7 +353,7 @@ class AccountStore:
         )
         await self._audit_script(
             keys=[
-                keys.history(account.account_id),
+                self._history(account.account_id),
                 self._establishment_history_key(account.establishment),
             ],
             args=self._maxlens(entry.items(self.now())),
@@ -422,8 +441,8 @@ class AccountStore:
         items = entry.items(self.now())
         done = await self._expire_script(
             keys=[
-                keys.account(account.account_id),
-                keys.history(account.account_id),
+                self._record(account.account_id),
+                self._history(account.account_id),
                 self._establishment_history_key(account.establishment),
                 keys.trusted_devices(self.account_tag(account.account_id)),
             ],
@@ -434,7 +453,7 @@ class AccountStore:
     async def record_login(self, account_id: str) -> None:
         if not valid_account_id(account_id):
             raise NotFound("no such account", code="unknown_account")
-        done = await self._login_script(keys=[keys.account(account_id)], args=[to_ms(self.now())])
+        done = await self._login_script(keys=[self._record(account_id)], args=[to_ms(self.now())])
         if int(done) != 1:
             raise NotFound("no such account", code="unknown_account")
 
@@ -450,7 +469,7 @@ class AccountStore:
         """Read, change, write back if nobody wrote in between (else retry)."""
         if not valid_account_id(account_id):
             raise NotFound("no such account", code="unknown_account")
-        key = keys.account(account_id)
+        key = self._record(account_id)
         for _ in range(_MAX_RETRIES):
             raw = as_record(await self._redis.hgetall(key))
             if not raw:
@@ -488,7 +507,7 @@ class AccountStore:
         admins = [(aid, v) for aid, v, admin in others if admin]
         if admins:
             account_id, version = admins[0]
-            return keys.account(account_id), version
+            return self._record(account_id), version
         if after is None and not others:
             return None  # the establishment's last account: nothing left to manage
         raise Conflict(
@@ -502,7 +521,7 @@ class AccountStore:
         now_ms = to_ms(self.now())
         async with self._redis.pipeline(transaction=False) as pipe:
             for account_id in ids:
-                pipe.hmget(keys.account(account_id), "v", "role", "suspended", "expires_at")
+                pipe.hmget(self._record(account_id), "v", "role", "suspended", "expires_at")
             rows = await pipe.execute()
         found = []
         for account_id, (version, role, suspended, expires) in zip(ids, rows, strict=True):
@@ -514,12 +533,12 @@ class AccountStore:
 
     def _apply_keys(self, account: Account, guard: _Guard | None) -> Sequence[str]:
         tag = self.account_tag(account.account_id)
-        own = keys.account(account.account_id)
+        own = keys.account(tag)
         return [
             own,
-            keys.history(account.account_id),
+            keys.history(tag),
             keys.trusted_devices(tag),
-            keys.ACCOUNT_INDEX,
+            keys.account_index(keys.group_of_tag(tag)),
             self._establishment_key(account.establishment),
             self._establishment_history_key(account.establishment),
             keys.totp(tag),

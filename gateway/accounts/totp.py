@@ -47,6 +47,7 @@ from gateway.errors import (
 )
 from gateway.luascripts import Lua
 from gateway.otp.challenges import Verified  # the port: what a verified code grants
+from gateway.otp.tokens import new_step_up
 
 DIGITS: Final = 6
 _CODE = re.compile(r"[0-9]{6}")
@@ -152,10 +153,10 @@ class TotpService:
             step = matching_step(secret, code, self.store.now())
         tag = self.store.account_tag(account.account_id)
         device_token, device_digest = new_token("td")
-        step_up_token, step_up_digest = new_token("su")
+        step_up_token, step_up_digest = new_step_up(tag)  # in the account's slot
         result = await self._verify_script(
-            keys=[key, keys.account(account.account_id), keys.failures(tag),
-                  keys.trusted_devices(tag), keys.step_up(step_up_digest), keys.LOGINS],
+            keys=[key, keys.account(tag), keys.failures(tag),
+                  keys.trusted_devices(tag), keys.step_up(step_up_digest), keys.logins_of(tag)],
             args=[step, "1" if trust_device else "0", device_digest, label, purpose,
                   account.account_id, tag],
         )  # fmt: skip

@@ -1,14 +1,17 @@
 -- Creates a challenge and queues its first send, or says why not.
 -- It reads the account record itself (state, number tag, region, line type,
 -- masked number): /challenge is one round trip, and an admin's change cannot
--- slip between the check and the write. The number-bucket and country limit
--- keys are therefore built here, from the record (docs/operations.md says
--- why Redis Cluster is not supported). The account's runtime state lives in
+-- slip between the check and the write. The number-bucket, country and
+-- establishment limit keys are therefore built here, from the record, under
+-- the `{rl}` hash tag: this script spans two slots (the account's and the
+-- limits'), one of the two families docs/architecture.md ("Hash slots")
+-- lists; the limits are spent by lib.lua's `spend`, which a script of the
+-- limits' slot alone could call. The account's runtime state lives in
 -- its record too, in fields no account field is named like: `c:<purpose>`
 -- (the live challenge), `s:<purpose>` (its last send, ms) and `g` (the
 -- account's send-rate state). A key of its own per account cost ~140 bytes.
 -- KEYS: 1 account record (a:), 2 new challenge (c:), 3 failures (f:),
---       4 global limit, 5 ip limit, 6 stream, 7 trusted devices (td:)
+--       4 global limit, 5 ip limit, 6 the group's stream, 7 trusted devices (td:)
 -- ARGV: 1 purpose, 2 challenge id, 3 account id, 4 code digest, 5 sealed code,
 --       6 channel asked ('' for the number's default),
 --       7 digest of a trusted-device token ('' for none),

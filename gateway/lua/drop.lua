@@ -6,10 +6,14 @@
 -- GET /challenge/{id} names the reason while no newer send was queued.
 -- Nothing is written to a challenge that is gone (that would leave a hash
 -- without a TTL) or is not a hash (corrupt).
--- KEYS: 1 stream, 2 dead-letter stream, 3 challenge (c:), absent when the
---       entry names none
+-- A dead letter's id is unique across the 16 groups' dead-letter streams
+-- (GET /dead-letters merges them): its sequence number is the slot group's
+-- number modulo 16, so two groups never write the same id.
+-- KEYS: 1 stream, 2 its group's dead-letter stream, 3 challenge (c:), absent
+--       when the entry names none
 -- ARGV: 1 group, 2 entry id, 3 send number ('' when unknown), 4 reason,
---       5 dead-letter cap (0: no dead letter), 6.. the entry's fields and values
+--       5 dead-letter cap (0: no dead letter), 6 the slot group's number (0-15),
+--       7.. the entry's fields and values
 -- Returns 1
 local c, n, reason = KEYS[3], tonumber(ARGV[3]), ARGV[4]
 if c and n and redis.call('TYPE', c).ok == 'hash' then
@@ -26,10 +30,11 @@ end
 local cap = tonumber(ARGV[5])
 if cap > 0 then
   local entry = {}
-  for i = 6, #ARGV do entry[#entry + 1] = ARGV[i] end
+  for i = 7, #ARGV do entry[#entry + 1] = ARGV[i] end
   entry[#entry + 1] = 'reason'
   entry[#entry + 1] = reason
-  redis.call('XADD', KEYS[2], 'MAXLEN', cap, '*', unpack(entry))
+  redis.call('XADD', KEYS[2], 'MAXLEN', cap, dead_letter_id(KEYS[2], tonumber(ARGV[6])),
+    unpack(entry))
 end
 finish_job(KEYS[1], ARGV[1], ARGV[2])
 return 1

@@ -1,8 +1,6 @@
 -- What a send job needs, in one round trip: whether its challenge is still
--- live and this send not yet done, and the (sealed) number to send to. The
--- account record's key is built here from the challenge's account id
--- (docs/operations.md says why Redis Cluster is not supported).
--- KEYS: 1 challenge (c:)
+-- live and this send not yet done, and the (sealed) number to send to.
+-- KEYS: 1 challenge (c:), 2 account record (a:, named from the id's tag)
 -- ARGV: 1 challenge id, 2 send number
 -- Returns {'drop', reason}
 --       | {'send', purpose, expires_at_ms, sealed code, sealed number, its owner, extension}
@@ -15,7 +13,7 @@ if not f[1] or not f[6] then return {'drop', 'not_live'} end
 local why = ended(f[3], f[4], now)
 if why then return {'drop', why == f[3] and 'not_live' or why} end
 if f[5] and tonumber(f[5]) >= tonumber(ARGV[2]) then return {'drop', 'duplicate'} end
-local a = redis.call('HMGET', CFG.account_prefix .. f[1], 'suspended', 'expires_at',
+local a = redis.call('HMGET', KEYS[2], 'suspended', 'expires_at',
   'c:' .. f[2], 'phone', 'number_tag', 'phone_extension')
 if a[1] == '1' or now >= tonumber(a[2] or '0') then
   -- Suspended, expired or deleted since the code was asked for.

@@ -221,6 +221,24 @@ local function finish_job(stream, group, id)
   redis.call('XDEL', stream, id)
 end
 
+-- The next id of the dead-letter stream `key` of slot group `group`: now, or
+-- after its last id, with a sequence number that is the group modulo 16, so
+-- that ids never repeat across the groups' streams (merged by GET /dead-letters).
+local function dead_letter_id(key, group)
+  local ms, seq = now_ms(), group
+  if redis.call('EXISTS', key) == 1 then
+    local info = redis.call('XINFO', 'STREAM', key)
+    for i = 1, #info, 2 do
+      if info[i] == 'last-generated-id' then
+        local lms, lseq = string.match(info[i + 1], '^(%d+)-(%d+)$')
+        lms, lseq = tonumber(lms), tonumber(lseq)
+        if lms >= ms then ms, seq = lms, lseq - lseq % 16 + 16 + group end
+      end
+    end
+  end
+  return ms .. '-' .. seq
+end
+
 -- A send's state only moves forward: queued < sent < one final state
 -- (sent.lua, drop.lua, status.lua).
 local RANK = {queued = 0, sent = 1, delivered = 2, no_answer = 2, busy = 2, machine = 2, failed = 2}

@@ -1,6 +1,8 @@
 -- Queues the same code again, on the same or the other channel.
+-- The account's slot and the limits' (`{rl}`): one of the two families that
+-- still span two slots (docs/architecture.md, "Hash slots").
 -- KEYS: 1 challenge (c:), 2 account record (a:), 3 number limit (bucket of 'nh'),
---       4 country limit, 5 global limit, 6 ip limit, 7 stream
+--       4 country limit, 5 global limit, 6 ip limit, 7 the group's stream
 -- ARGV: 1 challenge id, 2 channel, 3 '1' when the caller gave a client ip (KEYS[6] is its limit)
 -- Returns {'ok', send_number, expires_at, resend_after} | {'rate', scope, wait} | {error}
 local now = now_ms()

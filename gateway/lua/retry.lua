@@ -2,9 +2,8 @@
 -- it, so each call is placed once however many workers poll the schedule.
 -- The call is dropped when the challenge is no longer live, was sent again
 -- since (a resend), or its calls or sends are spent.
--- KEYS: 1 retry schedule (zset), 2 challenge (c:), 3 stream
--- (the account record, which points at the live challenge, is named from the
--- challenge's account id)
+-- KEYS: 1 retry schedule (zset), 2 challenge (c:), 3 stream (the challenge's
+--       group's), 4 account record (a:, which points at the live challenge)
 -- ARGV: 1 challenge id
 -- Returns {'not_due'} | {'queued', send number} | {reason dropped}
 local now = now_ms()
@@ -13,9 +12,9 @@ local due = redis.call('ZSCORE', KEYS[1], cid)
 if not due or tonumber(due) > now then return {'not_due'} end
 redis.call('ZREM', KEYS[1], cid)
 
-local f = redis.call('HMGET', KEYS[2], 'v', 'x', 'p', 's', 'rn', 'vc', 'a')
+local f = redis.call('HMGET', KEYS[2], 'v', 'x', 'p', 's', 'rn', 'vc')
 if not f[2] then return {'not_live'} end
-local rec = CFG.account_prefix .. (f[7] or '')
+local rec = KEYS[4]
 local why = ended(f[1], f[2], now, function() return redis.call('HGET', rec, 'c:' .. f[3]) end, cid)
 if why then return {why == f[1] and 'not_live' or why} end
 local sends = tonumber(f[4]) or 1  -- 's' absent: the first send only

@@ -9,15 +9,14 @@
 --   retry delay, while fewer than max_calls calls were placed;
 -- - an SMS (undelivered, failed) becomes a voice send at once, when the SMS
 --   fallback is on (and some provider calls) and the number takes calls.
--- KEYS: 1 challenge (c:), 2 retry schedule (zset), 3 stream
--- (the account record, which points at the live challenge, is named from the
--- challenge's account id)
+-- KEYS: 1 challenge (c:), 2 its group's retry schedule (zset), 3 its group's
+--       stream, 4 account record (a:, which points at the live challenge)
 -- ARGV: 1 challenge id, 2 send number, 3 state, 4 kind ('call' | 'message'),
 --       5 follow-up allowed ('1' | '0')
 -- Returns {'unknown'} | {'unchanged', current} | {'changed', 'none' | 'retry' | 'fallback'}
 local c, cid = KEYS[1], ARGV[1]
 local n, state, kind = tonumber(ARGV[2]), ARGV[3], ARGV[4]
-local f = redis.call('HMGET', c, 's', 'v', 'x', 'p', 'vc', 'nv', 'd:' .. n, 'a')
+local f = redis.call('HMGET', c, 's', 'v', 'x', 'p', 'vc', 'nv', 'd:' .. n)
 if not f[3] then return {'unknown'} end
 local sends = tonumber(f[1]) or 1  -- 's' absent: the first send only
 if n > sends or not RANK[state] then return {'unknown'} end
@@ -35,7 +34,7 @@ if RANK[state] < 2 or state == 'delivered' or n ~= sends or ARGV[5] ~= '1' then
   return {'changed', 'none'}
 end
 local now = now_ms()
-local rec = CFG.account_prefix .. (f[8] or '')
+local rec = KEYS[4]
 if ended(f[2], f[3], now, function() return redis.call('HGET', rec, 'c:' .. f[4]) end, cid) then
   return {'changed', 'none'}  -- verified, burnt, expired or replaced: nobody needs it now
 end

@@ -1,9 +1,9 @@
 -- Checks a code: count the attempt, compare, consume on success, burn at the limit.
--- The account record's key is built here from the challenge's account id: it
--- holds the `c:<purpose>` pointer and the account's state (docs/operations.md
--- says why Redis Cluster is not supported).
+-- Every key is the account's (one hash slot): the record (named from the tag
+-- the challenge id ends with) holds the `c:<purpose>` pointer and the state.
 -- KEYS: 1 challenge (c:), 2 failures (f:), 3 trusted devices (td:),
---       4 step-up grant (su:), 5 last logins hash
+--       4 step-up grant (su:, drawn in the account's group), 5 the group's
+--       last logins hash, 6 account record (a:)
 -- ARGV: 1 code digest, 2 trust device ('1'/'0'), 3 trusted-device digest,
 --       4 device label, 5 challenge id, 6 account tag
 -- Returns {'verified', account, purpose, token kind, until_ms, sealed destination or ''}
@@ -13,7 +13,7 @@ local now = now_ms()
 local c = KEYS[1]
 local account = redis.call('HGET', c, 'a')
 if not account then return {'challenge_not_found'} end
-local rec = CFG.account_prefix .. account
+local rec = KEYS[6]
 
 local refused = unusable(c, rec, ARGV[5], now)
 if refused then return refused end

@@ -4,8 +4,8 @@ The writes are single Lua scripts (gateway/lua) that check and write
 atomically: rate limits, the one-live-code-per-purpose rule, attempt counting
 and single use cannot race. POST /challenge and POST /verify are one round
 trip each: `create.lua` reads the account record itself; a challenge id
-carries the account's tag, which names the failure and device keys, and
-`verify.lua` reaches the account record through the challenge's account id.
+carries the account's tag, which names every key of the account (its record,
+failures, devices: one hash slot), so `verify.lua` declares them all up front.
 The record also holds the account's runtime state (`c:<purpose>`,
 `s:<purpose>`, `g`), so a suspended or expired account can neither verify
 nor resend a code it was sent before. A resend reads the challenge, then the
@@ -52,6 +52,7 @@ from gateway.errors import (
 )
 from gateway.otp import codes
 from gateway.otp.scripts import Scripts
+from gateway.otp.tokens import new_step_up
 from gateway.phones import Phone
 
 _ID_RE = re.compile(f"[A-Za-z0-9_-]{{{CHALLENGE_ID_LENGTH}}}")
@@ -251,12 +252,12 @@ class ChallengeService:
             ]
         result = await self.scripts.create(
             keys=[
-                keys.account(account_id),
+                keys.account(tag),
                 keys.challenge(challenge_id),
                 keys.failures(tag),
                 keys.GLOBAL_RATE,
                 _ip_key(self.keyring, client_ip),
-                keys.STREAM,
+                keys.stream_of(challenge_id),
                 keys.trusted_devices(tag),
             ],
             args=[
@@ -313,14 +314,15 @@ class ChallengeService:
         # A device token only when one may be granted; a step-up token always
         # (the purpose, which decides, is the challenge's: only the script knows it).
         device_token, device_digest = new_token("td") if trust_device else ("", "")
-        step_up_token, step_up_digest = new_token("su")
+        step_up_token, step_up_digest = new_step_up(tag)
         result = await self.scripts.verify(
             keys=[
                 keys.challenge(challenge_id),
                 keys.failures(tag),
                 keys.trusted_devices(tag),
                 keys.step_up(step_up_digest),
-                keys.LOGINS,
+                keys.logins_of(tag),
+                keys.account(tag),
             ],
             args=[
                 self.keyring.code_digest(challenge_id, code),
@@ -370,7 +372,7 @@ class ChallengeService:
         state, expires, channel, delivery, attempts, purpose, account_id = fields[:7]
         if expires is None or account_id is None:
             raise NotFound("no such challenge", code="challenge_not_found")
-        pointer: Any = await self.redis.hget(keys.account(account_id.decode()), b"c:" + purpose)
+        pointer: Any = await self.redis.hget(keys.account(challenge_id[16:]), b"c:" + purpose)
         why = ended(state, int(expires), now_ms(), lambda: pointer, challenge_id)
         status = "pending" if why is None else why if why in ("verified", "burnt") else "expired"
         body: dict[str, Any] = {
@@ -414,12 +416,12 @@ class ChallengeService:
         result = await self.scripts.resend(
             keys=[
                 keys.challenge(challenge_id),
-                keys.account(account_id.decode()),
+                keys.account(challenge_id[16:]),
                 keys.number_rate(number_tag.decode()),
                 keys.country_rate(region),
                 keys.GLOBAL_RATE,
                 _ip_key(self.keyring, client_ip),
-                keys.STREAM,
+                keys.stream_of(challenge_id),
             ],
             args=[challenge_id, channel, "1" if client_ip else "0"],
         )

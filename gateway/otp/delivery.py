@@ -2,7 +2,7 @@
 
     provider callback ─► web/callbacks.py ─► Deliveries.record ─► status.lua
                                                   (state, retry or SMS fallback)
-    worker loop ───────► Deliveries.promote_due ─► retry.lua ─► otp:sends
+    worker loop ───────► Deliveries.promote_due ─► retry.lua ─► otp:sends:{<group>}
 
 States, per send and for the challenge (`delivery` in `GET /challenge/{id}`):
 `queued` < `sent` < one final state among `delivered`, `no_answer`, `busy`,
@@ -10,8 +10,10 @@ States, per send and for the challenge (`delivery` in `GET /challenge/{id}`):
 reordered callbacks are harmless, and only the latest send sets the
 challenge's state.
 
-Calling again: the schedule is a Redis sorted set (`otp:retries`, challenge id
-scored by due time), so it outlives any process and every worker shares it;
+Calling again: the schedule is a Redis sorted set per slot group
+(`otp:retries:{<group>}`, challenge id scored by due time; the challenge's
+group, so `status.lua` and `retry.lua` stay in one hash slot), so it
+outlives any process and every worker shares it;
 a worker claims a due entry with ZREM inside `retry.lua`, so each call is
 placed once. A call is placed again with the same code, never for a verified,
 burnt, expired or replaced challenge, and at most `[voice] max_calls` times.
@@ -65,8 +67,9 @@ class Deliveries:
         result: list[Any] = await self._status(
             keys=[
                 keys.challenge(challenge_id),
-                keys.RETRIES,
-                keys.STREAM,
+                keys.retries_of(challenge_id),
+                keys.stream_of(challenge_id),
+                keys.account(challenge_id[16:]),
             ],
             args=[challenge_id, send, event.state, event.kind, "1" if follow_up else "0"],
         )
@@ -80,25 +83,36 @@ class Deliveries:
 
     async def promote_due(self, limit: int = 64) -> int:
         """Queue the calls whose retry time has come; returns how many were queued."""
-        due: list[Any] = await self.redis.zrangebyscore(
-            keys.RETRIES, "-inf", now_ms(), start=0, num=limit
-        )
+        now = now_ms()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for schedule in keys.RETRIES:  # one per slot group
+                pipe.zrangebyscore(schedule, "-inf", now, start=0, num=limit)
+            due: list[list[Any]] = await pipe.execute()
         queued = 0
-        for member in due:
-            challenge_id = member.decode()
-            result: list[Any] = await self._retry(
-                keys=[
-                    keys.RETRIES,
-                    keys.challenge(challenge_id),
-                    keys.STREAM,
-                ],
-                args=[challenge_id],
-            )
-            if result[0] == b"queued":
-                queued += 1
-            elif result[0] != b"not_due":
-                self.metrics.sends_dropped.labels(f"retry_{result[0].decode()}").inc()
+        for schedule, members in zip(keys.RETRIES, due, strict=True):
+            for member in members:
+                queued += await self._promote(schedule, member.decode())
         return queued
+
+    async def _promote(self, schedule: str, challenge_id: str) -> int:
+        """retry.lua on one due member of `schedule`; 1 when a call was queued."""
+        if keys.retries_of(challenge_id) != schedule:  # not written by us: cannot be due
+            await self.redis.zrem(schedule, challenge_id)
+            return 0
+        result: list[Any] = await self._retry(
+            keys=[
+                schedule,
+                keys.challenge(challenge_id),
+                keys.stream_of(challenge_id),
+                keys.account(challenge_id[16:]),
+            ],
+            args=[challenge_id],
+        )
+        if result[0] == b"queued":
+            return 1
+        if result[0] != b"not_due":
+            self.metrics.sends_dropped.labels(f"retry_{result[0].decode()}").inc()
+        return 0
 
     async def live_code(self, challenge_id: str) -> tuple[str, str] | None:
         """(code, purpose) of a challenge that can still be verified; else None."""
@@ -113,7 +127,7 @@ class Deliveries:
         if ended(state, int(expires), now):
             return None
         record: list[Any] = await self.redis.hmget(
-            keys.account(account_id.decode()), f"c:{purpose.decode()}", "suspended", "expires_at"
+            keys.account(challenge_id[16:]), f"c:{purpose.decode()}", "suspended", "expires_at"
         )
         pointer, suspended, account_expiry = record
         if ended(state, int(expires), now, lambda: pointer, challenge_id):

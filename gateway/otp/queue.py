@@ -1,8 +1,12 @@
-"""The send queue: a Redis Stream read by workers in one consumer group.
+"""The send queue: Redis Streams, one per hash-slot group, read by workers in
+one consumer group (`workers` on each).
 
 `/challenge` and `/resend` add an entry {c: challenge id, n: send number,
-ch: channel} in the same script that creates the state, so a send is never
-queued for a challenge that does not exist, nor lost for one that does.
+ch: channel} to the stream of the challenge's group (`keys.stream_of`), in the
+same script that creates the state, so a send is never queued for a
+challenge that does not exist, nor lost for one that does. Every worker reads
+all the streams; an entry is acknowledged, and dead-lettered, in its own
+stream's group (same hash slot).
 
 A worker's job path is decode -> load -> dispatch -> ack | retry | dead-letter:
 
@@ -89,8 +93,9 @@ class JobFailed(Exception):
 
 
 async def ensure_group(redis: aioredis.Redis) -> None:
-    """Create the stream and its group (the app does at start-up, before any read)."""
-    await create_group(redis, keys.STREAM, keys.GROUP)
+    """Create the streams and their group (the app does at start-up, before any read)."""
+    for key in keys.STREAMS:
+        await create_group(redis, key, keys.GROUP)
 
 
 class Worker:
@@ -118,7 +123,7 @@ class Worker:
         self.config = config
         self.deliveries = Deliveries(redis, scripts, keyring, metrics)
         queue = Stream(
-            keys.STREAM, keys.GROUP, config.worker.claim_idle_seconds,
+            keys.STREAMS, keys.GROUP, config.worker.claim_idle_seconds,
             config.worker.max_deliveries, config.worker.concurrency, READ_BLOCK_MS,
         )  # fmt: skip
         self.consumer = StreamConsumer(
@@ -139,8 +144,8 @@ class Worker:
 
     # --- one job ------------------------------------------------------------------
 
-    async def handle(self, entry_id: bytes, fields: dict[bytes, bytes]) -> str:
-        """Deliver one job; returns what happened (for tests and logs).
+    async def handle(self, stream: str, entry_id: bytes, fields: dict[bytes, bytes]) -> str:
+        """Deliver one job of `stream`; returns what happened (for tests and logs).
 
         Whatever goes wrong with the job itself (a garbled entry, an unreadable
         challenge, every provider failing, a bug of ours) is counted toward
@@ -149,7 +154,7 @@ class Worker:
         nothing about the job, which stays pending.
         """
         try:
-            return await self._deliver(entry_id, fields)
+            return await self._deliver(stream, entry_id, fields)
         except (RedisConnectionError, RedisTimeoutError):
             raise
         except JobFailed as exc:
@@ -159,14 +164,14 @@ class Worker:
         except Exception:
             log.exception("send job failed", extra={"entry": entry_id.decode()})
             failure = Failure.ERROR
-        return await self._retry_or_dead_letter(entry_id, fields, failure)
+        return await self._retry_or_dead_letter(stream, entry_id, fields, failure)
 
-    async def _deliver(self, entry_id: bytes, fields: dict[bytes, bytes]) -> str:
-        job = _decode(fields)
+    async def _deliver(self, stream: str, entry_id: bytes, fields: dict[bytes, bytes]) -> str:
+        job = _decode(fields, stream)
         challenge_id, attempt, channel = job.challenge_id, job.send, job.channel
         loaded = await self._load(challenge_id, attempt, channel)
         if isinstance(loaded, str):
-            return await self._drop(entry_id, challenge_id, attempt, loaded)
+            return await self._drop(stream, entry_id, challenge_id, attempt, loaded)
         rendered, created_ms = loaded
         try:
             sent = await self.dispatcher.send(
@@ -174,9 +179,9 @@ class Worker:
             )
         except ProviderRejected as exc:
             log.info("send refused", extra={"challenge_id": challenge_id, "reason": str(exc)})
-            await self._failed(challenge_id, attempt, channel, entry_id, str(exc))
+            await self._failed(stream, challenge_id, attempt, channel, entry_id, str(exc))
             return "rejected"
-        await self._record(challenge_id, attempt, channel, entry_id, sent)
+        await self._record(stream, challenge_id, attempt, channel, entry_id, sent)
         return "sent"
 
     async def _load(
@@ -185,7 +190,7 @@ class Worker:
         """The message to send, or the reason to drop the job (job.lua decides)."""
         try:
             reply = await self.scripts.job(
-                keys=[keys.challenge(challenge_id)],
+                keys=[keys.challenge(challenge_id), keys.account(challenge_id[16:])],
                 args=[challenge_id, attempt],
             )
         except ResponseError as exc:  # WRONGTYPE, or a field job.lua cannot read
@@ -211,6 +216,7 @@ class Worker:
 
     async def _record(
         self,
+        stream: str,
         challenge_id: str,
         attempt: int,
         channel: str,
@@ -220,26 +226,34 @@ class Worker:
     ) -> None:
         outcome, provider, ref = ("sent", sent.provider, sent.ref) if sent else ("failed", "", "")
         await self.scripts.sent(
-            keys=[keys.challenge(challenge_id), keys.STREAM],
+            keys=[keys.challenge(challenge_id), stream],
             args=[attempt, outcome, provider, keys.GROUP, entry_id, channel, ref, reason[:200]],
         )
 
     async def _failed(
-        self, challenge_id: str, attempt: int, channel: str, entry_id: bytes, reason: str
+        self,
+        stream: str,
+        challenge_id: str,
+        attempt: int,
+        channel: str,
+        entry_id: bytes,
+        reason: str,
     ) -> None:
         """A send that will never go through: failed, and an SMS may become a call."""
         if channel == "sms":
             event = DeliveryEvent("message", "failed")
             await self.deliveries.record(challenge_id, attempt, event)
-        await self._record(challenge_id, attempt, channel, entry_id, None, reason)
+        await self._record(stream, challenge_id, attempt, channel, entry_id, None, reason)
 
-    async def _drop(self, entry_id: bytes, challenge_id: str, attempt: int, reason: str) -> str:
+    async def _drop(
+        self, stream: str, entry_id: bytes, challenge_id: str, attempt: int, reason: str
+    ) -> str:
         """A job that will never be sent: its send is `failed` with `reason`
         (but for a duplicate, whose send was done), and one line says so."""
         record = [] if reason == "duplicate" else [keys.challenge(challenge_id)]
         await self.scripts.drop(
-            keys=[keys.STREAM, keys.DEAD_LETTERS, *record],
-            args=[keys.GROUP, entry_id, attempt, reason, 0],
+            keys=[stream, keys.dead_letters_of(stream), *record],
+            args=[keys.GROUP, entry_id, attempt, reason, 0, 0],
         )
         self.metrics.sends_dropped.labels(reason).inc()
         log.log(
@@ -250,25 +264,26 @@ class Worker:
         return f"dropped:{reason}"
 
     async def _retry_or_dead_letter(
-        self, entry_id: bytes, fields: dict[bytes, bytes], failure: Failure
+        self, stream: str, entry_id: bytes, fields: dict[bytes, bytes], failure: Failure
     ) -> str:
         # The stream's own delivery counter (see gateway/streams.py, `verdict`).
-        verdict, deliveries = await self.consumer.verdict(entry_id)
+        verdict, deliveries = await self.consumer.verdict(stream, entry_id)
         if verdict is Verdict.GONE:
             return "gone"  # acknowledged meanwhile (claimed and finished by another worker)
         context = {"entry": entry_id.decode(), "reason": failure.value, "deliveries": deliveries}
         if verdict is Verdict.RETRY:
             log.warning("send job will be retried", extra=context)
             return "retry"  # stays pending; claimed again after claim_idle_seconds
-        await self._dead_letter(entry_id, fields, failure)
+        await self._dead_letter(stream, entry_id, fields, failure)
         log.error("send dead-lettered", extra=context)
         return "dead_letter"
 
     async def _dead_letter(
-        self, entry_id: bytes, fields: dict[bytes, bytes], failure: Failure
+        self, stream: str, entry_id: bytes, fields: dict[bytes, bytes], failure: Failure
     ) -> None:
-        """Into otp:dead with its reason, recorded `failed`, acknowledged: at once."""
-        job = _try_decode(fields)
+        """Into the group's dead letters with its reason, recorded `failed`,
+        acknowledged: at once."""
+        job = _try_decode(fields, stream)
         if job is not None and failure is Failure.PROVIDERS and job.channel == "sms":
             # An SMS no provider took may still become a call (status.lua decides).
             event = DeliveryEvent("message", "failed")
@@ -276,26 +291,31 @@ class Worker:
         kept = [item for k, v in fields.items() if k != b"reason" for item in (k, v)]
         challenge = [keys.challenge(job.challenge_id)] if job else []
         await self.scripts.drop(
-            keys=[keys.STREAM, keys.DEAD_LETTERS, *challenge],
+            keys=[stream, keys.dead_letters_of(stream), *challenge],
             args=[
                 keys.GROUP, entry_id, job.send if job else "", failure.value,
                 # Capped (exactly: dead letters are rare, the trim is cheap) so that
                 # a long provider outage cannot grow the stream without bound.
-                self.config.worker.dead_letters_max, *kept,
+                self.config.worker.dead_letters_max, keys.group_of_stream(stream), *kept,
             ],
         )  # fmt: skip
         self.metrics.dead_lettered.labels(failure.value).inc()
 
 
-def _decode(fields: dict[bytes, bytes]) -> Job:
+def _decode(fields: dict[bytes, bytes], stream: str) -> Job:
     try:
-        return Job(fields[b"c"].decode(), int(fields[b"n"]), fields[b"ch"].decode())
+        job = Job(fields[b"c"].decode(), int(fields[b"n"]), fields[b"ch"].decode())
     except (KeyError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
         raise JobFailed(Failure.MALFORMED) from exc
+    if keys.stream_of(job.challenge_id) != stream:
+        # Not written by our scripts: its challenge is in another slot than the
+        # stream, so no script could touch both.
+        raise JobFailed(Failure.MALFORMED)
+    return job
 
 
-def _try_decode(fields: dict[bytes, bytes]) -> Job | None:
+def _try_decode(fields: dict[bytes, bytes], stream: str) -> Job | None:
     try:
-        return _decode(fields)
+        return _decode(fields, stream)
     except JobFailed:
         return None

@@ -4,7 +4,10 @@ Both are 256-bit random bearer tokens that Redis keeps only as digests. A
 trusted-device token spares an account the code at login on one device for
 `trusted_device_days`; it lives in the account's `td:` hash (one field per
 device), so it can be revoked one by one or all at once. A step-up grant is
-single use: `consume` reads and deletes it in one command (GETDEL).
+single use: `consume` reads and deletes it in one command (GETDEL). Its key
+must be in the account's hash slot (verify.lua and totp.lua write it with the
+account's keys) yet be named from the token alone: `new_step_up` draws the
+token again until its digest falls in the account's slot group.
 
 `DeviceService` is the one set of trusted-device methods. The login front end
 (scope `otp`, `/accounts/{id}/trusted-devices`) uses `TrustedDevices` as it
@@ -23,7 +26,13 @@ import redis.asyncio as aioredis
 
 from gateway import keys
 from gateway.clock import iso_ms
-from gateway.crypto import Keyring, constant_time_equal, is_device_token, token_digest
+from gateway.crypto import (
+    Keyring,
+    constant_time_equal,
+    is_device_token,
+    new_token,
+    token_digest,
+)
 from gateway.errors import NotFound
 
 
@@ -60,6 +69,17 @@ class DeviceService(Protocol):
     async def revoke_all(self, account_id: str) -> int:
         """Forget every device of the account; returns how many there were."""
         ...
+
+
+def new_step_up(account_tag: str) -> tuple[str, str]:
+    """A step-up token and its digest, in the account's slot group: drawn again
+    until the digest's group is the account's (16 draws on average; the token
+    keeps 252 of its 256 random bits: docs/security.md)."""
+    group = keys.group_of_tag(account_tag)
+    while True:
+        token, digest = new_token("su")
+        if keys.group_of_tag(digest) == group:
+            return token, digest
 
 
 def _no_such_device() -> NotFound:

@@ -1,4 +1,9 @@
-"""The dead-letter listing (scope `operator`): sends that every provider failed."""
+"""The dead-letter listing (scope `operator`): sends that every provider failed.
+
+Dead letters sit in one stream per hash-slot group (beside that group's send
+stream); the listing merges them newest first. `drop.lua` makes their ids
+unique across the groups (the sequence number is the group modulo 16), so an
+id still names one dead letter and still works as the `before` cursor."""
 
 from __future__ import annotations
 
@@ -42,6 +47,11 @@ def _newest(value: str | None) -> str | None:
     return f"({ms}-{min(seq, _MAX_U64)}"
 
 
+def _order(entry_id: bytes) -> tuple[int, int]:
+    ms, seq = entry_id.split(b"-")
+    return int(ms), int(seq)
+
+
 def _entry(entry_id: bytes, fields: dict[bytes, bytes]) -> dict[str, Any]:
     eid = entry_id.decode()
     send = fields.get(b"n", b"")
@@ -61,11 +71,15 @@ async def list_dead_letters(request: web.Request) -> web.Response:
     limit = _limit(request.query.get("limit"))
     newest = _newest(request.query.get("before"))
     async with svc.redis.pipeline(transaction=False) as pipe:
-        if newest is not None:
-            pipe.xrevrange(keys.DEAD_LETTERS, newest, "-", count=limit + 1)
-        pipe.xlen(keys.DEAD_LETTERS)
-        *found, total = await pipe.execute()
-    entries = found[0] if found else []
+        for key in keys.DEAD_LETTERS:
+            pipe.xlen(key)
+            if newest is not None:
+                pipe.xrevrange(key, newest, "-", count=limit + 1)
+        replies = await pipe.execute()
+    step = 1 if newest is None else 2
+    total = sum(replies[0::step])
+    found = [entry for rows in replies[1::step] for entry in rows] if newest is not None else []
+    entries = sorted(found, key=lambda entry: _order(entry[0]), reverse=True)
     page = [_entry(eid, fields) for eid, fields in entries[:limit]]
     more = len(entries) > limit
     return web.json_response(

@@ -22,6 +22,7 @@ from providers.twilio import twilio_signature
 from tests.support.gateway import Gateway, add_account
 from tests.support.metrics import sample
 from tests.support.poll import poll
+from tests.support.queues import scheduled
 from tests.support.twilio import World, status, twilio_world, wait_calls, wait_delivery
 
 MOBILE, MOBILE_E164 = "06 12 34 56 78", "+33612345678"
@@ -168,7 +169,7 @@ async def test_calls_stop_at_max_calls(world: World, redis: aioredis.Redis) -> N
     challenge_id = await challenge(gw)
     await wait_calls(sim, LANDLINE_E164, 3)
     await wait_delivery(gw, challenge_id, "no_answer")
-    assert await redis.zcard(keys.RETRIES) == 0  # nothing more is scheduled
+    assert await scheduled(redis) == 0  # nothing more is scheduled
     assert len(sim.calls_to(LANDLINE_E164)) == 3
     assert voice_calls(gw, "no_answer") == 3
     assert await redis.hget(keys.challenge(challenge_id), "vc") == b"3"
@@ -182,7 +183,7 @@ async def test_calls_stop_once_the_code_is_verified(world: World, redis: aioredi
     challenge_id = await challenge(gw)
     [call] = await wait_calls(sim, LANDLINE_E164, 1)
     await wait_delivery(gw, challenge_id, "machine")
-    assert await redis.zcard(keys.RETRIES) == 1
+    assert await scheduled(redis) == 1
     # The person listened to the voicemail and typed the code before the call again.
     assert call.heard.code is not None
     assert await verify(gw, challenge_id, call.heard.code) == 200
@@ -194,7 +195,7 @@ async def test_calls_stop_once_the_code_is_verified(world: World, redis: aioredi
 
     await poll(lambda: dropped() == 1, what="the due call to be dropped")
     assert len(sim.calls_to(LANDLINE_E164)) == 1
-    assert await redis.zcard(keys.RETRIES) == 0
+    assert await scheduled(redis) == 0
 
 
 async def test_no_call_again_past_the_expiry(world: World, redis: aioredis.Redis) -> None:
@@ -208,7 +209,7 @@ async def test_no_call_again_past_the_expiry(world: World, redis: aioredis.Redis
     await add_account(gw, phone=LANDLINE)
     challenge_id = await challenge(gw)
     await wait_delivery(gw, challenge_id, "no_answer")
-    assert await redis.zcard(keys.RETRIES) == 0
+    assert await scheduled(redis) == 0
 
 
 async def test_a_gateway_restarted_between_two_calls_places_the_second(world: World) -> None:
@@ -285,7 +286,7 @@ async def test_forged_callbacks_are_refused_and_change_nothing(
     unknown = await gw.client.post(path.replace("/twilio/", "/nope/"), data=params, headers=good)
     assert unknown.status == 403
     assert await redis.hgetall(keys.challenge(challenge_id)) == before
-    assert await redis.zcard(keys.RETRIES) == 0
+    assert await scheduled(redis) == 0
     assert voice_calls(gw, "no_answer") == 0
 
     # The same request, signed right, is applied.
@@ -314,7 +315,7 @@ async def test_duplicate_callbacks_change_nothing_twice(
     url, params, _ = sim.twilio.webhooks.sent[0]
     assert (await sim.twilio.webhooks.post(url, params))[0] == 204
     assert (await status(gw, challenge_id))["delivery"] == "delivered"
-    assert await redis.zcard(keys.RETRIES) == 0
+    assert await scheduled(redis) == 0
 
 
 async def test_a_malformed_callback_url_is_a_400_once_signed(world: World) -> None:
@@ -412,7 +413,7 @@ async def test_a_number_refused_by_the_provider_fails_without_failover(world: Wo
     assert second.twilio.requests == 0
     reason = await gw.services.redis.hget(keys.challenge(challenge_id), "dr")
     assert reason == b"first: twilio error 21217 (invalid_number)"
-    assert await gw.services.redis.zcard(keys.RETRIES) == 0
+    assert await scheduled(gw.services.redis) == 0
 
 
 async def test_a_provider_answering_503_fails_over_to_the_next(world: World) -> None:

@@ -6,6 +6,7 @@ httpfake  `Stub`: an HTTP server speaking the `http` provider's protocol
 poll      `poll` (async) and `wait_until` (sync): a condition, within a deadline
 metrics   `sample`: one value of a Prometheus text exposition
 otp       calls and checks of the OTP routes (challenge, verify, status)
+queues    the send queue's 16 streams, dead letters and call-again schedules, summed or merged
 admin     admin and operator calls, step-up tokens, the tenant fixture set
 smtp      `Inbox`: a real SMTP server (aiosmtpd) in the test's loop
 twilio    the Twilio simulator as a peer, with gateways it can call back

@@ -12,10 +12,10 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from gateway import keys
 from tests.support.config import OTP_KEY
 from tests.support.gateway import Gateway
 from tests.support.poll import poll
+from tests.support.queues import queued
 
 MOBILE = "06 12 34 56 78"
 MOBILE_E164 = "+33612345678"
@@ -152,7 +152,7 @@ async def redis_fingerprint(redis: aioredis.Redis) -> tuple[int, int, str]:
     names = sorted([k async for k in redis.scan_iter(count=1000)])
     for name in names:
         digest.update(name + b"\x00" + (await redis.dump(name) or b"") + b"\x00")
-    return int(await redis.dbsize()), int(await redis.xlen(keys.STREAM)), digest.hexdigest()
+    return int(await redis.dbsize()), await queued(redis), digest.hexdigest()
 
 
 async def everything_in_redis(redis: aioredis.Redis) -> list[bytes]:
