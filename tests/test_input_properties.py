@@ -40,6 +40,9 @@ def _routes() -> list[tuple[str, str]]:
         (route.method, route.resource.canonical)
         for route in app.router.routes()
         if route.resource is not None and route.method not in ("HEAD", "*")
+        # The console answers HTML pages, not the JSON error shape these properties
+        # check: tests/test_console.py gives it bad input of its own.
+        and not route.resource.canonical.startswith("/console")
     }
     return sorted(found, key=lambda r: (r[1], r[0]))
 
