@@ -10,12 +10,13 @@ import re
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from yarl import URL
 
 from gateway.clock import to_ms
-from gateway.web.console.pages import CSP
+from gateway.web.console.pages import CSP, _last_sunday
 from gateway.web.console.sessions import SessionStore
 from tests.support.admin import admin_gateway, as_operator
 from tests.support.config import ADMIN_KEY
@@ -338,3 +339,13 @@ async def test_the_json_api_is_unchanged_beside_it(console: Console) -> None:
         "/accounts", headers={"Authorization": f"Bearer {ADMIN_KEY}", "X-Acting-Account": "boss"}
     )
     assert resp.status == 200 and (await resp.json())["total"] == 2
+
+
+def test_paris_time_without_zone_data_follows_the_eu_rule() -> None:
+    """Images without tzdata fall back to the EU rule: it agrees with the zone data."""
+    start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    for hours in range(0, 2 * 366 * 24):
+        moment = start + timedelta(hours=hours)
+        summer = _last_sunday(moment.year, 3) <= moment < _last_sunday(moment.year, 10)
+        expected = moment.astimezone(ZoneInfo("Europe/Paris")).utcoffset()
+        assert timedelta(hours=2 if summer else 1) == expected, moment

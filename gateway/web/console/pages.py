@@ -8,16 +8,17 @@ script or style: `default-src 'self'`), `X-Frame-Options: DENY`,
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from pathlib import Path
 from typing import Any, Final
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import jinja2
 from aiohttp import web
 
 HERE: Final = Path(__file__).parent
-PARIS: Final = ZoneInfo("Europe/Paris")
+_WINTER: Final = timezone(timedelta(hours=1), "CET")
+_SUMMER: Final = timezone(timedelta(hours=2), "CEST")
 CSP: Final = (
     "default-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'; "
     "object-src 'none'"
@@ -47,11 +48,26 @@ def environment() -> jinja2.Environment:
     return env
 
 
+def _last_sunday(year: int, month: int) -> datetime:
+    """01:00 UTC on the month's last Sunday: when the EU changes its clocks."""
+    day = datetime(year, month + 1, 1, 1, tzinfo=UTC) - timedelta(days=1)
+    return day - timedelta(days=(day.weekday() + 1) % 7)
+
+
+def _paris_zone(moment: datetime) -> tzinfo:
+    """Europe/Paris from the system's zone data; the EU rule where an image has none."""
+    try:
+        return ZoneInfo("Europe/Paris")
+    except ZoneInfoNotFoundError:
+        summer = _last_sunday(moment.year, 3) <= moment < _last_sunday(moment.year, 10)
+        return _SUMMER if summer else _WINTER
+
+
 def _paris(value: str | datetime | None) -> datetime | None:
     if value is None or value == "":
         return None
     moment = value if isinstance(value, datetime) else datetime.fromisoformat(value)
-    return moment.astimezone(PARIS)
+    return moment.astimezone(_paris_zone(moment.astimezone(UTC)))
 
 
 def date_fr(value: str | datetime | None) -> str:
