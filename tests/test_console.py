@@ -349,3 +349,83 @@ def test_paris_time_without_zone_data_follows_the_eu_rule() -> None:
         summer = _last_sunday(moment.year, 3) <= moment < _last_sunday(moment.year, 10)
         expected = moment.astimezone(ZoneInfo("Europe/Paris")).utcoffset()
         assert timedelta(hours=2 if summer else 1) == expected, moment
+
+
+# --- actions: renew, suspend with its step-up code inline, reactivate -------------------
+
+
+async def test_renew_is_the_apis_renew(console: Console) -> None:
+    await console.sign_in()
+    page = await console.get("/console/comptes/alice")
+    no_token = await console.post("/console/comptes/alice/renouveler", {})
+    assert no_token.status == 403
+    done = await console.post("/console/comptes/alice/renouveler", {"csrf": csrf_of(page.html)})
+    html = assert_page(done)
+    assert done.url.endswith("/console/comptes/alice?fait=renouvele")
+    assert "Le compte a été renouvelé." in html
+    history = await as_operator(console.gw, "GET", "/accounts/alice/history")
+    actions = [e["action"] for e in history.body["entries"]]
+    assert actions.count("renew") == 1  # the CSRF-less POST changed nothing
+    assert history.body["entries"][0]["actor"] == "admin:console"
+    assert history.body["entries"][0]["acting_for"] == "boss"
+
+
+async def test_an_admin_suspends_with_a_code_typed_on_the_same_page(console: Console) -> None:
+    await console.sign_in()
+    csrf = csrf_of((await console.get("/console/comptes/alice")).html)
+    asked = await console.post("/console/comptes/alice/suspendre", {"csrf": csrf})
+    html = assert_page(asked)
+    assert "pour la suspension du compte alice" in html and "** 31" in html
+    await console.gw.drain()
+    step_up = console.gw.sink.received[-1]
+    assert step_up["to"] == "+33698765431"  # the acting admin's phone, not alice's
+    wrong_code = await console.post(
+        "/console/comptes/alice/suspendre", {"csrf": csrf, "code": wrong(step_up["code"])}
+    )
+    assert "Code incorrect" in assert_page(wrong_code, 422)
+    alice = await as_operator(console.gw, "GET", "/accounts/alice")
+    assert alice.body["status"] == "active"
+    done = await console.post(
+        "/console/comptes/alice/suspendre", {"csrf": csrf, "code": step_up["code"]}
+    )
+    assert "Le compte a été suspendu." in assert_page(done)
+    history = await as_operator(console.gw, "GET", "/accounts/alice/history")
+    assert history.body["entries"][0]["step_up"] == "verified"
+    assert (await as_operator(console.gw, "GET", "/accounts/alice")).body["status"] == "suspended"
+    back = await console.post("/console/comptes/alice/reactiver", {"csrf": csrf})
+    assert "Le compte a été réactivé." in assert_page(back)
+    assert (await as_operator(console.gw, "GET", "/accounts/alice")).body["status"] == "active"
+
+
+async def test_the_last_admin_is_refused_before_any_code(console: Console) -> None:
+    await console.sign_in()
+    await console.gw.drain()
+    sent = len(console.gw.sink.codes())
+    csrf = csrf_of((await console.get("/console/comptes/boss")).html)
+    refused = await console.post("/console/comptes/boss/suspendre", {"csrf": csrf})
+    assert "dernier administrateur actif" in assert_page(refused, 409)
+    await console.gw.drain()
+    assert len(console.gw.sink.codes()) == sent
+
+
+async def test_an_operator_suspends_without_a_code(
+    make_gateway: GatewayFactory, inbox: Inbox
+) -> None:
+    gw = await admin_gateway(make_gateway, inbox, console={"operators": ["support1"]})
+    await add_account(gw, account_id="support1", establishment="Support", email="s@example.org")
+    console = Console(gw)
+    await console.sign_in("support1")
+    csrf = csrf_of((await console.get("/console/comptes/carol")).html)
+    done = await console.post("/console/comptes/carol/suspendre", {"csrf": csrf})
+    assert "Le compte a été suspendu." in assert_page(done)
+    history = await as_operator(gw, "GET", "/accounts/carol/history")
+    assert history.body["entries"][0]["actor"] == "operator:console:support1"
+    assert history.body["entries"][0]["step_up"] == "exempt"
+
+
+async def test_actions_on_another_establishment_are_404(console: Console) -> None:
+    await console.sign_in()
+    csrf = csrf_of((await console.get("/console/comptes")).html)
+    for action in ("renouveler", "suspendre", "reactiver"):
+        page = await console.post(f"/console/comptes/carol/{action}", {"csrf": csrf})
+        assert_page(page, 404)

@@ -134,3 +134,25 @@ async def test_keyboard_only_sign_in(browser: Browser, agw: Gateway) -> None:
     await browser.keys(Keys.ENTER)
     await browser.at("/console/comptes")
     assert "otpgw_console_device" in await browser.cookies()
+
+
+async def test_an_admin_suspends_an_account_with_its_code_inline(
+    browser: Browser, agw: Gateway
+) -> None:
+    await sign_in_page(browser, "boss")
+    await browser.type("#code", await last_code(agw))
+    await browser.click("form[action='/console/code'] button[type=submit]")
+    await browser.at("/console/comptes")
+    await browser.open("/console/comptes/alice")
+    await browser.click("form[action='/console/comptes/alice/suspendre'] button")
+    await browser.shows("pour la suspension du compte alice")
+    await browser.axe()
+    await browser.screenshot("confirmation")
+    await browser.type("#code", await last_code(agw))
+    await browser.click("form[action='/console/comptes/alice/suspendre'] button")
+    await browser.at("/console/comptes/alice?fait=suspendu")
+    text = await browser.text()
+    assert "Le compte a été suspendu." in text and "Suspendu" in text
+    await browser.axe()
+    await browser.click("form[action='/console/comptes/alice/reactiver'] button")
+    await browser.at("/console/comptes/alice?fait=reactive")

@@ -130,8 +130,9 @@ class Browser:
         return {c["name"] for c in cookies}
 
     async def text(self) -> str:
-        body = await self.call(self.driver.find_element, "css selector", "body")
-        text: str = await self.call(lambda: body.text)
+        # One script, not find-then-read: a page that navigates meanwhile is no error.
+        script = "return document.body ? document.body.innerText : ''"
+        text: str = await self.call(self.driver.execute_script, script)
         return text
 
     async def find(self, css: str) -> Any:

@@ -8,6 +8,7 @@ the API's. Nothing here talks to Redis but the console's own session store.
 - `guard`: cookies, sessions, CSRF, the caller, errors as French pages;
 - `signin`: sign-in by code (`/challenge` + `/verify`), sign-out;
 - `accounts`: the account list and an account's page with its history;
+- `actions`: renew, suspend (its step-up code inline), reactivate;
 - `pages`: Jinja2 rendering and the headers every page carries;
 - `sessions`, `keys`: the session store and its key names;
 - `texts`, `labels`: the French words.
@@ -20,7 +21,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.config import Config
-from gateway.web.console import accounts, signin
+from gateway.web.console import accounts, actions, signin
 from gateway.web.console.guard import SIGN_IN, error_page, page
 from gateway.web.console.pages import HERE, PAGE_HEADERS, PAGES, environment, redirect
 
@@ -66,4 +67,8 @@ def setup(app: web.Application, config: Config) -> None:
     router.add_post("/console/deconnexion", signin.sign_out)
     router.add_get("/console/comptes", accounts.account_list_page, allow_head=False)
     router.add_get("/console/comptes/{account_id}", accounts.account_page, allow_head=False)
+    account = "/console/comptes/{account_id}"
+    router.add_post(account + "/renouveler", actions.renew)
+    router.add_post(account + "/suspendre", actions.suspend)
+    router.add_post(account + "/reactiver", actions.reactivate)
     router.add_route("*", "/console/{tail:.*}", page(not_found))

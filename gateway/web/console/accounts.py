@@ -15,6 +15,7 @@ from aiohttp import web
 from gateway.errors import InvalidRequest
 from gateway.web.caller import account_list, warnings
 from gateway.web.console import labels
+from gateway.web.console.actions import DONE
 from gateway.web.console.guard import SignedIn, page, signed_in, svc
 from gateway.web.console.pages import render
 from gateway.web.request import account_id_of
@@ -95,6 +96,8 @@ async def account_page(request: web.Request) -> web.StreamResponse:
         request, "account.html", title=f"Compte {account_id}", signed=signed, account=view,
         entries=entries, labels=labels, links=_page_links({}, page_number, pages),
         back="/console/comptes" + ("?" + urlencode(back) if back else ""),
+        done=DONE.get(request.query.get("fait", ""), ""),
+        validity_days=services.config.accounts.validity_days,
     )  # fmt: skip
 
 

@@ -30,7 +30,7 @@ from gateway.accounts.records import Account, Role
 from gateway.crypto import constant_time_equal
 from gateway.errors import GatewayError, InvalidRequest, NotFound
 from gateway.runtime import Services
-from gateway.web.body import read_form
+from gateway.web.body import parse_client_ip, read_form
 from gateway.web.console import texts
 from gateway.web.console.pages import redirect, render
 from gateway.web.console.sessions import Session, SessionStore
@@ -86,6 +86,14 @@ def svc(request: web.Request) -> Services:
 def store(request: web.Request) -> SessionStore:
     services = svc(request)
     return SessionStore(services.redis, services.config.console)
+
+
+def client_ip(request: web.Request) -> str | None:
+    """The browser's address, for the `ip` rate limit (none for a unix socket's peer)."""
+    try:
+        return parse_client_ip(request.remote)
+    except GatewayError:
+        return None
 
 
 def set_cookie(

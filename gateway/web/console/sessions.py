@@ -46,6 +46,12 @@ class Session:
     destination: str = ""  # masked, as /challenge answers it
     expires_at_ms: int = 0  # the code's expiry
     establishment: str = ""  # an operator's chosen establishment
+    # A sensitive action waiting for its step-up code (`actions`).
+    action: str = ""  # e.g. "suspend"
+    action_target: str = ""  # the account it is about
+    action_challenge: str = ""  # the acting admin's step-up challenge
+    action_destination: str = ""
+    action_expires_ms: int = 0
 
     def csrf_ok(self, presented: str | None) -> bool:
         """Whether a form's token is this session's (constant time)."""

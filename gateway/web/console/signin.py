@@ -18,7 +18,6 @@ from aiohttp import web
 from gateway.accounts import valid_account_id
 from gateway.clock import from_ms, now_ms
 from gateway.errors import GatewayError
-from gateway.web.body import parse_client_ip
 from gateway.web.console import texts
 from gateway.web.console.guard import (
     DEVICE_COOKIE,
@@ -30,6 +29,7 @@ from gateway.web.console.guard import (
     SessionOver,
     check_csrf,
     check_form_token,
+    client_ip,
     console_role,
     drop_cookie,
     form,
@@ -52,13 +52,6 @@ _DEAD: Final = frozenset({
     "expired", "already_used", "too_many_attempts", "challenge_not_found",
     "account_expired", "account_suspended",
 })  # fmt: skip
-
-
-def _client_ip(request: web.Request) -> str | None:
-    try:
-        return parse_client_ip(request.remote)
-    except GatewayError:  # a unix socket's peer: no address to count
-        return None
 
 
 def _sign_in_page(
@@ -94,7 +87,7 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
     device = request.cookies.get(DEVICE_COOKIE) or None
     try:
         created = await challenge_requested(
-            services, account_id, "login", CHANNELS[channel], _client_ip(request), device
+            services, account_id, "login", CHANNELS[channel], client_ip(request), device
         )
     except GatewayError as exc:
         return _sign_in_page(request, exc.status, texts.sentence(exc), account_id)

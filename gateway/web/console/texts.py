@@ -44,6 +44,11 @@ ERRORS: Final = {
     "already_used": "Ce code a déjà servi. Demandez-en un autre.",
     "challenge_not_found": "Ce code n'est plus valable. Demandez-en un autre.",
     "forbidden": "Cette action ne vous est pas permise.",
+    "last_admin": (
+        "C'est le dernier administrateur actif de l'établissement : désignez-en "
+        "un autre avant de le suspendre, de le supprimer ou de retirer ses droits."
+    ),
+    "step_up_required": "Cette action demande un code de confirmation : recommencez-la.",
     "not_admin": (
         "Cette console est réservée aux administrateurs des établissements. "
         "Votre compte est un compte utilisateur : pour gérer votre compte, "
