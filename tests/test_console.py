@@ -429,3 +429,13 @@ async def test_actions_on_another_establishment_are_404(console: Console) -> Non
     for action in ("renouveler", "suspendre", "reactiver"):
         page = await console.post(f"/console/comptes/carol/{action}", {"csrf": csrf})
         assert_page(page, 404)
+
+
+async def test_signing_in_again_ends_the_earlier_session(console: Console) -> None:
+    await console.sign_in()
+    first = console.cookie(SESSION)
+    await console.sign_in()
+    assert console.cookie(SESSION) != first
+    assert first is not None
+    plant(console, SESSION, first)
+    assert (await console.get("/console/comptes")).url.endswith("/console/connexion")

@@ -93,7 +93,9 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
         return _sign_in_page(request, exc.status, texts.sentence(exc), account_id)
     if created is None:
         return await _signed_in(request, account_id)
-    session_id = await store(request).start(
+    sessions = store(request)
+    await sessions.end(request.cookies.get(SESSION_COOKIE, ""))  # a new sign-in ends the last
+    session_id = await sessions.start(
         account_id, "code", "", challenge_id=created.challenge_id, channel=created.channel,
         destination=created.destination, expires_at_ms=created.expires_at_ms,
     )  # fmt: skip
@@ -160,7 +162,9 @@ async def _signed_in(request: web.Request, account_id: str) -> web.StreamRespons
     role = None if account is None else console_role(services, account)
     if role is None:
         raise NotForConsole("this account may not use the console")
-    session_id = await store(request).start(account_id, "in", role)
+    sessions = store(request)
+    await sessions.end(request.cookies.get(SESSION_COOKIE, ""))  # one session per sign-in
+    session_id = await sessions.start(account_id, "in", role)
     response = redirect(HOME)
     set_cookie(request, response, SESSION_COOKIE, session_id, max_age=None)
     drop_cookie(request, response, FORM_COOKIE)
