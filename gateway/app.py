@@ -24,6 +24,7 @@ from gateway.provider import build_providers
 from gateway.runtime import provider_context, run_background
 from gateway.web import accounts as account_routes
 from gateway.web import callbacks as callback_routes
+from gateway.web import console
 from gateway.web import dead_letters as dead_letter_routes
 from gateway.web import ops as ops_routes
 from gateway.web import otp as otp_routes
@@ -77,6 +78,7 @@ def create_app(config: Config, *, run_worker: bool = True) -> web.Application:
     ops_routes.setup(app)
     callback_routes.setup(app)
     dead_letter_routes.setup(app)
+    console.setup(app, config)  # the admin console's pages (gateway/web/console)
     return app
 
 

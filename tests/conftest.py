@@ -13,6 +13,7 @@ import redis.asyncio as aioredis
 from gateway.config import Config
 from gateway.embedded import RedisServer
 from tests.support.admin import admin_gateway
+from tests.support.browser import chromium
 from tests.support.config import make_config
 from tests.support.gateway import Gateway, GatewayFactory, start_gateway
 from tests.support.httpfake import Stub, StubFactory, stub_servers
@@ -92,3 +93,10 @@ async def agw(make_gateway: GatewayFactory, inbox: Inbox) -> Gateway:
     """The admin tests' gateway: two establishments, their admins and users, mail to
     `inbox` (tests/support/admin.py, admin_gateway)."""
     return await admin_gateway(make_gateway, inbox)
+
+
+@pytest.fixture(scope="session")
+def chromium_driver() -> Iterator[Any]:
+    """One headless Chromium for the session (tests/support/browser.py); skips without it."""
+    with chromium() as driver:
+        yield driver

@@ -259,3 +259,24 @@ def test_a_bad_establishment_budget_is_named(text: Any) -> None:
 
 def test_account_manage_is_a_builtin_purpose() -> None:
     assert "account.manage" in build().otp.purposes
+
+
+def test_the_console_section() -> None:
+    """`[console]`: the defaults docs/console.md gives, and a bad key named."""
+    console = build().console
+    assert (console.enabled, console.idle_minutes, console.absolute_hours) == (True, 30, 12)
+    assert console.operators == () and console.per_page == 25
+    custom = build(console={"operators": ["support.cdc"], "idle_minutes": 10}).console
+    assert custom.operators == ("support.cdc",) and custom.idle_minutes == 10
+    for bad, key in [
+        ({"idle_minutes": 0}, "console.idle_minutes"),
+        ({"idle_minutes": 800, "absolute_hours": 12}, "console.idle_minutes"),
+        ({"absolute_hours": 1000}, "console.absolute_hours"),
+        ({"operators": ["bad id"]}, "console.operators"),
+        ({"operators": "ops"}, "console.operators"),
+        ({"device_label": "a|b"}, "console.device_label"),
+        ({"theme": "dark"}, "console.theme"),
+    ]:
+        with pytest.raises(ConfigError) as exc:
+            build(console=bad)
+        assert error_key(exc) == key, bad

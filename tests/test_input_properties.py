@@ -39,7 +39,11 @@ def _routes() -> list[tuple[str, str]]:
     found = {
         (route.method, route.resource.canonical)
         for route in app.router.routes()
-        if route.resource is not None and route.method not in ("HEAD", "*")
+        if route.resource is not None
+        and route.method not in ("HEAD", "*")
+        # The console answers HTML pages, not the JSON error shape these properties
+        # check: tests/test_console.py gives it bad input of its own.
+        and not route.resource.canonical.startswith("/console")
     }
     return sorted(found, key=lambda r: (r[1], r[0]))
 

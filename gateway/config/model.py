@@ -131,6 +131,19 @@ class AccountsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ConsoleConfig:
+    """`[console]`: the admin console's pages (docs/console.md)."""
+
+    enabled: bool = True
+    idle_minutes: int = 30  # a session unused this long is over
+    absolute_hours: int = 12  # a session this old is over, however busy
+    per_page: int = 25  # rows of the account list
+    # Accounts that sign in as operators: every establishment, no step-up.
+    operators: tuple[str, ...] = ()
+    device_label: str = "Console d'administration"  # a trusted device's name
+
+
+@dataclass(frozen=True, slots=True)
 class SmtpConfig:
     host: str = "127.0.0.1"
     port: int = 25
@@ -211,6 +224,7 @@ class Config:
     providers: tuple[ProviderConfig, ...]
     source: str = "<embedded default>"
     sms: SmsConfig = field(default_factory=SmsConfig)
+    console: ConsoleConfig = field(default_factory=ConsoleConfig)
     templates: Mapping[str, Templates] = field(default_factory=lambda: dict(BUILTIN))
 
     @property

@@ -14,6 +14,7 @@ from gateway.config.model import (
     SCOPES,
     AccountsConfig,
     ApiKey,
+    ConsoleConfig,
     LoggingConfig,
     OtpConfig,
     PhoneConfig,
@@ -210,6 +211,25 @@ def _sms(t: Table) -> SmsConfig:
     return cfg
 
 
+def _console(t: Table) -> ConsoleConfig:
+    cfg = ConsoleConfig(
+        enabled=t.get("enabled", bool, True),
+        idle_minutes=t.int_in("idle_minutes", 30, 1, 24 * 60),
+        absolute_hours=t.int_in("absolute_hours", 12, 1, 7 * 24),
+        per_page=t.int_in("per_page", 25, 5, 200),
+        operators=t.str_list("operators", ()),
+        device_label=t.get("device_label", str, "Console d'administration"),
+    )
+    if cfg.idle_minutes > cfg.absolute_hours * 60:
+        raise ConfigError(t.key("idle_minutes"), "must not exceed console.absolute_hours")
+    if not all(re.fullmatch(r"[A-Za-z0-9._@-]{1,128}", a) for a in cfg.operators):
+        raise ConfigError(t.key("operators"), "must be a list of account ids")
+    if not re.fullmatch(r"[^\x00-\x1f\x7f|]{1,64}", cfg.device_label):
+        raise ConfigError(t.key("device_label"), "must be 1-64 printable characters, no '|'")
+    t.done()
+    return cfg
+
+
 def parse_security(t: Table, embedded: bool) -> Secret | None:
     """`[security] secret`: required unless Redis is the embedded default."""
     secret = t.secret("secret", required=not embedded)
@@ -305,4 +325,5 @@ SECTIONS: dict[str, Callable[[Table], Any]] = {
     "logging": _logging,
     "voice": _voice,
     "sms": _sms,
+    "console": _console,
 }

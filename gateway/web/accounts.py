@@ -23,13 +23,13 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.accounts import listing
 from gateway.accounts.records import KEEP, NewAccount
 from gateway.errors import Forbidden, InvalidRequest
 from gateway.web.body import Field, checked, read_object
 from gateway.web.caller import (
     ADMINS_HEADER,
     account_caller,
+    account_list,
     account_response,
     page_of,
     step_up_token,
@@ -113,21 +113,16 @@ async def get_account(request: web.Request) -> web.Response:
 async def list_accounts(request: web.Request) -> web.Response:
     """An establishment's accounts: filtered, flagged, sorted, grouped, paginated."""
     svc, caller = await account_caller(request)
-    admin = svc.account_services.admin
-    establishment = admin.establishment_of(caller, request.query.get("establishment"))
-    query = listing.parse(request.query, svc.config.accounts.inactive_days)
-    accounts = await svc.accounts.all_in(establishment)
-    now = svc.accounts.now()
-    page = listing.run(accounts, query, now)
-    admins = sum(1 for a in accounts if a.is_active_admin(now))
+    listed = await account_list(svc, caller, request.query)
     body: dict[str, Any] = {
-        "accounts": page.rows, "page": query.page, "per_page": query.per_page,
-        "total": page.total, "active_admins": admins, "warnings": warnings(admins),
+        "accounts": listed.page.rows, "page": listed.query.page,
+        "per_page": listed.query.per_page, "total": listed.page.total,
+        "active_admins": listed.active_admins, "warnings": warnings(listed.active_admins),
     }  # fmt: skip
-    if page.groups is not None:
-        body["groups"] = page.groups
+    if listed.page.groups is not None:
+        body["groups"] = listed.page.groups
     response = web.json_response(body)
-    response.headers[ADMINS_HEADER] = str(admins)
+    response.headers[ADMINS_HEADER] = str(listed.active_admins)
     return response
 
 

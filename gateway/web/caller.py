@@ -12,10 +12,13 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Final
 
 from aiohttp import web
 
+from gateway.accounts import listing
 from gateway.accounts.policy import Caller
 from gateway.accounts.records import Account, valid_account_id
 from gateway.config import ApiKey
@@ -115,3 +118,26 @@ async def account_response(svc: Services, account: Account, status: int = 200) -
     response = web.json_response(body, status=status)
     response.headers[ADMINS_HEADER] = str(admins)
     return response
+
+
+@dataclass(frozen=True, slots=True)
+class Listed:
+    """One page of an establishment's accounts, as `GET /accounts` and the console show it."""
+
+    establishment: str
+    query: listing.Query
+    page: listing.Page
+    active_admins: int
+
+
+async def account_list(svc: Services, caller: Caller, params: Mapping[str, str]) -> Listed:
+    """`GET /accounts`: the caller's establishment (an operator's choice), filtered,
+    flagged, sorted, grouped and paginated by `params` (400 on a bad one)."""
+    admin = svc.account_services.admin
+    establishment = admin.establishment_of(caller, params.get("establishment"))
+    query = listing.parse(params, svc.config.accounts.inactive_days)
+    accounts = await svc.accounts.all_in(establishment)
+    now = svc.accounts.now()
+    page = listing.run(accounts, query, now)
+    admins = sum(1 for a in accounts if a.is_active_admin(now))
+    return Listed(establishment, query, page, admins)

@@ -14,6 +14,8 @@ from gateway.otp.challenges import Created
 from gateway.web.body import Field, checked, parse_channel, parse_client_ip, read_object
 from gateway.web.request import (
     account_id_of,
+    challenge_requested,
+    code_verified,
     device_revoked,
     devices_listed,
     devices_revoked,
@@ -60,30 +62,11 @@ async def create_challenge(request: web.Request) -> web.Response:
         raise InvalidRequest(f"purpose must be one of {', '.join(svc.config.otp.purposes)}")
     channel = parse_channel(body.get("channel"))
     client_ip = parse_client_ip(body.get("client_ip"))
-    metrics = svc.metrics
-    counter = metrics.challenges
-    try:
-        created = await svc.challenges.request(
-            account_id, purpose, channel, client_ip, body.get("trusted_device_token")
-        )
-    except GatewayError as exc:
-        metrics.child(counter, purpose, channel or "none", exc.code).inc()
-        if isinstance(exc, RateLimited):
-            svc.metrics.rate_limited.labels(exc.scope).inc()
-        logs.event(
-            log, "challenge refused", purpose=purpose, channel=channel or "none", outcome=exc.code
-        )
-        raise
+    created = await challenge_requested(
+        svc, account_id, purpose, channel, client_ip, body.get("trusted_device_token")
+    )
     if created is None:
-        metrics.child(counter, purpose, channel or "none", "trusted_device").inc()
-        logs.event(log, "challenge not required", purpose=purpose, outcome="trusted_device")
         return web.json_response({"required": False, "reason": "trusted_device"})
-    metrics.child(counter, purpose, created.channel, "queued").inc()
-    svc.metrics.count_send(created.region)
-    logs.event(
-        log, "challenge created", challenge_id=created.challenge_id, purpose=purpose,
-        channel=created.channel, destination=created.destination, outcome="queued",
-    )  # fmt: skip
     return web.json_response(_created_body(created, now_ms()), status=202)
 
 
@@ -91,26 +74,9 @@ async def verify(request: web.Request) -> web.Response:
     """Check a code; on success, maybe a trusted-device or step-up token."""
     svc = services(request, "otp")
     body = checked(await read_object(request), VERIFY_FIELDS)
-    try:
-        result = await svc.challenges.verify(
-            body["challenge_id"], body["code"], bool(body.get("trust_device")),
-            body.get("device_label") or "",
-        )  # fmt: skip
-    except GatewayError as exc:
-        # verify.lua names the purpose only on success: failures count as "unknown".
-        svc.metrics.child(svc.metrics.verifications, exc.purpose or "unknown", exc.code).inc()
-        if isinstance(exc, RateLimited):
-            svc.metrics.rate_limited.labels(exc.scope).inc()
-        logs.event(
-            log, "verification", challenge_id=logs.challenge_id_field(body["challenge_id"]),
-            purpose="unknown", outcome=exc.code,
-        )  # fmt: skip
-        exc.extra = {"verified": False, **exc.extra}
-        raise
-    svc.metrics.child(svc.metrics.verifications, result.purpose, "verified").inc()
-    logs.event(
-        log, "verification", challenge_id=body["challenge_id"], purpose=result.purpose,
-        outcome="verified",
+    result = await code_verified(
+        svc, body["challenge_id"], body["code"], bool(body.get("trust_device")),
+        body.get("device_label") or "",
     )  # fmt: skip
     return web.json_response(verified_json(result))
 

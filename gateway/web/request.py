@@ -7,16 +7,21 @@ of HTTP). Route modules import these helpers from here, never from each other.
 
 from __future__ import annotations
 
+import logging
+
 from aiohttp import web
 
+from gateway import logs
 from gateway.accounts import valid_account_id
 from gateway.clock import iso_ms
-from gateway.errors import InvalidRequest
+from gateway.errors import GatewayError, InvalidRequest, RateLimited
 from gateway.metrics import Metrics
-from gateway.otp.challenges import Verified
+from gateway.otp.challenges import Created, Verified
 from gateway.otp.tokens import DeviceService
 from gateway.runtime import Services
 from gateway.web.auth import ApiKeys
+
+log = logging.getLogger("otp_gateway.otp")
 
 SERVICES = web.AppKey("services", Services)
 METRICS = web.AppKey("metrics", Metrics)
@@ -74,3 +79,68 @@ def verified_json(result: Verified) -> dict[str, object]:
     elif result.token_kind == "step_up":
         out |= {"step_up_token": result.token, "step_up_expires_at": iso_ms(result.until_ms)}
     return out
+
+
+# --- a code asked for and checked: POST /challenge, POST /verify and the console's sign-in ---
+
+
+async def challenge_requested(
+    svc: Services,
+    account_id: str,
+    purpose: str,
+    channel: str | None,
+    client_ip: str | None,
+    device_token: str | None,
+) -> Created | None:
+    """`ChallengeService.request` with its metrics and log line (None: a trusted device)."""
+    metrics = svc.metrics
+    counter = metrics.challenges
+    try:
+        created = await svc.challenges.request(
+            account_id, purpose, channel, client_ip, device_token
+        )
+    except GatewayError as exc:
+        metrics.child(counter, purpose, channel or "none", exc.code).inc()
+        if isinstance(exc, RateLimited):
+            metrics.rate_limited.labels(exc.scope).inc()
+        logs.event(
+            log, "challenge refused", purpose=purpose, channel=channel or "none", outcome=exc.code
+        )
+        raise
+    if created is None:
+        metrics.child(counter, purpose, channel or "none", "trusted_device").inc()
+        logs.event(log, "challenge not required", purpose=purpose, outcome="trusted_device")
+        return None
+    metrics.child(counter, purpose, created.channel, "queued").inc()
+    metrics.count_send(created.region)
+    logs.event(
+        log, "challenge created", challenge_id=created.challenge_id, purpose=purpose,
+        channel=created.channel, destination=created.destination, outcome="queued",
+    )  # fmt: skip
+    return created
+
+
+async def code_verified(
+    svc: Services, challenge_id: str, code: str, trust_device: bool, device_label: str
+) -> Verified:
+    """`ChallengeService.verify` with its metrics and log line; a failure carries
+    `"verified": false` in its body, as `/verify` answers it."""
+    try:
+        result = await svc.challenges.verify(challenge_id, code, trust_device, device_label)
+    except GatewayError as exc:
+        # verify.lua names the purpose only on success: failures count as "unknown".
+        svc.metrics.child(svc.metrics.verifications, exc.purpose or "unknown", exc.code).inc()
+        if isinstance(exc, RateLimited):
+            svc.metrics.rate_limited.labels(exc.scope).inc()
+        logs.event(
+            log, "verification", challenge_id=logs.challenge_id_field(challenge_id),
+            purpose="unknown", outcome=exc.code,
+        )  # fmt: skip
+        exc.extra = {"verified": False, **exc.extra}
+        raise
+    svc.metrics.child(svc.metrics.verifications, result.purpose, "verified").inc()
+    logs.event(
+        log, "verification", challenge_id=challenge_id, purpose=result.purpose,
+        outcome="verified",
+    )  # fmt: skip
+    return result

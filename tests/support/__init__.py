@@ -16,4 +16,6 @@ rawhttp   raw HTTP/1.1 over a socket, and the app served as `serve` serves it
 tcpproxy  a TCP proxy in front of Redis that can lose or hold one reply
 logs      the gateway's own log lines during a test, as JSON
 dates     dates relative to today (tests/test_no_absolute_dates.py)
+console   the admin console as a browser without JavaScript uses it (forms, cookies)
+browser   headless Chromium (Selenium, chromedriver) and axe-core (the vendored axe/)
 """

@@ -1,0 +1,74 @@
+"""The admin console (`/console/`): French, server-rendered pages over the same services.
+
+A front end of the gateway's own services, like the JSON routes beside it:
+each page calls what the matching API route calls (through `web.request` and
+`web.caller`), as the same kind of caller, so the rules, limits and audit are
+the API's. Nothing here talks to Redis but the console's own session store.
+
+- `guard`: cookies, sessions, CSRF, the caller, errors as French pages;
+- `signin`: sign-in by code (`/challenge` + `/verify`), sign-out;
+- `accounts`: the account list and an account's page with its history;
+- `actions`: renew, suspend (its step-up code inline), reactivate;
+- `pages`: Jinja2 rendering and the headers every page carries;
+- `sessions`, `keys`: the session store and its key names;
+- `texts`, `labels`: the French words.
+
+`[console] enabled = false` leaves every `/console` path a 404.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway.config import Config
+from gateway.web.console import accounts, actions, signin
+from gateway.web.console.guard import SIGN_IN, error_page, page
+from gateway.web.console.pages import HERE, PAGE_HEADERS, PAGES, environment, redirect
+
+
+async def to_home(request: web.Request) -> web.StreamResponse:
+    """`/console` (no slash): to `/console/`."""
+    return redirect("/console/")
+
+
+async def home(request: web.Request) -> web.StreamResponse:
+    """`/console/`: the account list when signed in, else the sign-in page."""
+    return redirect("/console/comptes" if "otpgw_console" in request.cookies else SIGN_IN)
+
+
+async def not_found(request: web.Request) -> web.StreamResponse:
+    """Any other `/console` path: a French 404 page."""
+    return error_page(
+        request, 404, "Cette page n'existe pas. Revenez à l'accueil de la console.",
+        "Page introuvable",
+    )  # fmt: skip
+
+
+async def stylesheet(request: web.Request) -> web.StreamResponse:
+    """The console's one stylesheet, shipped with the package."""
+    response = web.FileResponse(HERE / "static" / "console.css")
+    response.headers.update(PAGE_HEADERS)
+    response.headers["Cache-Control"] = "public, max-age=3600"
+    return response
+
+
+def setup(app: web.Application, config: Config) -> None:
+    if not config.console.enabled:
+        return
+    app[PAGES] = environment()
+    router = app.router
+    router.add_get("/console", to_home, allow_head=False)
+    router.add_get("/console/", home, allow_head=False)
+    router.add_get("/console/console.css", stylesheet, allow_head=False)
+    router.add_get(SIGN_IN, signin.sign_in_form, allow_head=False)
+    router.add_post(SIGN_IN, signin.sign_in)
+    router.add_get("/console/code", signin.code_form, allow_head=False)
+    router.add_post("/console/code", signin.check_code)
+    router.add_post("/console/deconnexion", signin.sign_out)
+    router.add_get("/console/comptes", accounts.account_list_page, allow_head=False)
+    router.add_get("/console/comptes/{account_id}", accounts.account_page, allow_head=False)
+    account = "/console/comptes/{account_id}"
+    router.add_post(account + "/renouveler", actions.renew)
+    router.add_post(account + "/suspendre", actions.suspend)
+    router.add_post(account + "/reactiver", actions.reactivate)
+    router.add_route("*", "/console/{tail:.*}", page(not_found))

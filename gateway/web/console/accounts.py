@@ -1,0 +1,107 @@
+"""The establishment's accounts: the list (search, filters, pages, flags) and one account
+with its history. Each page calls what `GET /accounts`, `GET /accounts/{id}` and
+`GET /accounts/{id}/history` call, as the same caller (tenant isolation included),
+and shows what they return: a hidden number stays hidden.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Final
+from urllib.parse import urlencode
+
+from aiohttp import web
+
+from gateway.errors import InvalidRequest
+from gateway.web.caller import account_list, warnings
+from gateway.web.console import labels
+from gateway.web.console.actions import DONE
+from gateway.web.console.guard import SignedIn, page, signed_in, svc
+from gateway.web.console.pages import render
+from gateway.web.request import account_id_of
+
+FILTERS: Final = ("q", "status", "role")
+HISTORY_PER_PAGE: Final = 20
+
+
+def _params(request: web.Request, signed: SignedIn) -> dict[str, str]:
+    """The list's query, as `GET /accounts` reads it (empty fields left out)."""
+    params = {k: request.query[k].strip() for k in FILTERS if request.query.get(k, "").strip()}
+    params["per_page"] = str(svc(request).config.console.per_page)
+    params["page"] = request.query.get("page", "1")
+    # The policy decides: an operator's choice, an admin's own (any other: 404).
+    if signed.caller.scope == "operator" or "establishment" in request.query:
+        params["establishment"] = request.query.get("establishment", "").strip()
+    return params
+
+
+def _flags(row: dict[str, Any], soon_days: int, active_admins: int) -> list[str]:
+    """The API's flags, plus "expiring soon" (within the first reminder) and "only admin"."""
+    found = list(row["flags"])
+    if row["status"] == "active" and row["expires_in_days"] <= soon_days:
+        found.insert(0, "expiring")
+    if active_admins == 1 and row["role"] == "admin" and row["status"] == "active":
+        found.append("single_admin")
+    return [labels.FLAGS[f] for f in found]
+
+
+@page
+async def account_list_page(request: web.Request) -> web.StreamResponse:
+    """The accounts of the admin's establishment (an operator picks one first)."""
+    signed = await signed_in(request)
+    params = _params(request, signed)
+    base = {k: v for k, v in params.items() if k not in ("page", "per_page")}
+    context: dict[str, Any] = {
+        "signed": signed, "filters": base, "labels": labels, "listed": None, "rows": [],
+        "pages": 0, "links": {},
+    }  # fmt: skip
+    if signed.caller.scope == "admin" or params.get("establishment"):
+        listed = await account_list(svc(request), signed.caller, params)
+        reminders = svc(request).config.accounts.reminder_days
+        soon = max(reminders) if reminders else 30
+        pages = max(1, math.ceil(listed.page.total / listed.query.per_page))
+        context |= {
+            "listed": listed,
+            "warnings": warnings(listed.active_admins),
+            "rows": [(row, _flags(row, soon, listed.active_admins)) for row in listed.page.rows],
+            "pages": pages,
+            "links": _page_links(base, listed.query.page, pages),
+        }
+    return render(request, "accounts.html", title="Gestion des comptes", **context)
+
+
+def _page_links(base: dict[str, str], current: int, pages: int) -> dict[str, str]:
+    links = {}
+    if current > 1:
+        links["previous"] = "?" + urlencode({**base, "page": current - 1})
+    if current < pages:
+        links["next"] = "?" + urlencode({**base, "page": current + 1})
+    return links
+
+
+@page
+async def account_page(request: web.Request) -> web.StreamResponse:
+    """One account: its fields as the API shows them, and its history, newest first."""
+    signed = await signed_in(request)
+    services = svc(request)
+    admin = services.account_services.admin
+    account_id = account_id_of(request.match_info["account_id"])
+    account = await admin.target(signed.caller, account_id)
+    view = account.to_json(services.accounts.now())
+    page_number = _page_number(request.query.get("page", "1"))
+    entries, total = await admin.history(signed.caller, account_id, page_number, HISTORY_PER_PAGE)
+    pages = max(1, math.ceil(total / HISTORY_PER_PAGE))
+    back = {"establishment": account.establishment} if signed.caller.scope == "operator" else {}
+    return render(
+        request, "account.html", title=f"Compte {account_id}", signed=signed, account=view,
+        entries=entries, labels=labels, links=_page_links({}, page_number, pages),
+        back="/console/comptes" + ("?" + urlencode(back) if back else ""),
+        done=DONE.get(request.query.get("fait", ""), ""),
+        validity_days=services.config.accounts.validity_days,
+    )  # fmt: skip
+
+
+def _page_number(value: str) -> int:
+    if not (value.isascii() and value.isdigit() and 1 <= len(value) <= 6 and int(value) >= 1):
+        raise InvalidRequest("page counts from 1")
+    return int(value)

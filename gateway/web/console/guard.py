@@ -1,0 +1,218 @@
+"""What every console handler goes through: cookies, the session, CSRF, the caller, errors.
+
+Cookies (all `HttpOnly`, `SameSite=Strict`, `Path=/console/`, and `Secure`
+unless `[server] mode = "development"`):
+
+- `otpgw_console`: the session id (`sessions.SessionStore`);
+- `otpgw_console_form`: the sign-in form's CSRF token, before any session
+  exists (double submit: the form's hidden field must equal it);
+- `otpgw_console_device`: the trusted-device token that "Faire confiance à ce
+  poste" earned, sent back as `trusted_device_token` on the next sign-in.
+
+Signed in, an admin acts as the API's `admin` caller for its own account (the
+same `acting_admin` check on every request: a demoted, suspended or expired
+admin is out at once); an account named in `[console] operators` acts as an
+`operator` (every establishment). Errors become French pages (`texts`).
+"""
+
+from __future__ import annotations
+
+import functools
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Final
+
+from aiohttp import web
+
+from gateway.accounts.policy import Caller
+from gateway.accounts.records import Account, Role
+from gateway.crypto import constant_time_equal
+from gateway.errors import GatewayError, InvalidRequest, NotFound
+from gateway.runtime import Services
+from gateway.web.body import parse_client_ip, read_form
+from gateway.web.console import texts
+from gateway.web.console.pages import redirect, render
+from gateway.web.console.sessions import Session, SessionStore
+from gateway.web.middleware import REQUEST_ID
+from gateway.web.request import SERVICES
+
+SESSION_COOKIE: Final = "otpgw_console"
+FORM_COOKIE: Final = "otpgw_console_form"
+DEVICE_COOKIE: Final = "otpgw_console_device"
+PATH: Final = "/console/"
+SIGN_IN: Final = "/console/connexion"
+HOME: Final = "/console/comptes"
+MAX_FIELD: Final = 256
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class CsrfRefused(GatewayError):
+    """A POST without this session's form token (403, a French page)."""
+
+    status = 403
+    code = "csrf"
+
+
+class NotForConsole(GatewayError):
+    """A signed-in account that is neither an admin nor a console operator (403)."""
+
+    status = 403
+    code = "not_admin"
+
+
+class SessionOver(GatewayError):
+    """No live signed-in session: back to the sign-in page."""
+
+    status = 401
+    code = "signed_out"
+
+
+@dataclass(frozen=True, slots=True)
+class SignedIn:
+    """A signed-in request: its session and the caller it acts as."""
+
+    session_id: str
+    session: Session
+    caller: Caller
+    account: Account
+
+
+def svc(request: web.Request) -> Services:
+    return request.app[SERVICES]
+
+
+def store(request: web.Request) -> SessionStore:
+    services = svc(request)
+    return SessionStore(services.redis, services.config.console)
+
+
+def client_ip(request: web.Request) -> str | None:
+    """The browser's address, for the `ip` rate limit (none for a unix socket's peer)."""
+    try:
+        return parse_client_ip(request.remote)
+    except GatewayError:
+        return None
+
+
+def set_cookie(
+    request: web.Request, response: web.StreamResponse, name: str, value: str, max_age: int | None
+) -> None:
+    """An HttpOnly, SameSite=Strict cookie for the console's paths (Secure outside development)."""
+    response.set_cookie(
+        name, value, max_age=max_age, path=PATH, httponly=True, samesite="Strict",
+        secure=not svc(request).config.server.development,
+    )  # fmt: skip
+
+
+def drop_cookie(request: web.Request, response: web.StreamResponse, name: str) -> None:
+    set_cookie(request, response, name, "", max_age=0)
+
+
+async def form(request: web.Request) -> dict[str, str]:
+    """The POSTed form (strict, `read_form`): one value per name, none over 256 characters."""
+    pairs = await read_form(request)
+    fields: dict[str, str] = {}
+    for name, value in pairs:
+        if name in fields or len(value) > MAX_FIELD:
+            raise InvalidRequest("a field is repeated or too long")
+        fields[name] = value
+    return fields
+
+
+def form_token(request: web.Request) -> str:
+    """The sign-in form's token: the cookie's, or a new one (set by `with_form_token`)."""
+    current = request.cookies.get(FORM_COOKIE, "")
+    return current if 30 <= len(current) <= 64 and current.isascii() else secrets.token_urlsafe(32)
+
+
+def check_form_token(request: web.Request, fields: dict[str, str]) -> None:
+    """The pre-session double submit: the field equals the cookie (constant time)."""
+    cookie = request.cookies.get(FORM_COOKIE, "")
+    presented = fields.get("csrf", "")
+    if not cookie or not presented or not constant_time_equal(cookie, presented):
+        raise CsrfRefused("the sign-in form's token does not match")
+
+
+async def pending(request: web.Request) -> tuple[str, Session]:
+    """The session of a sign-in waiting for its code; SessionOver otherwise."""
+    session_id = request.cookies.get(SESSION_COOKIE, "")
+    session = await store(request).get(session_id)
+    if session is None or session.stage != "code":
+        raise SessionOver("no sign-in under way")
+    return session_id, session
+
+
+async def signed_in(request: web.Request) -> SignedIn:
+    """The signed-in session and its caller, re-checked on every request."""
+    session_id = request.cookies.get(SESSION_COOKIE, "")
+    sessions = store(request)
+    session = await sessions.get(session_id)
+    if session is None or session.stage != "in":
+        raise SessionOver("not signed in")
+    try:
+        account = await acting_account(svc(request), session.account_id, session.role)
+    except GatewayError:
+        await sessions.end(session_id)
+        raise
+    return SignedIn(session_id, session, caller_of(request, session, account), account)
+
+
+def console_role(services: Services, account: Account) -> str | None:
+    """How an account may use the console: "operator", "admin", or not at all."""
+    if account.account_id in services.config.console.operators:
+        return "operator"
+    return "admin" if account.role is Role.ADMIN else None
+
+
+async def acting_account(services: Services, account_id: str, role: str) -> Account:
+    """The account a session acts for, still able to (the API's own checks for an admin)."""
+    account = await services.accounts.get(account_id)
+    if account is None or console_role(services, account) != role:
+        raise NotForConsole("this account may not use the console")
+    if role == "admin":
+        return await services.account_services.admin.acting_admin(account_id)
+    account.require_active(services.accounts.now())
+    return account
+
+
+def caller_of(request: web.Request, session: Session, account: Account) -> Caller:
+    """The policy's caller: an admin acting for itself, or a named operator."""
+    if session.role == "admin":
+        return Caller("admin", "console", request[REQUEST_ID], account)
+    return Caller("operator", f"console:{account.account_id}", request[REQUEST_ID])
+
+
+def check_csrf(signed: SignedIn | Session, fields: dict[str, str]) -> None:
+    session = signed.session if isinstance(signed, SignedIn) else signed
+    if not session.csrf_ok(fields.get("csrf")):
+        raise CsrfRefused("the form's token is not this session's")
+
+
+def page(handler: Handler) -> Handler:
+    """A console handler: a GatewayError becomes a French page with its status."""
+
+    @functools.wraps(handler)
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except SessionOver:
+            if request.method == "GET":
+                return redirect(SIGN_IN)
+            return error_page(request, 401, texts.SESSION_OVER, "Session terminée")
+        except CsrfRefused:
+            return error_page(request, 403, texts.CSRF, "Requête refusée")
+        except NotFound:  # an account elsewhere is exactly one that does not exist
+            return error_page(request, 404, texts.ERRORS["not_found"], "Page introuvable")
+        except GatewayError as exc:
+            return error_page(request, exc.status, texts.sentence(exc), "Demande refusée")
+
+    return wrapped
+
+
+def error_page(request: web.Request, status: int, message: str, title: str) -> web.Response:
+    response = render(request, "error.html", status=status, title=title, message=message)
+    if status == 401:
+        drop_cookie(request, response, SESSION_COOKIE)
+    return response

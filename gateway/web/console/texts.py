@@ -1,0 +1,77 @@
+"""The console's French sentences for the gateway's error codes.
+
+A page never shows the API's English message: each code a console call can
+meet has its sentence here, and anything else gets the generic one.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from gateway.errors import GatewayError, RateLimited
+
+GENERIC: Final = (
+    "La demande n'a pas pu aboutir. Recommencez ; si cela persiste, contactez le support."
+)
+ERRORS: Final = {
+    "invalid_request": "La saisie est invalide : vérifiez les champs et recommencez.",
+    "unsupported_media_type": "Ce formulaire n'a pas été envoyé correctement. Rechargez la page.",
+    "payload_too_large": "Le formulaire envoyé est trop volumineux.",
+    "request_timeout": "Le formulaire n'est pas arrivé à temps. Recommencez.",
+    "unknown_account": (
+        "Aucun code ne peut être envoyé pour cet identifiant. Vérifiez-le, "
+        "ou adressez-vous à l'administrateur de votre établissement."
+    ),
+    "not_found": "Cette page n'existe pas, ou elle n'est pas de votre établissement.",
+    "account_expired": (
+        "Ce compte a expiré. Un autre administrateur de l'établissement, "
+        "ou le support, peut le renouveler."
+    ),
+    "account_suspended": "Ce compte est suspendu. Adressez-vous au support.",
+    "phone_required": (
+        "Aucun numéro de téléphone n'est enregistré pour ce compte : "
+        "renseignez-le d'abord depuis votre espace, ou demandez-le au support."
+    ),
+    "channel_unavailable": (
+        "Ce mode d'envoi n'est pas possible pour ce numéro (un SMS ne part pas vers "
+        "une ligne fixe) : choisissez l'appel vocal."
+    ),
+    "invalid_code": "Code incorrect.",
+    "too_many_attempts": (
+        "Trop de codes incorrects : ce code n'est plus valable. Demandez-en un autre."
+    ),
+    "expired": "Ce code a expiré (il est valable 5 minutes). Demandez-en un autre.",
+    "already_used": "Ce code a déjà servi. Demandez-en un autre.",
+    "challenge_not_found": "Ce code n'est plus valable. Demandez-en un autre.",
+    "forbidden": "Cette action ne vous est pas permise.",
+    "last_admin": (
+        "C'est le dernier administrateur actif de l'établissement : désignez-en "
+        "un autre avant de le suspendre, de le supprimer ou de retirer ses droits."
+    ),
+    "step_up_required": "Cette action demande un code de confirmation : recommencez-la.",
+    "not_admin": (
+        "Cette console est réservée aux administrateurs des établissements. "
+        "Votre compte est un compte utilisateur : pour gérer votre compte, "
+        "passez par votre espace habituel, ou adressez-vous à votre administrateur."
+    ),
+    "unavailable": "Le service est momentanément indisponible. Réessayez dans un instant.",
+}
+CSRF: Final = (
+    "Ce formulaire a expiré ou ne vient pas de cette console. Rechargez la page, puis recommencez."
+)
+SIGNED_OUT: Final = "Vous êtes déconnecté."
+SESSION_OVER: Final = "Votre session a pris fin. Reconnectez-vous."
+
+
+def sentence(exc: GatewayError) -> str:
+    """The French sentence for an error, with its numbers (seconds to wait, tries left)."""
+    if isinstance(exc, RateLimited):
+        return (
+            "Trop de demandes en peu de temps. "
+            f"Réessayez dans {exc.retry_after} seconde{'s' if exc.retry_after > 1 else ''}."
+        )
+    text = ERRORS.get(exc.code, GENERIC)
+    left = exc.extra.get("attempts_left")
+    if exc.code == "invalid_code" and isinstance(left, int):
+        text += f" Il vous reste {left} essai{'s' if left > 1 else ''}."
+    return text

@@ -1,0 +1,79 @@
+"""The admin console as a browser without JavaScript uses it: forms, cookies, redirects.
+
+`Console` wraps a `Gateway`'s test client (its cookie jar is the browser's):
+`sign_in` goes through the sign-in page, takes the code the test provider
+received and types it. `csrf_of` reads a page's form token.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from tests.support.gateway import Gateway
+
+CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+PAGE_HEADERS = {
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+
+def csrf_of(html: str) -> str:
+    found = CSRF.search(html)
+    assert found, "no form token on the page"
+    return found.group(1)
+
+
+@dataclass
+class Page:
+    status: int
+    html: str
+    url: str
+    headers: Any
+
+
+@dataclass
+class Console:
+    gw: Gateway
+
+    async def get(self, path: str) -> Page:
+        resp = await self.gw.client.get(path)
+        return Page(resp.status, await resp.text(), str(resp.url), resp.headers)
+
+    async def post(self, path: str, fields: dict[str, str], redirects: bool = True) -> Page:
+        resp = await self.gw.client.post(path, data=fields, allow_redirects=redirects)
+        return Page(resp.status, await resp.text(), str(resp.url), resp.headers)
+
+    async def ask_code(self, account_id: str, channel: str = "") -> Page:
+        """The sign-in form, filled in and sent; the page it leads to."""
+        form = await self.get("/console/connexion")
+        fields = {"csrf": csrf_of(form.html), "account_id": account_id, "channel": channel}
+        return await self.post("/console/connexion", fields)
+
+    async def last_code(self) -> str:
+        """Deliver what is queued; the last code the test provider received."""
+        await self.gw.drain()
+        codes = self.gw.sink.codes()
+        assert codes, "no code reached the provider"
+        return codes[-1]
+
+    async def type_code(self, page: Page, code: str, trust: bool = False) -> Page:
+        fields = {"csrf": csrf_of(page.html), "code": code}
+        if trust:
+            fields["trust"] = "1"
+        return await self.post("/console/code", fields)
+
+    async def sign_in(self, account_id: str = "boss", trust: bool = False) -> Page:
+        """Sign in with a code; the page the console lands on."""
+        page = await self.ask_code(account_id)
+        assert "/console/code" in page.url, (page.status, page.html)
+        return await self.type_code(page, await self.last_code(), trust)
+
+    def cookie(self, name: str) -> str | None:
+        for morsel in self.gw.client.session.cookie_jar:
+            if morsel.key == name:
+                return morsel.value
+        return None
