@@ -26,9 +26,11 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from gateway import keys
+from gateway.cluster import reachable
 from gateway.config import Config
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -208,17 +210,21 @@ class Metrics:
 
     async def refresh(self, redis: aioredis.Redis, within: float) -> None:
         """PING Redis and read the queue's state, in one round trip; never raises.
+        A cluster is up when every primary says its state is ok (`reachable`).
 
         Without Redis, `otp_redis_up` goes to 0 and the queue gauges keep
         their last values.
         """
         try:
-            async with asyncio.timeout(within), redis.pipeline(transaction=False) as pipe:
-                pipe.ping()
-                pipe.xlen(keys.STREAM)
-                pipe.xrange(keys.STREAM, count=1)
-                pipe.xlen(keys.DEAD_LETTERS)
-                _, depth, first, dead = await pipe.execute()
+            async with asyncio.timeout(within):
+                if isinstance(redis, RedisCluster) and not await reachable(redis):
+                    raise RedisError("cluster not ready")
+                async with redis.pipeline(transaction=False) as pipe:
+                    pipe.ping()
+                    pipe.xlen(keys.STREAM)
+                    pipe.xrange(keys.STREAM, count=1)
+                    pipe.xlen(keys.DEAD_LETTERS)
+                    _, depth, first, dead = await pipe.execute()
         except (RedisError, OSError, TimeoutError):
             self.redis_up.set(0)
             return

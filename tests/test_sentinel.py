@@ -51,6 +51,7 @@ def _collect_leftovers() -> Iterator[None]:
     yield
     gc.collect()
 
+
 PASSWORD = "data-nodes-password-0123456789"
 SENTINEL_PASSWORD = "sentinels-password-0123456789"
 MASTER = "mymaster"
@@ -352,7 +353,6 @@ async def test_a_worker_whose_group_vanished_recreates_it_and_goes_on(
     [
         ({"url": "redis://h:1/0", "sentinels": ["h:26379"], "sentinel_master": "m"}, "sentinels"),
         ({"url": "redis://h:1/0", "cluster_nodes": ["h:7000"]}, "cluster_nodes"),
-        ({"cluster_nodes": ["h:7000"]}, "cluster_nodes"),
         ({"sentinels": ["h:26379"]}, "sentinel_master"),
         ({"sentinels": ["h"], "sentinel_master": "m"}, "sentinels"),
         ({"sentinels": ["h:99999"], "sentinel_master": "m"}, "sentinels"),
