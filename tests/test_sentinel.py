@@ -41,7 +41,10 @@ from tests.support.poll import poll
 # connections are closed (datastore.SendsOnce); what is left is asyncio's, is
 # closed by the collector, and would turn these tests flaky under the suite's
 # `filterwarnings = error`, so it is let through here only.
-pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
+    pytest.mark.single_only(reason="Sentinel topologies and wait_replicas on one instance"),
+]
 
 
 @pytest.fixture(autouse=True)

@@ -182,10 +182,9 @@ class Cluster:
     # --- what the suite's fixtures need --------------------------------------------
 
     def flushall(self) -> None:
-        """Every primary emptied, scripts included, as FLUSHALL on one instance."""
+        """Every primary emptied, as FLUSHALL on one instance (scripts stay)."""
         for node in self.live():
             node.client.flushall()
-            node.client.script_flush()
 
     def keys(self, pattern: str = "*") -> list[bytes]:
         """KEYS across every primary."""
@@ -266,6 +265,16 @@ class AllPrimaries(RedisCluster):
     async def flushall(self, asynchronous: bool = False, **kwargs: Any) -> Any:
         kwargs.setdefault("target_nodes", RedisCluster.PRIMARIES)
         return await super().flushall(asynchronous, **kwargs)
+
+
+def flush(server: Any) -> None:
+    """Empty the suite's Redis from synchronous code: a `ClusterServer`'s every
+    primary, or the one `RedisServer`."""
+    if isinstance(server, ClusterServer):
+        server.cluster.flushall()
+        return
+    with redis.Redis.from_url(server.url) as client:
+        client.flushall()
 
 
 def cluster_from_url(url: str) -> dict[str, Any]:
