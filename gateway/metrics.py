@@ -27,7 +27,7 @@ from prometheus_client import (
     generate_latest,
 )
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from gateway import keys
 from gateway.cluster import reachable
@@ -215,17 +215,19 @@ class Metrics:
         Without Redis, `otp_redis_up` goes to 0 and the queue gauges keep
         their last values.
         """
+        cluster = isinstance(redis, RedisCluster)
         try:
             async with asyncio.timeout(within):
-                if isinstance(redis, RedisCluster) and not await reachable(redis):
+                if cluster and not await reachable(redis):
                     raise RedisError("cluster not ready")
                 async with redis.pipeline(transaction=False) as pipe:
-                    pipe.ping()
+                    if not cluster:  # a cluster's pipelines refuse PING: `reachable` did it
+                        pipe.ping()
                     pipe.xlen(keys.STREAM)
                     pipe.xrange(keys.STREAM, count=1)
                     pipe.xlen(keys.DEAD_LETTERS)
-                    _, depth, first, dead = await pipe.execute()
-        except (RedisError, OSError, TimeoutError):
+                    depth, first, dead = (await pipe.execute())[-3:]
+        except (RedisError, RedisClusterException, OSError, TimeoutError):
             self.redis_up.set(0)
             return
         self.redis_up.set(1)

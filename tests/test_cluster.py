@@ -30,6 +30,9 @@ from gateway.luascripts import Script
 from tests.conftest import TOPOLOGY
 from tests.support.cluster import Cluster, ClusterServer, key_in_slot, keys_of
 from tests.support.config import SECRET, make_config
+from tests.support.gateway import start_gateway
+from tests.support.httpfake import Stub
+from tests.support.metrics import sample
 from tests.support.tcpproxy import TcpProxy
 
 INCR = "return redis.call('INCR', KEYS[1])"
@@ -361,3 +364,21 @@ async def test_a_blocking_read_goes_to_the_streams_node_and_waits(
     await client.xadd(stream, {"f": "v"})
     [[name, [(_, fields)]]] = await client.xreadgroup("g", "c", {stream: ">"}, count=1, block=200)
     assert name == stream.encode() and fields == {b"f": b"v"}
+
+
+# --- readiness ----------------------------------------------------------------------
+
+
+async def test_readyz_and_metrics_see_every_primary(own_cluster: Cluster, sink: Stub) -> None:
+    redis = own_cluster.redis_table(timeout_seconds=0.5)
+    gw = await start_gateway(make_config("redis://unused:1/0", redis=redis), sink)
+    try:
+        resp = await gw.get("/readyz")
+        assert resp.status == 200 and (await resp.json())["redis"] is True
+        assert sample(await (await gw.get("/metrics")).read(), "otp_redis_up") == 1
+        own_cluster.nodes[2].kill()
+        resp = await gw.get("/readyz")
+        assert resp.status == 503 and (await resp.json())["redis"] is False
+        assert sample(await (await gw.get("/metrics")).read(), "otp_redis_up") == 0
+    finally:
+        await gw.client.close()
