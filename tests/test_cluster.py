@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import CrossSlotTransactionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.cluster import ClusterClient, reachable
@@ -382,3 +383,32 @@ async def test_readyz_and_metrics_see_every_primary(own_cluster: Cluster, sink: 
         assert sample(await (await gw.get("/metrics")).read(), "otp_redis_up") == 0
     finally:
         await gw.client.close()
+
+
+async def test_no_node_reachable_is_a_connection_error_not_a_cluster_exception() -> None:
+    """redis-py's own "cannot be connected" is no RedisError: the HTTP layer would
+    answer 500. The client raises it as the ConnectionError of an outage (503)."""
+    config = make_config(
+        "redis://unused:1/0", redis={"cluster_nodes": [f"127.0.0.1:{free_port()}"],
+                                     "timeout_seconds": 0.5},
+    )  # fmt: skip
+    client = redis_client(config)
+    try:
+        with pytest.raises(RedisConnectionError):
+            await client.get("k")
+    finally:
+        await client.aclose()
+
+
+async def test_a_transaction_keeps_to_one_slot(
+    redis_cluster: Cluster, client: aioredis.Redis
+) -> None:
+    async with client.pipeline(transaction=True) as pipe:
+        pipe.incr("{acct}:a")
+        pipe.incr("{acct}:b")
+        assert await pipe.execute() == [1, 1]
+    with pytest.raises(CrossSlotTransactionError):
+        async with client.pipeline(transaction=True) as pipe:
+            pipe.incr(key_in_slot(1))
+            pipe.incr(key_in_slot(2))
+            await pipe.execute()
