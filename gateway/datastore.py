@@ -17,6 +17,10 @@ the wait is cut and a `redis.exceptions.TimeoutError` raised. A blocking read
 
 Commands are packed by hiredis (`with_hiredis_packing`): same bytes, less CPU.
 
+With `[redis] cluster_nodes`, the client is `gateway.cluster.ClusterClient`:
+redis-py's cluster client under these same rules (redirects followed, nothing
+sent again after it may have run).
+
 With `[redis] sentinels`, the primary is looked up through Sentinel on every
 new connection (redis-py's `SentinelConnectionPool`). A primary demoted by a
 failover answers writes with READONLY: the connection is dropped and the
@@ -252,6 +256,12 @@ class BudgetPipeline(Pipeline):
 def redis_client(config: Config) -> aioredis.Redis:
     """The client every process uses (HTTP app, workers); see the module docstring."""
     redis = config.redis
+    if redis.cluster_nodes:
+        # Imported here: gateway.cluster builds on this module's connections.
+        from gateway.cluster import ClusterClient
+
+        # The same commands and rules; redis-py types the two clients apart.
+        return ClusterClient(redis)  # type: ignore[return-value]
     sentinel = None
     if redis.sentinels:
         sentinel = Sentinel(redis.sentinels, sentinel_kwargs=_sentinel_options(redis))

@@ -10,7 +10,8 @@ settings simply run two different scripts.
 
 Both wings load their scripts through one `Lua` per process, so every script
 sees the same `CFG`; each `Script` runs by EVALSHA and is loaded again when
-Redis answers NOSCRIPT (after a restart or a failover).
+Redis answers NOSCRIPT (after a restart or a failover); on a Redis Cluster, on
+the node that answered.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from importlib.resources import files
 from typing import Any, Final
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError
 
 from gateway import keys
@@ -122,8 +124,18 @@ class Script:
         try:
             return await self._evalsha(keys, args)
         except NoScriptError:
-            await self.redis.script_load(self.source)
+            await self._load(keys)
             return await self._evalsha(keys, args)
+
+    async def _load(self, keys: Sequence[Any]) -> None:
+        """SCRIPT LOAD where the NOSCRIPT came from: on a cluster, the node that
+        serves the first key (EVALSHA went there), not every primary, so that a
+        node down elsewhere does not fail this one's scripts."""
+        if isinstance(self.redis, RedisCluster) and keys:
+            node = self.redis.get_node_from_key(keys[0])
+            await self.redis.execute_command("SCRIPT LOAD", self.source, target_nodes=node)
+        else:
+            await self.redis.script_load(self.source)
 
     async def _evalsha(self, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         reply: Any = self.redis.evalsha(self.sha, len(keys), *keys, *args)

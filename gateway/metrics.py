@@ -26,9 +26,11 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
-from redis.exceptions import RedisError
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import RedisClusterException, RedisError
 
 from gateway import keys
+from gateway.cluster import reachable
 from gateway.config import Config
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -208,19 +210,27 @@ class Metrics:
 
     async def refresh(self, redis: aioredis.Redis, within: float) -> None:
         """PING Redis and read the queue's state, in one round trip; never raises.
+        A cluster is up when every primary says its state is ok (`reachable`).
 
         Without Redis, `otp_redis_up` goes to 0 and the queue gauges keep
         their last values.
         """
+        cluster = isinstance(redis, RedisCluster)
         try:
-            async with asyncio.timeout(within), redis.pipeline(transaction=False) as pipe:
-                pipe.ping()
-                for stream, dead in zip(keys.STREAMS, keys.DEAD_LETTERS, strict=True):
-                    pipe.xlen(stream)
-                    pipe.xrange(stream, count=1)
-                    pipe.xlen(dead)
-                _, *replies = await pipe.execute()
-        except (RedisError, OSError, TimeoutError):
+            async with asyncio.timeout(within):
+                if cluster and not await reachable(redis):
+                    raise RedisError("cluster not ready")
+                async with redis.pipeline(transaction=False) as pipe:
+                    if not cluster:  # a cluster's pipelines refuse PING: `reachable` did it
+                        pipe.ping()
+                    for stream, dead in zip(keys.STREAMS, keys.DEAD_LETTERS, strict=True):
+                        pipe.xlen(stream)
+                        pipe.xrange(stream, count=1)
+                        pipe.xlen(dead)
+                    replies = await pipe.execute()
+                    if not cluster:
+                        replies = replies[1:]
+        except (RedisError, RedisClusterException, OSError, TimeoutError):
             self.redis_up.set(0)
             return
         self.redis_up.set(1)

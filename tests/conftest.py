@@ -1,8 +1,15 @@
-"""Fixtures only (helpers live in tests/support): one real redis-server for the
-session, flushed per test, and gateways whose `http` provider is a real server."""
+"""Fixtures only (helpers live in tests/support): one real Redis for the session,
+flushed per test, and gateways whose `http` provider is a real server.
+
+`OTP_TESTS_REDIS` picks that Redis: `single` (the default) one redis-server,
+`cluster` a real 3-primary Redis Cluster (tests/support/cluster.py). Tests that
+only mean something on one instance are marked `single_only` and skipped on a
+cluster, with the reason the marker gives.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,14 +21,40 @@ from gateway.config import Config
 from gateway.embedded import RedisServer
 from tests.support.admin import admin_gateway
 from tests.support.browser import chromium
+from tests.support.cluster import Cluster, ClusterServer
 from tests.support.config import make_config
 from tests.support.gateway import Gateway, GatewayFactory, start_gateway
 from tests.support.httpfake import Stub, StubFactory, stub_servers
 from tests.support.smtp import Inbox, smtp_server
 
+TOPOLOGY = os.environ.get("OTP_TESTS_REDIS", "single")
+if TOPOLOGY not in ("single", "cluster"):
+    raise pytest.UsageError(f"OTP_TESTS_REDIS={TOPOLOGY!r}: single or cluster")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    marker = item.get_closest_marker("single_only")
+    if marker is not None and TOPOLOGY == "cluster":
+        pytest.skip(f"single instance only: {marker.kwargs.get('reason', marker.args)}")
+
 
 @pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A real 3-primary Redis Cluster for the session, started when first asked for."""
+    cluster = Cluster(tmp_path_factory.mktemp("cluster")).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Any]:
+    """The suite's Redis: a `RedisServer`, or under `OTP_TESTS_REDIS=cluster` a
+    `ClusterServer` (its `url` is one `make_config` understands)."""
+    if TOPOLOGY == "cluster":
+        yield ClusterServer(request.getfixturevalue("redis_cluster"))
+        return
     server = RedisServer(tmp_path_factory.mktemp("redis"))
     server.start()
     yield server
@@ -29,15 +62,19 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 
 
 @pytest.fixture
-async def redis(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_server.url)
+async def redis(redis_server: Any) -> AsyncIterator[aioredis.Redis]:
+    """A plain client of the suite's Redis, emptied first (every primary of a cluster)."""
+    if isinstance(redis_server, ClusterServer):
+        client: Any = redis_server.client()
+    else:
+        client = aioredis.Redis.from_url(redis_server.url)
     await client.flushall()
     yield client
     await client.aclose()
 
 
 @pytest.fixture
-def config(redis_server: RedisServer, redis: aioredis.Redis) -> Config:
+def config(redis_server: Any, redis: aioredis.Redis) -> Config:
     return make_config(redis_server.url)
 
 
@@ -61,7 +98,7 @@ async def sink(stubs: StubFactory) -> Stub:
 
 @pytest.fixture
 async def make_gateway(
-    redis_server: RedisServer, redis: aioredis.Redis, sink: Stub
+    redis_server: Any, redis: aioredis.Redis, sink: Stub
 ) -> AsyncIterator[GatewayFactory]:
     """Builds a gateway (no background worker: tests drain the queue) per config."""
     opened: list[Gateway] = []

@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CORE = frozenset({
     "gateway", "gateway.apidoc", "gateway.clock", "gateway.config", "gateway.config.model",
     "gateway.config.redis", "gateway.config.sections", "gateway.config.table", "gateway.crypto",
-    "gateway.datadir", "gateway.datastore", "gateway.embedded", "gateway.errors",
+    "gateway.cluster", "gateway.datadir", "gateway.datastore", "gateway.embedded", "gateway.errors",
     "gateway.keycheck", "gateway.keys", "gateway.listen", "gateway.logs", "gateway.luascripts",
     "gateway.messages", "gateway.metrics", "gateway.migrate", "gateway.phones", "gateway.provider",
     "gateway.streams",

@@ -3,6 +3,7 @@ redis-py's own Python packer would."""
 
 from __future__ import annotations
 
+import pytest
 import redis.asyncio as aioredis
 from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
 
@@ -61,6 +62,7 @@ async def test_commands_and_scripts_round_trip(config: Config, redis: aioredis.R
         await client.aclose()
 
 
+@pytest.mark.single_only(reason="SCRIPT EXISTS of one instance; a cluster's: test_cluster.py")
 async def test_a_script_flushed_from_redis_is_loaded_again(
     config: Config, redis: aioredis.Redis
 ) -> None:

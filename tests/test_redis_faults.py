@@ -31,6 +31,10 @@ from tests.support.poll import poll
 from tests.support.queues import pending, queued
 from tests.support.tcpproxy import TcpProxy
 
+# The proxy sits in front of the one redis-server, and DEBUG SLEEP stalls "the"
+# server: the cluster's own lost-reply and stall tests are in tests/test_cluster.py.
+pytestmark = pytest.mark.single_only(reason="a TcpProxy in front of the one redis-server")
+
 SMALL_TIMEOUT = 0.3  # seconds: [redis] timeout_seconds of a gateway under test
 # A faulty call sets up its connection and runs one script: generous on a busy
 # machine, far below Redis's stall in the tests.

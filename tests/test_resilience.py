@@ -19,7 +19,7 @@ from aiohttp.test_utils import TestClient
 
 from gateway import keys
 from gateway.embedded import RedisServer, free_port
-from tests.support.config import OPERATOR_KEY, OTP_KEY, SECRET, make_config
+from tests.support.config import OPERATOR_KEY, OTP_KEY, SECRET, make_config, redis_section
 from tests.support.gateway import ACCOUNT, GatewayFactory, add_account, start_gateway
 from tests.support.httpfake import Stub, StubFactory
 from tests.support.metrics import sample
@@ -40,7 +40,7 @@ def _toml_table(header: str, values: dict[str, Any]) -> str:
 def write_worker_config(
     path: Path, redis_url: str, providers: list[dict[str, Any]], **worker: Any
 ) -> Path:
-    text = _toml_table("[redis]", {"url": redis_url})
+    text = _toml_table("[redis]", redis_section({"url": redis_url}))
     text += _toml_table("[security]", {"secret": SECRET})
     text += _toml_table("[worker]", {"metrics_port": 0, **worker})
     text += _toml_table("[logging]", {"level": "warning", "format": "text"})

@@ -21,7 +21,6 @@ from importlib.resources import files
 from typing import Any, TypeVar
 
 import pytest
-import redis as sync_redis
 import requests
 import schemathesis
 from aiohttp import web
@@ -32,6 +31,7 @@ from gateway.app import create_app
 from gateway.embedded import RedisServer
 from gateway.runtime import Services
 from gateway.web.request import SERVICES
+from tests.support.cluster import flush
 from tests.support.config import ADMIN_KEY, METRICS_KEY, OPERATOR_KEY, OTP_KEY, make_config
 from tests.support.httpfake import Stub
 
@@ -245,8 +245,7 @@ def live(redis_server: RedisServer) -> Iterator[LiveGateway]:
 @pytest.fixture
 def seed(live: LiveGateway, redis_server: RedisServer) -> Seed:
     """A fresh, known state for each operation: what one operation did, the next does not see."""
-    with sync_redis.Redis.from_url(redis_server.url) as client:
-        client.flushall()
+    flush(redis_server)
     return Client(live).seed()
 
 

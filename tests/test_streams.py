@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import ConnectionPool
 
 from gateway import keys
@@ -199,6 +200,7 @@ async def test_a_handler_that_raises_leaves_its_entry_for_a_later_delivery(
     assert line.exc_info is not None
 
 
+@pytest.mark.single_only(reason="Client over one instance's pool; a cluster's: test_cluster.py")
 async def test_a_blocking_read_gets_its_block_time_on_top_of_the_budget(
     redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -292,9 +294,14 @@ async def test_an_idle_consumer_creates_its_group_once(redis: aioredis.Redis, ru
 
 
 async def _calls(redis: aioredis.Redis, command: str) -> int:
-    stats: Any = await redis.info("commandstats")
+    if isinstance(redis, RedisCluster):  # OTP_TESTS_REDIS=cluster: every primary's count
+        per_node: Any = await redis.info("commandstats", target_nodes=RedisCluster.PRIMARIES)
+        nodes = list(per_node.values())
+    else:
+        nodes = [await redis.info("commandstats")]
     # Redis 6 counts XGROUP as one command, Redis 7 each subcommand apart.
-    return sum(v["calls"] for k, v in stats.items() if k.startswith(f"cmdstat_{command}"))
+    prefix = f"cmdstat_{command}"
+    return sum(v["calls"] for stats in nodes for k, v in stats.items() if k.startswith(prefix))
 
 
 async def _idle_turns(redis: aioredis.Redis, turns: int) -> None:
@@ -314,7 +321,10 @@ async def test_the_send_worker_and_the_mail_loop_create_their_group_once(
     gw = await make_gateway()
     services = gw.services
     run = services.worker.run if loop == "worker" else services.account_services.mail.run
-    await redis.config_resetstat()
+    if isinstance(redis, RedisCluster):
+        await redis.config_resetstat(target_nodes=RedisCluster.PRIMARIES)
+    else:
+        await redis.config_resetstat()
     stop = asyncio.Event()
     task = asyncio.create_task(run(stop))
     try:

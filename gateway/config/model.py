@@ -66,8 +66,8 @@ class ServerConfig:
 
 @dataclass(frozen=True, slots=True)
 class RedisConfig:
-    """Where Redis is: one `url`, or a primary found through `sentinels`; neither:
-    the embedded redis-server."""
+    """Where Redis is: one `url`, a primary found through `sentinels`, or a Redis
+    Cluster reached through any of `cluster_nodes`; none: the embedded redis-server."""
 
     url: str | None = None
     timeout_seconds: float = 2.0
@@ -76,15 +76,16 @@ class RedisConfig:
     sentinels: tuple[tuple[str, int], ...] = ()
     sentinel_master: str = ""
     sentinel_password: Secret | None = None  # the sentinels' own requirepass
+    cluster_nodes: tuple[tuple[str, int], ...] = ()  # any few nodes: the rest is discovered
     username: str = ""  # the data nodes' ACL user (default: "default")
     password: Secret | None = None  # the data nodes' password (a url may carry its own)
-    tls: bool = False  # sentinels and data nodes over TLS (a url says rediss://)
+    tls: bool = False  # sentinels, cluster and data nodes over TLS (a url says rediss://)
     tls_ca_file: str = ""  # the CA bundle that signed their certificates
     wait_replicas: int = 0  # replicas that must hold a script's writes before it answers
 
     @property
     def embedded(self) -> bool:
-        return self.url is None and not self.sentinels
+        return self.url is None and not self.sentinels and not self.cluster_nodes
 
 
 @dataclass(frozen=True, slots=True)

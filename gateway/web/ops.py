@@ -7,6 +7,7 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from gateway.apidoc import served_document
+from gateway.cluster import reachable
 from gateway.metrics import CONTENT_TYPE, Metrics
 from gateway.web.request import SERVICES, api_keys
 
@@ -17,10 +18,11 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Readiness: Redis answers and every channel has a provider."""
+    """Readiness: Redis answers (a cluster: every primary, its state ok) and every
+    channel has a provider."""
     svc = request.app[SERVICES]
     try:
-        redis_ok = bool(await svc.redis.ping())
+        redis_ok = await reachable(svc.redis)
     except (RedisError, OSError):
         redis_ok = False
     channels = {ch: ch in svc.dispatcher.channels for ch in ("sms", "voice")}

@@ -14,6 +14,7 @@ ops       `otp-gateway` child processes, their config files, Prometheus's tools
 procs     `python -m gateway` child processes for the start-up refusal tests
 rawhttp   raw HTTP/1.1 over a socket, and the app served as `serve` serves it
 tcpproxy  a TCP proxy in front of Redis that can lose or hold one reply
+cluster   a real 3-primary Redis Cluster (start, reshard, kill), `OTP_TESTS_REDIS=cluster`
 logs      the gateway's own log lines during a test, as JSON
 dates     dates relative to today (tests/test_no_absolute_dates.py)
 console   the admin console as a browser without JavaScript uses it (forms, cookies)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.config import Config, config_from_dict
+from tests.support.cluster import cluster_from_url
 
 SECRET = "test-secret-0123456789-abcdefghijklmnop"
 OTP_KEY = "otp-key-0123456789abcdef"
@@ -14,10 +15,14 @@ METRICS_KEY = "metrics-key-0123456789abcdef"
 
 
 def make_config(redis_url: str, **sections: Any) -> Config:
-    """A valid test configuration; keyword arguments replace whole sections."""
+    """A valid test configuration; keyword arguments replace whole sections.
+
+    A `cluster://` URL (the suite's Redis under `OTP_TESTS_REDIS=cluster`, see
+    tests/support/cluster.py) becomes `cluster_nodes`, in a `redis` section
+    given here too."""
     raw: dict[str, Any] = {
         "server": {"mode": "development"},
-        "redis": {"url": redis_url},
+        "redis": redis_section({"url": redis_url}),
         "security": {"secret": SECRET},
         "api_keys": [
             {"name": "front", "key": OTP_KEY, "scopes": ["otp"]},
@@ -28,4 +33,14 @@ def make_config(redis_url: str, **sections: Any) -> Config:
         "providers": [{"name": "console", "kind": "console", "channels": ["sms", "voice"]}],
     }
     raw.update(sections)
+    raw["redis"] = redis_section(raw["redis"])
     return config_from_dict(raw)
+
+
+def redis_section(table: dict[str, Any]) -> dict[str, Any]:
+    """`table`, its `url` turned into `cluster_nodes` when it is a `cluster://` URL."""
+    url = table.get("url")
+    if not isinstance(url, str) or not url.startswith("cluster://"):
+        return table
+    rest = {k: v for k, v in table.items() if k != "url"}
+    return {**cluster_from_url(url), **rest}

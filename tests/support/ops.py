@@ -22,7 +22,14 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.support.config import ADMIN_KEY, METRICS_KEY, OPERATOR_KEY, OTP_KEY, SECRET
+from tests.support.config import (
+    ADMIN_KEY,
+    METRICS_KEY,
+    OPERATOR_KEY,
+    OTP_KEY,
+    SECRET,
+    redis_section,
+)
 from tests.support.poll import poll
 
 OTP_GATEWAY = str(Path(sys.executable).with_name("otp-gateway"))
@@ -71,6 +78,7 @@ def write_config(
         "api_keys": API_KEYS,
         "providers": providers,
     }
+    raw["redis"] = redis_section(raw["redis"])  # a cluster:// URL: cluster_nodes
     path.write_text(to_toml(raw))
     return path
 

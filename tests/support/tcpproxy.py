@@ -64,7 +64,8 @@ class TcpProxy:
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     async def start(self) -> TcpProxy:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        # `port` 0: any free one; a given port: a cluster node announces it.
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
