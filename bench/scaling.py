@@ -1,7 +1,7 @@
 """Scaling: the bare endpoint and the gateway's /verify, each as 1 and 2 processes.
 
     python bench/scaling.py [--seconds 9] [--rounds 3] [--concurrency 64] [--loaders 2]
-                            [--event-loop uvloop|asyncio]
+                            [--event-loop uvloop|asyncio] [--loops]
 
 In one run, on 127.0.0.1, in a temporary directory: a redis-server, the
 bare app once alone and twice on one port (`bench/bare.py --reuse-port`),
@@ -12,7 +12,9 @@ connections, so the generator is not the one process everything waits on.
 Prints each one's req/s, latency and CPU, the 2/1 ratio of bare and of the
 gateway, and the gateway's 2/1 over bare's 2/1 (target >= 0.90). The /verify
 pool is made first: accounts written directly, a challenge each over HTTP,
-the codes opened with the gateway's keys. See bench/README.md, "Scaling".
+the codes opened with the gateway's keys. With `--loops`, the four are bare
+and the gateway, one process each, on asyncio's loop and on uvloop: what
+uvloop changes, in one run. See bench/README.md, "Scaling".
 """
 
 from __future__ import annotations
@@ -48,7 +50,16 @@ from gateway.embedded import free_port  # noqa: E402
 
 TARGET = 0.90
 MAX_VERIFY_RATE = 4000  # /verify calls per second a turn may take from the pool, at most
-VARIANTS = ("bare x1", "bare x2", "gateway x1", "gateway x2")
+Variant = tuple[str, int, str]  # bare or gateway, processes, event loop
+
+
+def variants(args: argparse.Namespace) -> dict[str, Variant]:
+    """The scaling set (1 and 2 processes), or with --loops, asyncio's loop against uvloop."""
+    if args.loops:
+        return {f"{kind} {loop}": (kind, 1, loop)
+                for kind in ("bare", "gateway") for loop in ("asyncio", "uvloop")}  # fmt: skip
+    return {f"{kind} x{n}": (kind, n, args.event_loop)
+            for kind in ("bare", "gateway") for n in (1, 2)}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -68,6 +79,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=64, help="connections in all")
     parser.add_argument("--loaders", type=int, default=2, help="load generator processes")
     parser.add_argument("--event-loop", choices=("uvloop", "asyncio"), default=default_loop())
+    parser.add_argument(
+        "--loops", action="store_true",
+        help="instead: bare and gateway, one process each, on asyncio's loop and on uvloop",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if not 1 <= args.loaders <= 8 or args.concurrency < args.loaders or args.rounds < 1:
         parser.error("--loaders 1-8, --concurrency >= --loaders, --rounds >= 1")
@@ -94,17 +109,19 @@ class Scaling:
         self.pool: list[list[str]] = []
         self.used = 0
 
-    def start(self) -> None:
-        b = self.bench
-        b.start_all()  # redis, the sink, bare x1
-        self.urls["bare x1"] = b.url("bare")
-        self.pids["bare x1"] = [s.pid for s in b.servers if s.name == "bare"]
-        port = free_port()
-        argv = [sys.executable, f"{BENCH}/bare.py", "--redis-url", b.redis_server.url,
-                "--port", str(port), "--loop", self.args.event_loop, "--reuse-port"]  # fmt: skip
-        pair = [self.service(f"bare2-{i}", argv, port) for i in range(2)]
-        self.urls["bare x2"] = f"http://{HOST}:{port}"
-        self.pids["bare x2"] = [s.pid for s in pair]
+    def start(self, variants: dict[str, Variant]) -> None:
+        """Redis and the sink (run.py's Bench), then bare in each variant's form."""
+        self.bench.start_all()
+        for name, (kind, processes, loop) in variants.items():
+            if kind == "bare":
+                port = free_port()
+                argv = [sys.executable, f"{BENCH}/bare.py", "--redis-url",
+                        self.bench.redis_server.url, "--port", str(port), "--loop", loop,
+                        *(["--reuse-port"] if processes > 1 else [])]  # fmt: skip
+                tag = name.replace(" ", "-")
+                started = [self.service(f"{tag}-{i}", argv, port) for i in range(processes)]
+                self.urls[name] = f"http://{HOST}:{port}"
+                self.pids[name] = [s.pid for s in started]
 
     def service(self, name: str, argv: list[str], port: int, **env: str) -> Service:
         service = Service(name, argv, self.work, f"http://{HOST}:{port}/healthz", env=env)
@@ -127,18 +144,22 @@ class Scaling:
         b.stop_gateway()
         print(f"[setup] {len(self.pool)} challenges at {count / result['elapsed']:.0f}/s")
 
-    def start_gateways(self) -> None:
-        config = str(self.work / "throughput.toml")
-        base = [*gateway_command(), "serve", "--config", config, "--no-worker"]
-        for processes in (1, 2):
+    def start_gateways(self, variants: dict[str, Variant]) -> None:
+        throughput = (self.work / "throughput.toml").read_text()
+        for name, (kind, processes, loop) in variants.items():
+            if kind != "gateway":
+                continue
+            config = self.work / f"{name.replace(' ', '-')}.toml"
+            chosen = f'event_loop = "{loop}"'
+            config.write_text(throughput.replace(f'event_loop = "{self.args.event_loop}"', chosen))
             port = free_port()
-            argv = [*base, "--processes", str(processes)]
-            gateway = self.service(f"gateway{processes}", argv, port, OTPGW_PORT=str(port))
-            name = f"gateway x{processes}"
+            argv = [*gateway_command(), "serve", "--config", str(config), "--no-worker",
+                    "--processes", str(processes)]  # fmt: skip
+            gateway = self.service(name.replace(" ", "-"), argv, port, OTPGW_PORT=str(port))
             self.urls[name] = f"http://{HOST}:{port}"
             self.pids[name] = children(gateway.pid) if processes > 1 else [gateway.pid]
-            if processes > 1 and len(self.pids[name]) != 2:
-                raise RuntimeError(f"serve --processes 2 runs {self.pids[name]}")
+            if len(self.pids[name]) != processes:
+                raise RuntimeError(f"serve --processes {processes} runs {self.pids[name]}")
 
     def measure(self, name: str) -> Turn:
         """One turn of `name`, driven by the loaders at once; their results merged."""
@@ -222,32 +243,60 @@ class Totals:
     def mean(self, attribute: str) -> float:
         return sum(getattr(t, attribute) for t in self.turns) / len(self.turns)
 
+    def cpu_per_call(self) -> float:
+        """The servers' CPU milliseconds per call: what a busy neighbour moves least."""
+        cpu_seconds = sum(t.server_cpu / 100 * t.calls.seconds for t in self.turns)
+        return 1000 * cpu_seconds / self.count if self.count else 0.0
+
 
 def report(totals: dict[str, Totals], args: argparse.Namespace) -> None:
+    title = "event loops" if args.loops else f"scaling ({args.event_loop} loop)"
     print(
-        f"\nscaling: {args.concurrency} connections from {args.loaders} load generator "
-        f"processes, {args.rounds} turns of {args.seconds / args.rounds:g} s per variant, "
-        f"{args.event_loop} loop"
+        f"\n{title}: {args.concurrency} connections from {args.loaders} load generator "
+        f"processes, {args.rounds} turns of {args.seconds / args.rounds:g} s per variant"
     )
-    print(f"  {'variant':<12}{'count':>8}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}"
-          f"{'server%':>9}{'loadgen%':>9}{'redis%':>8}  turn by turn req/s")  # fmt: skip
+    head = f"  {'variant':<16}{'count':>8}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'server%':>9}"
+    print(head + f"{'ms CPU':>8}{'loadgen%':>9}{'redis%':>8}  turn by turn req/s")
     for name, total in totals.items():
         p50 = sorted(t.calls.p50_ms for t in total.turns)[len(total.turns) // 2]
         p99 = max(t.calls.p99_ms for t in total.turns)
         turns = " ".join(f"{t.calls.rate:.0f}" for t in total.turns)
         errors = sum(t.calls.errors for t in total.turns)
         print(
-            f"  {name:<12}{total.count:>8}{total.rate:>9.0f}{p50:>9.2f}{p99:>9.2f}"
-            f"{total.mean('server_cpu'):>9.0f}{total.mean('loadgen_cpu'):>9.0f}"
+            f"  {name:<16}{total.count:>8}{total.rate:>9.0f}{p50:>9.2f}{p99:>9.2f}"
+            f"{total.mean('server_cpu'):>9.0f}{total.cpu_per_call():>8.3f}"
+            f"{total.mean('loadgen_cpu'):>9.0f}"
             f"{total.mean('redis_cpu'):>8.0f}  {turns}" + (f"  [{errors} errors]" if errors else "")
         )
+    if args.loops:
+        report_loops(totals)
+    else:
+        report_scaling(totals)
+    print(f"  load average at the end: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
+    print("  (p50: the median turn's; p99: the worst turn's; server%, loadgen%: of one core)")
+
+
+def report_scaling(totals: dict[str, Totals]) -> None:
     bare = totals["bare x2"].rate / totals["bare x1"].rate
     gateway = totals["gateway x2"].rate / totals["gateway x1"].rate
     relative = gateway / bare
     verdict = "PASS" if relative >= TARGET else "FAIL"
     print(f"  bare 2/1: {bare:.2f}   gateway 2/1: {gateway:.2f}   "
           f"gateway's 2/1 / bare's 2/1: {relative:.2f}   >= {TARGET:.2f} {verdict}")  # fmt: skip
-    print("  (p50: the median turn's; p99: the worst turn's)")
+    cost = {n: t.cpu_per_call() for n, t in totals.items()}
+    bare_cost = cost["bare x2"] / cost["bare x1"]
+    gateway_cost = cost["gateway x2"] / cost["gateway x1"]
+    print(f"  CPU per call 2/1: bare {bare_cost:.2f}, gateway {gateway_cost:.2f} (1.00: free)")
+
+
+def report_loops(totals: dict[str, Totals]) -> None:
+    for loop in ("asyncio", "uvloop"):
+        ratio = totals[f"gateway {loop}"].rate / totals[f"bare {loop}"].rate
+        print(f"  {loop}: /verify x bare {ratio:.2f}")
+    for kind in ("bare", "gateway"):
+        faster = totals[f"{kind} uvloop"].rate / totals[f"{kind} asyncio"].rate
+        cost = totals[f"{kind} uvloop"].cpu_per_call() / totals[f"{kind} asyncio"].cpu_per_call()
+        print(f"  {kind}: uvloop/asyncio req/s {faster:.2f}, CPU per call {cost:.2f}")
 
 
 def main() -> None:
@@ -262,13 +311,14 @@ def main() -> None:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="otp-scaling-")))
         scaling = Scaling(args, work, stack)
         try:
-            scaling.start()
+            chosen = variants(args)
+            scaling.start(chosen)
             per_turn = int(MAX_VERIFY_RATE * (scaling.turn + scaling.warm))
             scaling.make_pool(2 * args.rounds * per_turn)
-            scaling.start_gateways()
-            totals = {name: Totals([]) for name in VARIANTS}
+            scaling.start_gateways(chosen)
+            totals = {name: Totals([]) for name in chosen}
             for r in range(args.rounds):
-                for name in VARIANTS:
+                for name in chosen:
                     print(f"[round {r + 1} of {args.rounds}] {name} ...", flush=True)
                     totals[name].turns.append(scaling.measure(name))
         except Exception:
