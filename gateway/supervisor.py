@@ -153,7 +153,9 @@ class Supervisor:
     def _ended(self, slot: Slot, pid: int, wait_status: int) -> None:
         code = os.waitstatus_to_exitcode(wait_status)
         if self.stopping:
-            self.status = self.status or (0 if code == 0 else 1)
+            # Ended by the SIGTERM it was sent before it could handle it (still starting): fine.
+            clean = code in (0, -signal.SIGTERM)
+            self.status = self.status or (0 if clean else 1)
             return
         if code == CONFIG_EXIT:
             log.error(

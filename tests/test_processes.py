@@ -197,6 +197,7 @@ async def test_sigterm_drains_every_child_and_the_request_in_flight_completes(
     gateway: Child = spawn("serve", "--config", config, "--no-worker", "--processes", "2")
     await wait_healthy(gateway, f"http://127.0.0.1:{port}")
     pids = await _children(gateway, 2)
+    await _until_each_served(port, gateway.pid, pids)  # both up: both have to drain
     # A request in flight: read by the child that has it, its script held by Redis.
     await redis.client_pause(1000, all=False)  # scripts wait, within [redis] timeout
     try:
