@@ -14,7 +14,8 @@ RUN apt-get update \
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/otp-gateway
 WORKDIR /src
-# The pinned, hash-checked set first (a layer that changes only with the lock).
+# The pinned, hash-checked set first (a layer that changes only with the lock);
+# it includes uvloop, which the gateway then runs ([server] event_loop = "auto").
 COPY requirements/run.txt ./requirements/run.txt
 RUN /opt/otp-gateway/bin/pip install --require-hashes -r requirements/run.txt
 COPY pyproject.toml README.md ./
@@ -43,5 +44,7 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=15s --retries=3 \
 # SIGTERM: the gateway stops accepting, finishes its requests, then its sends;
 # allow it 40 s (docker stop -t 40; compose stop_grace_period: 40s).
 STOPSIGNAL SIGTERM
+# The container's process is the gateway, or with `--processes N|auto` the
+# supervisor of N of them (signal it, not them: it drains them all).
 ENTRYPOINT ["otp-gateway"]
 CMD ["serve", "--config", "/etc/otp-gateway/gateway.toml"]

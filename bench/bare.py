@@ -1,6 +1,6 @@
 """The baseline: a bare aiohttp app, one JSON POST endpoint, one Redis round trip.
 
-    python bench/bare.py --port PORT --redis-url URL
+    python bench/bare.py --port PORT --redis-url URL [--loop uvloop|asyncio] [--reuse-port]
 
 POST /bare  reads a JSON object, does one INCR against Redis, answers JSON
 GET /healthz liveness
@@ -8,11 +8,15 @@ GET /healthz liveness
 It uses the same stack as the gateway (aiohttp, redis.asyncio with hiredis,
 same connection-pool settings), so the gateway's figures divided by these
 measure what the gateway adds on top of "HTTP + JSON + one Redis call".
+`--loop` runs it on the gateway's event loop (run.py passes the gateway's);
+`--reuse-port` lets several of them share one port (SO_REUSEPORT), as
+`otp-gateway serve --processes N` does: bench/scaling.py starts two.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 from collections.abc import AsyncIterator
@@ -57,8 +61,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--redis-url", required=True)
+    parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="asyncio")
+    parser.add_argument("--reuse-port", action="store_true")
     args = parser.parse_args()
-    web.run_app(make_app(args.redis_url), host=HOST, port=args.port, print=None, access_log=None)
+    loop = asyncio.new_event_loop()
+    if args.loop == "uvloop":
+        import uvloop
+
+        loop = uvloop.new_event_loop()
+    web.run_app(
+        make_app(args.redis_url), host=HOST, port=args.port, print=None, access_log=None,
+        reuse_port=args.reuse_port or None, loop=loop,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

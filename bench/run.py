@@ -1,7 +1,7 @@
 """otp-gateway benchmark: gateway calls as ratios of a bare aiohttp+Redis baseline.
 
     python bench/run.py [--seconds 10] [--concurrency 50] [--quick] [--skip-always]
-                        [--profile DIR] [--worker process|inline]
+                        [--profile DIR] [--worker process|inline] [--event-loop uvloop|asyncio]
 
 Starts, on 127.0.0.1 only and all in a temporary directory: a redis-server
 (gateway.embedded.RedisServer), the provider sink (bench/sink.py), the
@@ -96,6 +96,7 @@ class Options:
     worker: str  # "process": `otp-gateway worker` beside a --no-worker gateway; "inline"
     paced_rate: float  # calls/s of the paced phases (0: none)
     rounds: int = 1  # bare, /challenge and /verify take turns this many times per setting
+    event_loop: str = "uvloop"  # the gateway's [server] event_loop, and bare's --loop
 
 
 def parse_options(argv: list[str] | None = None) -> Options:
@@ -119,6 +120,10 @@ def parse_options(argv: list[str] | None = None) -> Options:
         "--paced-rate", type=float, default=PACED_RATE,
         help=f"calls/s of the paced (open-loop) phases, 0 for none (default {PACED_RATE:g})",
     )  # fmt: skip
+    parser.add_argument(
+        "--event-loop", choices=("uvloop", "asyncio"), default=default_loop(),
+        help="the event loop of the gateway and of bare alike (default: uvloop when installed)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     seconds = args.seconds if args.seconds is not None else (3.0 if args.quick else 10.0)
     rounds = args.rounds if args.rounds is not None else (1 if args.quick else 3)
@@ -134,7 +139,15 @@ def parse_options(argv: list[str] | None = None) -> Options:
         worker=args.worker,
         paced_rate=args.paced_rate,
         rounds=rounds,
+        event_loop=args.event_loop,
     )
+
+
+def default_loop() -> str:
+    """uvloop when installed: what `[server] event_loop = "auto"` runs."""
+    from gateway.loops import choose
+
+    return choose("auto").name
 
 
 # --- child processes -------------------------------------------------------------
@@ -151,9 +164,13 @@ def http_ok(url: str, timeout: float = 1.0) -> bool:
 class Service:
     """One child process we started, with its log file and readiness URL."""
 
-    def __init__(self, name: str, argv: list[str], logs: Path, ready_url: str) -> None:
+    def __init__(
+        self, name: str, argv: list[str], logs: Path, ready_url: str,
+        env: dict[str, str] | None = None,
+    ) -> None:  # fmt: skip
         self.name = name
         self.argv = argv
+        self.env = {**os.environ, **(env or {})}
         self.log_path = logs / f"{name}.log"
         self.ready_url = ready_url
         self.process: subprocess.Popen[bytes] | None = None
@@ -165,8 +182,9 @@ class Service:
     def start(self, timeout: float = 30.0) -> None:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
-            )
+                self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                env=self.env,
+            )  # fmt: skip
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -453,7 +471,8 @@ class Bench:
         self.write_config("memory.toml", default_number_limit=True)
         # "=": a secret may begin with "-", which argparse would take for an option.
         sink = [f"{BENCH}/sink.py", f"--secret={self.sink_secret}"]
-        bare = [f"{BENCH}/bare.py", "--redis-url", self.redis_server.url]
+        bare = [f"{BENCH}/bare.py", "--redis-url", self.redis_server.url,
+                "--loop", self.opts.event_loop]  # fmt: skip
         for name, argv in (("sink", sink), ("bare", bare)):
             command = [sys.executable, *argv, "--port", str(self.ports[name])]
             service = Service(name, command, self.work, f"{self.url(name)}/healthz")
@@ -512,6 +531,7 @@ class Bench:
 host = "{HOST}"
 port = {self.ports["gateway"]}
 public_url = "{self.url("gateway")}"
+event_loop = "{self.opts.event_loop}"
 
 [redis]
 url = "{self.redis_server.url}"
@@ -1098,7 +1118,8 @@ def run(opts: Options) -> None:
     started = time.monotonic()
     print(
         f"otp-gateway benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, "
-        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}",
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}, "
+        f"{opts.event_loop} loop (gateway and bare)",
         flush=True,
     )
     with contextlib.ExitStack() as stack:

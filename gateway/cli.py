@@ -1,14 +1,18 @@
 """`otp-gateway`: serve the API (with an in-process worker), or run workers only.
 
     otp-gateway --version
-    otp-gateway serve [--config FILE] [--no-worker]
-    otp-gateway worker [--config FILE]
+    otp-gateway serve [--config FILE] [--no-worker] [--processes N|auto]
+    otp-gateway worker [--config FILE] [--processes N|auto]
     otp-gateway simulate twilio [--port N]   (a Twilio-compatible API, for demos and tests)
     otp-gateway migrate [--config FILE]      (round-1 data to the hash-slot key layout)
 
 Without a config file and without a Redis URL it starts the embedded default:
 a private redis-server under ./var/, the console provider, and development
 API keys printed at start-up.
+
+`--processes N` (`auto`: one per core) runs N processes on the one port,
+under a supervisor (`gateway/supervisor.py`); 1, the default, runs one
+process and no supervisor, exactly as before.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import os
 import secrets
 import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -34,8 +38,10 @@ from aiohttp import web
 from gateway.config import ApiKey, Config, ProviderConfig, Secret, load_config
 from gateway.datadir import embedded_redis_url
 from gateway.errors import ConfigError
-from gateway.listen import bind
+from gateway.listen import bind, bind_group
 from gateway.logs import setup_logging
+from gateway.loops import EventLoop, choose
+from gateway.supervisor import shared_metrics, supervise
 
 log = logging.getLogger("otp_gateway")
 DEV_SCOPES = ("otp", "admin", "operator", "metrics")
@@ -50,12 +56,26 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-worker", action="store_true", help="do not run a send worker")
     worker = sub.add_parser("worker", help="run send workers only")
     worker.add_argument("--config", help="TOML file (default: $OTPGW_CONFIG)")
+    for command in (serve, worker):
+        command.add_argument(
+            "--processes", type=process_count, default=1, metavar="N",
+            help="processes on the one port, supervised (default 1; auto: one per core)",
+        )  # fmt: skip
     _simulate_parser(sub)
     migrate = sub.add_parser(
         "migrate", help="move round-1 data to the hash-slot key layout (gateways stopped)"
     )
     migrate.add_argument("--config", help="TOML file (default: $OTPGW_CONFIG, else embedded)")
     return parser
+
+
+def process_count(text: str) -> int:
+    """`--processes`: a whole number from 1, or `auto` (os.cpu_count())."""
+    if text == "auto":
+        return os.cpu_count() or 1
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: a number of processes from 1, or auto")
+    return int(text)
 
 
 def _version() -> str:
@@ -93,37 +113,76 @@ def simulate(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     command = args.command or "serve"
+    processes: int = getattr(args, "processes", 1)
     try:
         if command == "simulate":
             return simulate(args)
         config = load_config(getattr(args, "config", None))
         setup_logging(config.logging)
+        loop = choose(config.server.event_loop)
         # Ports first: a port in use stops start-up before Redis or a worker starts.
-        sockets = [] if command == "migrate" else _listen(command, config)
+        groups = [[]] if command == "migrate" else _listen(command, config, processes)
         with embedded_redis(config) as config:
             if command == "migrate":
-                from gateway.migrate import run
+                from gateway.migrate import run as migrate
 
-                return run(config)
+                return migrate(config)
+            run = _runner(command, config, loop, no_worker=getattr(args, "no_worker", False))
+            if processes == 1:
+                return run(groups[0])
+            return _supervised("worker" if command == "worker" else "api", run, groups)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+
+
+def _listen(command: str, config: Config, processes: int) -> list[list[socket.socket]]:
+    """One set of listening sockets per process (SO_REUSEPORT when more than one)."""
+    host = config.server.host
+    if command == "worker":
+        port, key = config.worker.metrics_port, "worker.metrics_port"
+        if not port:
+            return [[] for _ in range(processes)]
+    else:
+        port, key = config.server.port, "server.port"
+    if processes == 1:
+        return [bind(host, port, key)]
+    return bind_group(host, port, key, processes)
+
+
+def _runner(
+    command: str, config: Config, loop: EventLoop, *, no_worker: bool
+) -> Callable[[list[socket.socket]], int]:
+    """What one process runs on its sockets, to its exit status."""
+
+    def run(sockets: list[socket.socket]) -> int:
+        try:
             if command == "worker":
                 from gateway.worker_main import run_worker
 
                 freeze_startup_objects()
-                asyncio.run(run_worker(config, sockets))
+                with asyncio.Runner(loop_factory=loop.new) as runner:
+                    runner.run(run_worker(config, sockets, loop=loop.name))
             else:
-                serve(config, sockets, run_worker=not getattr(args, "no_worker", False))
-    except ConfigError as exc:
-        print(str(exc), file=sys.stderr)
-        return 2
-    return 0
+                serve(config, sockets, run_worker=not no_worker, loop=loop)
+        except ConfigError as exc:
+            print(str(exc), file=sys.stderr)
+            return 2
+        return 0
+
+    return run
 
 
-def _listen(command: str, config: Config) -> list[socket.socket]:
-    if command == "worker":
-        if not config.worker.metrics_port:
-            return []
-        return bind(config.server.host, config.worker.metrics_port, "worker.metrics_port")
-    return bind(config.server.host, config.server.port, "server.port")
+def _supervised(
+    role: str, run: Callable[[list[socket.socket]], int], groups: list[list[socket.socket]]
+) -> int:
+    """N processes under a supervisor; their metrics in one multiprocess folder."""
+    with shared_metrics():
+        # Imported once PROMETHEUS_MULTIPROC_DIR is set: prometheus-client reads it at import.
+        from gateway.metrics import process_gone, restart_counter
+
+        restarts = restart_counter(role)
+        return supervise(role, run, groups, on_exit=process_gone, on_restart=restarts.inc)
 
 
 def freeze_startup_objects() -> None:
@@ -135,8 +194,12 @@ def freeze_startup_objects() -> None:
     gc.freeze()
 
 
-def serve(config: Config, sockets: list[socket.socket], *, run_worker: bool) -> None:
+def serve(
+    config: Config, sockets: list[socket.socket], *, run_worker: bool, loop: EventLoop | None = None
+) -> None:
     from gateway.app import create_app
+
+    loop = loop or choose(config.server.event_loop)
 
     app = create_app(config, run_worker=run_worker)
     freeze_startup_objects()
@@ -145,10 +208,13 @@ def serve(config: Config, sockets: list[socket.socket], *, run_worker: bool) -> 
     def announce(_: str) -> None:
         # Called by aiohttp once the socket is bound: scripts can wait for this line.
         print(f"otp-gateway listening on {address}", flush=True)
-        log.info("gateway listening", extra={"address": address, "worker": run_worker})
+        log.info(
+            "gateway listening",
+            extra={"address": address, "worker": run_worker, "loop": loop.name, "pid": os.getpid()},
+        )
 
     web.run_app(
-        app, sock=sockets, print=announce, access_log=None, shutdown_timeout=30,
+        app, sock=sockets, print=announce, access_log=None, shutdown_timeout=30, loop=loop.new(),
     )  # fmt: skip
 
 

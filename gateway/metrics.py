@@ -6,14 +6,24 @@ come from config, channels and outcomes from fixed lists, countries from the
 list. Each process (every gateway, every standalone worker) serves its own
 registry; the queue and Redis gauges are read from Redis at scrape time
 (`refresh`), so any process reports the shared truth.
+
+Under `--processes N` (`gateway/supervisor.py`) the processes of one port
+share their values through prometheus-client's multiprocess mode: each writes
+its own files under PROMETHEUS_MULTIPROC_DIR (set by the supervisor before
+prometheus-client is imported), and a scrape, whichever process answers it,
+adds up every process's counters and histograms (those of exited processes
+included, so a total never goes back). Each gauge says how its values combine
+(`multiprocess_mode`, below); per-process `process_*` metrics are left out
+there, as no single process speaks for the group.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from importlib.metadata import PackageNotFoundError, version
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import redis.asyncio as aioredis
 from prometheus_client import (
@@ -26,6 +36,7 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisClusterException, RedisError
 
@@ -59,6 +70,7 @@ VERIFY_FAILURES = (
 )
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 OTHER = "other"
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client's own variable
 
 M = TypeVar("M", Counter, Gauge, Histogram)
 
@@ -71,6 +83,11 @@ def _package_version() -> str:
         return version("otp-gateway")
     except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
         return "unknown"
+
+
+def shared() -> bool:
+    """True when this process's values go to the files of a process group."""
+    return bool(os.environ.get(MULTIPROCESS_DIR))
 
 
 def method_label(method: str) -> str:
@@ -90,8 +107,13 @@ class Metrics:
         self._define_otp(self.registry)
         self._define_delivery(self.registry)
         self._define_state(self.registry)
-        ProcessCollector(registry=self.registry)
-        PlatformCollector(registry=self.registry)
+        self._scraped = self.registry
+        if shared():
+            self._scraped = CollectorRegistry()
+            MultiProcessCollector(self._scraped)  # type: ignore[no-untyped-call]
+        else:
+            ProcessCollector(registry=self.registry)
+            PlatformCollector(registry=self.registry)
 
     def _define_otp(self, r: CollectorRegistry) -> None:
         self.challenges = Counter(
@@ -135,29 +157,36 @@ class Metrics:
             "otp_sends_dead_lettered", "Sends moved to the dead-letter stream, by reason.",
             ["reason"], registry=r,
         )  # fmt: skip
+        # Each process has its own breakers: 0 as soon as one process's is open.
         self.provider_up = Gauge(
             "otp_provider_up", "1 while the provider takes sends (its breaker is closed).",
-            ["provider"], registry=r,
+            ["provider"], registry=r, multiprocess_mode="livemin",
         )  # fmt: skip
 
     def _define_state(self, r: CollectorRegistry) -> None:
+        # Read from Redis by the process that answers the scrape: its reading is
+        # the group's (the most recent of the live processes' values).
+        now: Literal["livemostrecent"] = "livemostrecent"
         self.queue_depth = Gauge(
             "otp_queue_depth", "Sends waiting in the queue or being sent (read from Redis).",
-            registry=r,
+            registry=r, multiprocess_mode=now,
         )  # fmt: skip
         self.queue_oldest = Gauge(
             "otp_queue_oldest_seconds", "Age of the oldest send in the queue (read from Redis).",
-            registry=r,
+            registry=r, multiprocess_mode=now,
         )  # fmt: skip
         self.dead_letters = Gauge(
-            "otp_dead_letters", "Entries in the dead-letter stream (read from Redis).", registry=r
-        )
+            "otp_dead_letters", "Entries in the dead-letter stream (read from Redis).",
+            registry=r, multiprocess_mode=now,
+        )  # fmt: skip
         self.redis_up = Gauge(
-            "otp_redis_up", "1 when Redis answered PING at the last scrape.", registry=r
-        )
+            "otp_redis_up", "1 when Redis answered PING at the last scrape.", registry=r,
+            multiprocess_mode=now,
+        )  # fmt: skip
         self.build_info = Gauge(
-            "otp_build_info", "Always 1; the running version as a label.", ["version"], registry=r
-        )
+            "otp_build_info", "Always 1; the running version as a label.", ["version"], registry=r,
+            multiprocess_mode="livemax",
+        )  # fmt: skip
         self.build_info.labels(_package_version()).set(1)
 
     def prime(self, config: Config) -> None:
@@ -241,7 +270,23 @@ class Metrics:
         self.dead_letters.set(sum(replies[2::3]))
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        """The scrape: this process's registry, or the whole group's files."""
+        return generate_latest(self._scraped)
+
+
+def restart_counter(role: str) -> Counter:
+    """The supervisor's `otp_process_restarts_total{role}`, at 0 from the start."""
+    disable_created_metrics()  # type: ignore[no-untyped-call]
+    restarts = Counter(
+        "otp_process_restarts", "Processes of `--processes N` restarted after they exited.",
+        ["role"], registry=CollectorRegistry(),
+    )  # fmt: skip
+    return restarts.labels(role)
+
+
+def process_gone(pid: int) -> None:
+    """Forget an exited process's live gauges (its counters stay in the sums)."""
+    mark_process_dead(pid)  # type: ignore[no-untyped-call]
 
 
 def _age_of(first: list[tuple[bytes, object]]) -> float:

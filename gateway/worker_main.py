@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import socket
 
@@ -30,35 +31,36 @@ from gateway.web.ops import scrape
 log = logging.getLogger("otp_gateway.worker")
 
 
-async def run_worker(config: Config, sockets: list[socket.socket] | None = None) -> None:
+async def run_worker(
+    config: Config, sockets: list[socket.socket] | None = None, *, loop: str = "asyncio"
+) -> None:
     """Deliver sends until SIGTERM/SIGINT, then finish the jobs in hand.
 
     `sockets`: the metrics port, bound already (`gateway.listen.bind`); bound
-    here when not given."""
+    here when not given. `loop`: the running loop's name, for the log line."""
     if sockets is None and config.worker.metrics_port:
         sockets = bind(config.server.host, config.worker.metrics_port, "worker.metrics_port")
     metrics = Metrics()
     metrics.prime(config)
     providers = build_providers(config.providers, provider_context(config))
     async with runtime.open(config, providers, metrics) as services:
-        await _run(config, services, sockets)
+        await _run(config, services, sockets, loop)
 
 
 async def _run(
-    config: Config, services: runtime.Services, sockets: list[socket.socket] | None
+    config: Config, services: runtime.Services, sockets: list[socket.socket] | None, loop: str
 ) -> None:
     redis = services.redis
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, _stopping, stop, sig)
+        asyncio.get_running_loop().add_signal_handler(sig, _stopping, stop, sig)
     api_keys = ApiKeys(config.api_keys)
     runner = await _metrics_server(config, services.metrics, redis, api_keys, sockets)
     name = services.worker.name
     try:
         # The key check and `run` ride out a Redis that is not up yet (a worker
         # started before its Redis); `run` creates the group.
-        log.info("worker started", extra={"worker": name})
+        log.info("worker started", extra={"worker": name, "loop": loop, "pid": os.getpid()})
         # Before the first send: a secret other than the data's stops the worker.
         await check_when_reachable(redis, config, stop)
         # The e-mail outbox and the expiry sweep (gateway.runtime.run_background).

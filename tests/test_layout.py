@@ -5,7 +5,8 @@ Floors, lowest first; a module imports only from its own floor or below:
 0. core: `CORE` below (configuration, errors, Redis key names, crypto, phones,
    clock, logs, metrics, the Redis client, the Lua loader, the embedded Redis, the provider
    interface `gateway.provider`, the message texts `gateway.config` reads, the
-   stream consumer both wings' queues run).
+   stream consumer both wings' queues run, the event loop choice and the
+   supervisor of `--processes N`).
 1. two wings side by side, `gateway.otp` (the code engine) and
    `gateway.accounts` (the account store), plus `gateway.simulator` (a dev
    tool that needs only core).
@@ -48,7 +49,7 @@ CORE = frozenset({
     "gateway.cluster", "gateway.datadir", "gateway.datastore", "gateway.embedded", "gateway.errors",
     "gateway.keycheck", "gateway.keys", "gateway.listen", "gateway.logs", "gateway.luascripts",
     "gateway.messages", "gateway.metrics", "gateway.migrate", "gateway.phones", "gateway.provider",
-    "gateway.streams",
+    "gateway.streams", "gateway.loops", "gateway.supervisor",
 })  # fmt: skip
 ENTRY_POINTS = frozenset({
     "gateway.__main__", "gateway.app", "gateway.cli", "gateway.worker_main",

@@ -58,6 +58,7 @@ class ServerConfig:
     mode: str = "production"  # production | development (console provider allowed)
     metrics_auth: bool = False
     body_timeout_seconds: float = 10.0  # a request body not in by then is cut (408)
+    event_loop: str = "auto"  # auto (uvloop when installed) | uvloop | asyncio
 
     @property
     def development(self) -> bool:

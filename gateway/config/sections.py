@@ -52,6 +52,7 @@ def parse_server(t: Table, env: Mapping[str, str]) -> ServerConfig:
         mode=t.choice("mode", "production", ("production", "development")),
         metrics_auth=t.get("metrics_auth", bool, False),
         body_timeout_seconds=t.get("body_timeout_seconds", float, 10.0),
+        event_loop=t.choice("event_loop", "auto", ("auto", "uvloop", "asyncio")),
     )
     if not 0.05 <= server.body_timeout_seconds <= 300:
         raise ConfigError(t.key("body_timeout_seconds"), "must be between 0.05 and 300")
