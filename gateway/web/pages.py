@@ -82,16 +82,28 @@ async def asset(request: web.Request) -> web.StreamResponse:
 
 
 def prose(text: str) -> Markup:
-    """The document's light Markdown: paragraphs, `- ` lists, `code` and **bold**."""
+    """The document's light Markdown: paragraphs, `- ` lists, pipe tables, `code`, **bold**."""
     blocks = []
     for block in re.split(r"\n\s*\n", text.strip()):
         lines = [ln.strip() for ln in block.splitlines() if ln.strip()]
         if lines and all(ln.startswith("- ") for ln in lines):
             items = "".join(f"<li>{_inline(ln[2:])}</li>" for ln in lines)
             blocks.append(f"<ul>{items}</ul>")
+        elif len(lines) > 2 and all(ln.startswith("|") for ln in lines):
+            blocks.append(_table(lines))
         elif lines:
             blocks.append(f"<p>{_inline(' '.join(lines))}</p>")
     return Markup("".join(blocks))
+
+
+def _table(lines: list[str]) -> str:
+    """A Markdown pipe table: a header row, the `|---|` row, then the body rows."""
+    rows = [[cell.strip() for cell in ln.strip().strip("|").split("|")] for ln in lines]
+    head = "".join(f'<th scope="col">{_inline(c)}</th>' for c in rows[0])
+    body = "".join(
+        "<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in row) + "</tr>" for row in rows[2:]
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def _inline(text: str) -> str:

@@ -6,8 +6,9 @@
  *         data-messages-url="/static/otp-step.fr.json"> ... </form>
  * What it adds: a countdown to the code's expiry and to "Renvoyer le code" (announced
  * politely, once a minute, not every second), "Renvoyer le code" and "M'appeler plutôt"
- * without leaving the page (a JSON POST to data-resend-url, which the front end's server
- * proxies to POST /challenge/{id}/resend with its own API key), the Web OTP API where the
+ * without leaving the page (a JSON POST to data-resend-url of {"channel"?} and the form's
+ * hidden fields, e.g. its CSRF token, which the front end's server proxies to
+ * POST /challenge/{id}/resend with its own API key), the Web OTP API where the
  * browser has it, a check of the code's form before it is sent, and every API error as a
  * French sentence (otp-step.fr.json, the one table) tied to the field.
  * Times are counted from the page's own load (seconds, not dates): a wrong clock on the
@@ -191,7 +192,7 @@
       method: "POST",
       credentials: "same-origin",
       headers: { "Content-Type": "application/json", "Accept": "application/json" },
-      body: JSON.stringify(channel ? { channel: channel } : {})
+      body: JSON.stringify(this.hiddenFields(channel))
     }).then(function (r) {
       return r.json().then(function (body) { return { ok: r.ok, body: body }; },
         function () { return { ok: false, body: { error: r.status >= 500 ? "unavailable" : "default" } }; });
@@ -203,6 +204,14 @@
       self.busy = false;
       self.showError(sentence(self.table, { error: "network" }), false);
     });
+  };
+
+  Step.prototype.hiddenFields = function (channel) {
+    // The form's hidden fields (its CSRF token, whatever its name) go along, as a POST would.
+    var body = {}, hidden = this.form.querySelectorAll("input[type=hidden][name]");
+    for (var i = 0; i < hidden.length; i++) body[hidden[i].name] = hidden[i].value;
+    if (channel) body.channel = channel;
+    return body;
   };
 
   Step.prototype.resent = function (body) {
