@@ -28,6 +28,7 @@ from gateway.web import console
 from gateway.web import dead_letters as dead_letter_routes
 from gateway.web import ops as ops_routes
 from gateway.web import otp as otp_routes
+from gateway.web import pages as page_routes
 from gateway.web import selfservice as selfservice_routes
 from gateway.web import totp as totp_routes
 from gateway.web.auth import ApiKeys, warn_unbound
@@ -78,6 +79,7 @@ def create_app(config: Config, *, run_worker: bool = True) -> web.Application:
     ops_routes.setup(app)
     callback_routes.setup(app)
     dead_letter_routes.setup(app)
+    page_routes.setup(app)  # /docs and the code-entry step's files (gateway/web/pages.py)
     console.setup(app, config)  # the admin console's pages (gateway/web/console)
     return app
 

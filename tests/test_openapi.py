@@ -91,14 +91,17 @@ async def test_served_as_json(gw: Gateway) -> None:
     assert body["paths"]
 
 
+PAGES = ("/console", "/docs", "/static/")
+
+
 async def test_routes_match_the_app(gw: Gateway, doc: dict[str, Any]) -> None:
     in_app = set()
     for route in gw.client.app.router.routes():
         if route.method in ("HEAD", "*") or route.resource is None:
             continue
-        # The console's pages are HTML for people, not the JSON API: not in the
-        # document (tests/test_console.py covers them).
-        if route.resource.canonical.startswith("/console"):
+        # The console's pages, /docs and the step's files are for people, not the
+        # JSON API: not in the document (tests/test_console.py, test_pages.py).
+        if route.resource.canonical.startswith(PAGES):
             continue
         in_app.add((route.resource.canonical, route.method.lower()))
     documented = {(path, method) for path, method, _ in operations(doc)}

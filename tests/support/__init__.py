@@ -19,4 +19,5 @@ logs      the gateway's own log lines during a test, as JSON
 dates     dates relative to today (tests/test_no_absolute_dates.py)
 console   the admin console as a browser without JavaScript uses it (forms, cookies)
 browser   headless Chromium (Selenium, chromedriver) and axe-core (the vendored axe/)
+frontend  the example login front end (examples/login_frontend) before a test gateway
 """
