@@ -72,6 +72,20 @@ class Console:
         assert "/console/code" in page.url, (page.status, page.html)
         return await self.type_code(page, await self.last_code(), trust)
 
+    async def form(self, path: str) -> tuple[Page, str]:
+        """A page with a form, and its token."""
+        page = await self.get(path)
+        assert page.status == 200, (page.status, page.html[:2000])
+        return page, csrf_of(page.html)
+
+    async def confirm(self, path: str, fields: dict[str, str]) -> tuple[Page, Page]:
+        """A sensitive form sent, then the step-up code the acting admin received typed
+        on the page it led to: (the confirmation page, the page after the code)."""
+        asked = await self.post(path, fields)
+        assert asked.status == 200 and "Code de confirmation" in asked.html, asked.html[:3000]
+        done = await self.post(path, {"csrf": fields["csrf"], "code": await self.last_code()})
+        return asked, done
+
     def cookie(self, name: str) -> str | None:
         for morsel in self.gw.client.session.cookie_jar:
             if morsel.key == name:

@@ -12,15 +12,18 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
+from gateway.accounts import valid_account_id
+from gateway.clock import from_ms
 from gateway.errors import InvalidRequest
 from gateway.web.caller import account_list, warnings
 from gateway.web.console import labels
 from gateway.web.console.actions import DONE
 from gateway.web.console.guard import SignedIn, page, signed_in, svc
 from gateway.web.console.pages import render
+from gateway.web.console.reminders import days_left, reminders
 from gateway.web.request import account_id_of
 
-FILTERS: Final = ("q", "status", "role")
+FILTERS: Final = ("q", "status", "role", "service", "group_by")
 HISTORY_PER_PAGE: Final = 20
 
 
@@ -53,7 +56,7 @@ async def account_list_page(request: web.Request) -> web.StreamResponse:
     base = {k: v for k, v in params.items() if k not in ("page", "per_page")}
     context: dict[str, Any] = {
         "signed": signed, "filters": base, "labels": labels, "listed": None, "rows": [],
-        "pages": 0, "links": {},
+        "pages": 0, "links": {}, "groups": None,
     }  # fmt: skip
     if signed.caller.scope == "admin" or params.get("establishment"):
         listed = await account_list(svc(request), signed.caller, params)
@@ -67,7 +70,30 @@ async def account_list_page(request: web.Request) -> web.StreamResponse:
             "pages": pages,
             "links": _page_links(base, listed.query.page, pages),
         }
+        if listed.query.group_by is not None:
+            context["groups"] = _groups(context["rows"])
+    context["done"] = _done(request)
     return render(request, "accounts.html", title="Gestion des comptes", **context)
+
+
+def _done(request: web.Request) -> str:
+    """What the list says after a deletion or a blanking (`?fait=...`)."""
+    done = request.query.get("fait", "")
+    if done == "supprime" and valid_account_id(request.query.get("compte", "")):
+        return f"Le compte {request.query['compte']} a été supprimé."
+    count = request.query.get("nombre", "")
+    if done == "blanc" and count.isascii() and count.isdigit() and len(count) <= 9:
+        n = int(count)
+        return f"{n} numéro{'s' if n > 1 else ''} remis à blanc."
+    return ""
+
+
+def _groups(rows: list[tuple[dict[str, Any], list[str]]]) -> list[tuple[str, list[Any]]]:
+    """The page's rows by service, in the API's order (its `group` key)."""
+    groups: dict[str, list[Any]] = {}
+    for row, flags in rows:
+        groups.setdefault(str(row.get("group", "")), []).append((row, flags))
+    return list(groups.items())
 
 
 def _page_links(base: dict[str, str], current: int, pages: int) -> dict[str, str]:
@@ -87,7 +113,8 @@ async def account_page(request: web.Request) -> web.StreamResponse:
     admin = services.account_services.admin
     account_id = account_id_of(request.match_info["account_id"])
     account = await admin.target(signed.caller, account_id)
-    view = account.to_json(services.accounts.now())
+    now = services.accounts.now()
+    view = account.to_json(now)
     page_number = _page_number(request.query.get("page", "1"))
     entries, total = await admin.history(signed.caller, account_id, page_number, HISTORY_PER_PAGE)
     pages = max(1, math.ceil(total / HISTORY_PER_PAGE))
@@ -98,6 +125,9 @@ async def account_page(request: web.Request) -> web.StreamResponse:
         back="/console/comptes" + ("?" + urlencode(back) if back else ""),
         done=DONE.get(request.query.get("fait", ""), ""),
         validity_days=services.config.accounts.validity_days,
+        devices=await admin.devices(signed.caller, None).list(account_id),
+        reminders=await reminders(services, account), days_left=days_left(account, now),
+        from_ms=from_ms,
     )  # fmt: skip
 
 
