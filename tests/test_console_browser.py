@@ -91,8 +91,7 @@ async def test_an_admin_signs_in_trusts_the_post_and_is_not_asked_again(
 async def test_an_admin_searches_opens_an_account_and_its_history(
     browser: Browser, agw: Gateway
 ) -> None:
-    await add_account(agw, account_id="jdupont", first_name="Jeanne", last_name="Dupont",
-                      email="jeanne.dupont@example.org", services=["CARRIERES"])  # fmt: skip
+    await seed_people(agw)  # Jeanne Dupont (jdupont) among them
     await sign_in_page(browser, "boss")
     await browser.type("#code", await last_code(agw))
     await browser.click("form[action='/console/code'] button[type=submit]")
@@ -160,6 +159,7 @@ async def test_keyboard_only_sign_in(browser: Browser, agw: Gateway) -> None:
 async def test_an_admin_suspends_an_account_with_its_code_inline(
     browser: Browser, agw: Gateway
 ) -> None:
+    await seed_people(agw)
     await sign_in_page(browser, "boss")
     await browser.type("#code", await last_code(agw))
     await browser.click("form[action='/console/code'] button[type=submit]")
