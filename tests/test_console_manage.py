@@ -390,6 +390,8 @@ async def test_a_step_up_code_can_be_sent_again(console: Console) -> None:
     assert await console.last_code() == code
     done = await console.post("/console/comptes/alice/supprimer", {"csrf": csrf, "code": code})
     assert "Le compte alice a été supprimé." in assert_page(done)
+    spent = await console.post("/console/confirmation/renvoyer", {"csrf": csrf})
+    assert "plus valable" in assert_page(spent, 409)  # nothing waits for a code any more
 
 
 # --- the list: service filter, groups ---------------------------------------------------------

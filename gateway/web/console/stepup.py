@@ -31,7 +31,15 @@ from aiohttp import web
 from gateway.clock import from_ms
 from gateway.errors import GatewayError, InvalidRequest, StepUpRequired
 from gateway.web.console import texts
-from gateway.web.console.guard import SignedIn, check_csrf, client_ip, form, store, svc
+from gateway.web.console.guard import (
+    SignedIn,
+    check_csrf,
+    client_ip,
+    error_page,
+    form,
+    store,
+    svc,
+)
 from gateway.web.console.pages import render
 from gateway.web.console.sessions import Session
 from gateway.web.request import challenge_requested, code_verified
@@ -152,8 +160,8 @@ async def resend(request: web.Request, signed: SignedIn) -> web.Response:
     fields = await form(request)
     check_csrf(signed, fields)
     session = signed.session
-    if not session.action_challenge:
-        return page(request, signed, 409, error=texts.ERRORS["challenge_not_found"])
+    if not session.action_challenge:  # nothing waits for a code (done, or another browser)
+        return error_page(request, 409, texts.ERRORS["challenge_not_found"], "Demande refusée")
     if fields.get("channel", "") not in CHANNELS:
         raise InvalidRequest("channel must be sms or voice")
     channel = CHANNELS[fields.get("channel", "")]
