@@ -98,7 +98,7 @@ async def test_an_admin_searches_opens_an_account_and_its_history(
     await browser.at("/console/comptes")
     await browser.type("#q", "dupont")
     await browser.click("form[role=search] button[type=submit]")
-    await browser.at("/console/comptes?q=dupont&service=&status=&role=&group_by=")
+    await browser.at("/console/comptes?q=dupont&service=&status=&role=&group_by=&per_page=25")
     text = await browser.text()
     assert "1-1 sur 1 résultat(s)" in text and "jdupont" in text and "alice" not in text
     await browser.axe()
@@ -280,7 +280,9 @@ async def test_the_last_admin_is_refused_in_french(browser: Browser, agw: Gatewa
     await browser.axe()
 
 
-async def test_groups_by_service(browser: Browser, agw: Gateway) -> None:
+async def test_groups_by_service_and_the_establishments_history(
+    browser: Browser, agw: Gateway
+) -> None:
     await seed_people(agw)
     await signed_in(browser, agw)
     await browser.open("/console/comptes?group_by=service")
@@ -288,6 +290,11 @@ async def test_groups_by_service(browser: Browser, agw: Gateway) -> None:
     assert "Service GESTION DES CARRIERES" in text and "Service PAIE" in text
     await browser.axe()
     await browser.screenshot("grouper")
+    await browser.click("a[href='/console/historique']")
+    await browser.at("/console/historique")
+    assert "Historique de l'établissement Mairie de Luisant" in await browser.text()
+    await browser.axe()
+    await browser.screenshot("historique")
 
 
 async def test_an_operator_blanks_the_numbers(

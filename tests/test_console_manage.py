@@ -475,3 +475,36 @@ async def test_a_redis_that_does_not_answer_is_a_503_page_with_retry_after(
             writer.close()
         server.close()
         await server.wait_closed()
+
+
+# --- the establishment's history, the page size ------------------------------------------------
+
+
+async def test_the_establishments_history_lists_every_account_deleted_ones_too(
+    console: Console,
+) -> None:
+    await as_operator(console.gw, "DELETE", "/accounts/alice")
+    await signed_in(console)
+    listed = assert_page(await console.get("/console/comptes"))
+    assert 'href="/console/historique"' in listed and "Voir l'historique" in listed
+    html = assert_page(await console.get("/console/historique"))
+    assert "Historique de l'établissement Mairie de Luisant" in html
+    assert "Suppression" in html and "alice" in html and "boss" in html
+    assert "carol" not in html  # another establishment's
+    assert html.index("Suppression") < html.index("Création du compte")  # newest first
+    assert (await console.get("/console/historique?establishment=Clinique+du+Parc")).status == 404
+    assert (await console.get("/console/historique?page=0")).status == 400
+
+
+async def test_results_per_page_are_chosen_from_the_sizes_offered(
+    make_gateway: GatewayFactory, inbox: Inbox
+) -> None:
+    gw = await admin_gateway(make_gateway, inbox)
+    for n in range(11):
+        await add_account(gw, account_id=f"agent{n:02}", email=f"agent{n}@example.org")
+    console = await signed_in(Console(gw))
+    default = assert_page(await console.get("/console/comptes"))
+    assert "1-13 sur 13 résultat(s)" in default and '<option value="25" selected>' in default
+    ten = assert_page(await console.get("/console/comptes?per_page=10"))
+    assert "1-10 sur 13 résultat(s)" in ten and 'href="?per_page=10&page=2"' in ten
+    assert (await console.get("/console/comptes?per_page=7")).status == 400

@@ -8,6 +8,7 @@ the API's. Nothing here talks to Redis but the console's own session store.
 - `guard`: cookies, sessions, CSRF, the caller, errors as French pages;
 - `signin`: sign-in by code (`/challenge` + `/verify`), sign-out;
 - `accounts`: the account list and an account's page with its history;
+- `history`: the establishment's history ("Voir l'historique");
 - `actions`: renew, suspend, reactivate;
 - `manage`: create, modify rights, delete, revoke trusted devices;
 - `numbers`: switch an account's number, blank an establishment's (deployment day);
@@ -25,7 +26,16 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.config import Config
-from gateway.web.console import accounts, actions, manage, numbers, signin, stepup, texts
+from gateway.web.console import (
+    accounts,
+    actions,
+    history,
+    manage,
+    numbers,
+    signin,
+    stepup,
+    texts,
+)
 from gateway.web.console.guard import SIGN_IN, error_page, page
 from gateway.web.console.pages import HERE, PAGE_HEADERS, PAGES, environment, redirect
 
@@ -108,4 +118,5 @@ def setup(app: web.Application, config: Config) -> None:
     router.add_post(numbers.BLANK, numbers.blank)
     router.add_post(stepup.RESEND, manage.resend)
     router.add_post("/console/code/renvoyer", signin.resend)
+    router.add_get(history.PATH, history.establishment_history, allow_head=False)
     router.add_route("*", "/console/{tail:.*}", page(not_found))
