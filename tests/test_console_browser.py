@@ -77,6 +77,10 @@ async def test_an_admin_signs_in_trusts_the_post_and_is_not_asked_again(
     assert "Seul administrateur" in await browser.text()
     await browser.axe()
     await browser.screenshot("comptes")
+    await browser.open("/console/comptes/boss")  # its trusted post listed, each with "Retirer"
+    assert "Retirer tous les postes de confiance" in await browser.text()
+    await browser.axe()
+    await browser.open("/console/comptes")
     await browser.click(".signout button")
     await browser.at("/console/connexion?message=fin")
     assert "Vous êtes déconnecté" in await browser.text()

@@ -262,6 +262,24 @@ async def test_an_admin_revokes_trusted_devices_with_its_code(console: Console) 
     assert devices.body["devices"] == []
 
 
+async def test_an_admin_revokes_one_device_with_its_code(console: Console) -> None:
+    await console.sign_in("boss", trust=True)
+    listed = await as_operator(console.gw, "GET", "/accounts/boss/devices")
+    (device,) = listed.body["devices"]
+    page = assert_page(await console.get("/console/comptes/boss"))
+    assert f'name="device" value="{device["device_id"]}"' in page
+    path = "/console/comptes/boss/postes/retirer"
+    unknown = await console.post(path, {"csrf": csrf_of(page), "device": "nope"})
+    assert_page(unknown, 404)  # before any code
+    fields = {"csrf": csrf_of(page), "device": device["device_id"]}
+    asked, done = await console.confirm(path, fields)
+    assert "pour le retrait d'un poste de confiance du compte boss" in assert_page(asked)
+    assert "Le poste de confiance a été retiré." in assert_page(done)
+    assert (await as_operator(console.gw, "GET", "/accounts/boss/devices")).body["devices"] == []
+    history = (await as_operator(console.gw, "GET", "/accounts/boss/history")).body
+    assert history["entries"][0]["action"] == "devices.revoke"
+
+
 async def test_a_wrong_step_up_code_leaves_the_change_undone(console: Console) -> None:
     await signed_in(console)
     path = "/console/comptes/alice/supprimer"

@@ -32,6 +32,7 @@ DONE: Final = {
         "et son titulaire est prévenu par courriel."
     ),
     "postes": "Les postes de confiance du compte ont été retirés.",
+    "poste": "Le poste de confiance a été retiré.",
 }
 
 

@@ -276,24 +276,33 @@ async def delete(request: web.Request) -> web.StreamResponse:
 
 @page
 async def revoke_devices(request: web.Request) -> web.StreamResponse:
-    """`DELETE /accounts/{id}/devices`: every trusted device (an admin: `account.manage` code)."""
+    """`DELETE /accounts/{id}/devices[/{device_id}]`: every trusted device, or the one in
+    the form's `device` (an admin: `account.manage` code; an unknown device: 404 first)."""
     signed, fields = await posted(request)
     account_id = account_id_of(request.match_info["account_id"])
     admin = svc(request).account_services.admin
 
-    async def perform(_: dict[str, Any], token: str | None) -> web.StreamResponse:
-        await admin.devices(signed.caller, token).revoke_all(account_id)
+    async def perform(chosen: dict[str, Any], token: str | None) -> web.StreamResponse:
+        devices = admin.devices(signed.caller, token)
+        if chosen.get("device"):
+            await devices.revoke(account_id, chosen["device"])
+            return redirect(account_url(account_id, "poste"))
+        await devices.revoke_all(account_id)
         return redirect(account_url(account_id, "postes"))
 
     if stepup.code_typed(request, signed, fields):
         return await stepup.with_code(request, signed, fields["code"], perform)
+    device = fields.get("device", "")
+    if len(device) > 64 or not (device.isascii() and device.isprintable()):
+        raise InvalidRequest("device: a device id")
+    whose = f"du compte {account_id}"
     what = Sensitive(
-        f"le retrait des postes de confiance du compte {account_id}",
-        "Retirer les postes de confiance",
-        account_id,
-        account_url(account_id),
-    )
-    return await stepup.attempt(request, signed, what, {}, perform)
+        f"le retrait d'un poste de confiance {whose}" if device
+        else f"le retrait des postes de confiance {whose}",
+        "Retirer le poste de confiance" if device else "Retirer les postes de confiance",
+        account_id, account_url(account_id),
+    )  # fmt: skip
+    return await stepup.attempt(request, signed, what, {"device": device}, perform)
 
 
 @page
