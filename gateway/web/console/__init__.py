@@ -8,7 +8,12 @@ the API's. Nothing here talks to Redis but the console's own session store.
 - `guard`: cookies, sessions, CSRF, the caller, errors as French pages;
 - `signin`: sign-in by code (`/challenge` + `/verify`), sign-out;
 - `accounts`: the account list and an account's page with its history;
-- `actions`: renew, suspend (its step-up code inline), reactivate;
+- `history`: the establishment's history ("Voir l'historique");
+- `actions`: renew, suspend, reactivate;
+- `manage`: create, modify rights, delete, revoke trusted devices;
+- `numbers`: switch an account's number, blank an establishment's (deployment day);
+- `stepup`: a sensitive action's step-up code, asked for and typed inline;
+- `forms`: the account forms read and checked, each error in French by its field;
 - `pages`: Jinja2 rendering and the headers every page carries;
 - `sessions`, `keys`: the session store and its key names;
 - `texts`, `labels`: the French words.
@@ -21,7 +26,16 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.config import Config
-from gateway.web.console import accounts, actions, signin
+from gateway.web.console import (
+    accounts,
+    actions,
+    history,
+    manage,
+    numbers,
+    signin,
+    stepup,
+    texts,
+)
 from gateway.web.console.guard import SIGN_IN, error_page, page
 from gateway.web.console.pages import HERE, PAGE_HEADERS, PAGES, environment, redirect
 
@@ -37,11 +51,31 @@ async def home(request: web.Request) -> web.StreamResponse:
 
 
 async def not_found(request: web.Request) -> web.StreamResponse:
-    """Any other `/console` path: a French 404 page."""
+    """Any other `/console` path: a French 404 page, or 405 where the path exists for
+    other methods (a GET of a POST-only action), with its `Allow`."""
+    allowed = await _allowed(request)
+    if allowed:
+        response = error_page(
+            request, 405, texts.ERRORS["method_not_allowed"], "Action impossible par ce lien"
+        )
+        response.headers["Allow"] = ", ".join(sorted(allowed))
+        return response
     return error_page(
         request, 404, "Cette page n'existe pas. Revenez à l'accueil de la console.",
         "Page introuvable",
     )  # fmt: skip
+
+
+async def _allowed(request: web.Request) -> set[str]:
+    """The methods the console's other routes take on this path (aiohttp's own resolve)."""
+    allowed: set[str] = set()
+    for resource in request.app.router.resources():
+        if resource is request.match_info.route.resource:
+            continue
+        match, methods = await resource.resolve(request)
+        if match is None:
+            allowed |= methods
+    return allowed
 
 
 async def stylesheet(request: web.Request) -> web.StreamResponse:
@@ -71,4 +105,18 @@ def setup(app: web.Application, config: Config) -> None:
     router.add_post(account + "/renouveler", actions.renew)
     router.add_post(account + "/suspendre", actions.suspend)
     router.add_post(account + "/reactiver", actions.reactivate)
+    router.add_get(manage.CREATE, manage.create_form, allow_head=False)
+    router.add_post(manage.CREATE, manage.create)
+    router.add_get(account + "/modifier", manage.edit_form, allow_head=False)
+    router.add_post(account + "/modifier", manage.edit)
+    router.add_get(account + "/supprimer", manage.delete_form, allow_head=False)
+    router.add_post(account + "/supprimer", manage.delete)
+    router.add_post(account + "/postes/retirer", manage.revoke_devices)
+    router.add_get(account + "/telephone", numbers.phone_form, allow_head=False)
+    router.add_post(account + "/telephone", numbers.switch)
+    router.add_get(numbers.BLANK, numbers.blank_form, allow_head=False)
+    router.add_post(numbers.BLANK, numbers.blank)
+    router.add_post(stepup.RESEND, manage.resend)
+    router.add_post("/console/code/renvoyer", signin.resend)
+    router.add_get(history.PATH, history.establishment_history, allow_head=False)
     router.add_route("*", "/console/{tail:.*}", page(not_found))

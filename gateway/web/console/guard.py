@@ -18,24 +18,28 @@ admin is out at once); an account named in `[console] operators` acts as an
 from __future__ import annotations
 
 import functools
+import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final
 
 from aiohttp import web
+from redis.exceptions import RedisError
 
 from gateway.accounts.policy import Caller
 from gateway.accounts.records import Account, Role
 from gateway.crypto import constant_time_equal
-from gateway.errors import GatewayError, InvalidRequest, NotFound
+from gateway.errors import GatewayError, InvalidRequest, NotFound, RateLimited, Unavailable
 from gateway.runtime import Services
 from gateway.web.body import parse_client_ip, read_form
 from gateway.web.console import texts
 from gateway.web.console.pages import redirect, render
 from gateway.web.console.sessions import Session, SessionStore
-from gateway.web.middleware import REQUEST_ID
+from gateway.web.middleware import REQUEST_ID, UNAVAILABLE_RETRY_AFTER
 from gateway.web.request import SERVICES
+
+log = logging.getLogger("otp_gateway.http")
 
 SESSION_COOKIE: Final = "otpgw_console"
 FORM_COOKIE: Final = "otpgw_console_form"
@@ -206,12 +210,27 @@ def page(handler: Handler) -> Handler:
         except NotFound:  # an account elsewhere is exactly one that does not exist
             return error_page(request, 404, texts.ERRORS["not_found"], "Page introuvable")
         except GatewayError as exc:
-            return error_page(request, exc.status, texts.sentence(exc), "Demande refusée")
+            return _refused(request, exc)
+        except (RedisError, TimeoutError) as exc:  # as the API: 503, never the JSON body
+            log.error("redis unavailable", extra={"error": type(exc).__name__})
+            return _refused(request, Unavailable("the datastore is unreachable"))
 
     return wrapped
 
 
+def _refused(request: web.Request, exc: GatewayError) -> web.Response:
+    """An API refusal as a French page, with the API's `Retry-After` where it has one."""
+    title = "Service indisponible" if isinstance(exc, Unavailable) else "Demande refusée"
+    response = error_page(request, exc.status, texts.sentence(exc), title)
+    if isinstance(exc, RateLimited):
+        response.headers["Retry-After"] = str(exc.retry_after)
+    elif isinstance(exc, Unavailable):
+        response.headers["Retry-After"] = str(UNAVAILABLE_RETRY_AFTER)
+    return response
+
+
 def error_page(request: web.Request, status: int, message: str, title: str) -> web.Response:
+    """A French error page (`role="alert"`); a 401 also drops the session cookie."""
     response = render(request, "error.html", status=status, title=title, message=message)
     if status == 401:
         drop_cookie(request, response, SESSION_COOKIE)

@@ -12,6 +12,7 @@ FLAGS: Final = {
     "generic": "Compte générique ?",
     "single_admin": "Seul administrateur",
 }
+GROUPS: Final = {"service": "Service", "role": "Profil", "status": "Statut"}
 ACTIONS: Final = {
     "create": "Création du compte",
     "update": "Modification",
@@ -54,3 +55,12 @@ def actor(entry: dict[str, object]) -> str:
         return str(acting)
     scope, _, name = raw.partition(":")
     return f"Support ({name})" if scope == "operator" else raw
+
+
+def group_name(group_by: str | None, key: str) -> str:
+    """A group's heading: the service (or "Sans service"), the profile, the status."""
+    if group_by == "role":
+        return ROLES.get(key, key)
+    if group_by == "status":
+        return STATUSES.get(key, key)
+    return f"Service {key}" if key else "Sans service"

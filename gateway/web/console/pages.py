@@ -63,6 +63,11 @@ def _paris_zone(moment: datetime) -> tzinfo:
         return _SUMMER if summer else _WINTER
 
 
+def paris_zone(local: datetime) -> tzinfo:
+    """The Paris zone for a wall-clock time (naive) there."""
+    return _paris_zone(local.replace(tzinfo=UTC))
+
+
 def _paris(value: str | datetime | None) -> datetime | None:
     if value is None or value == "":
         return None

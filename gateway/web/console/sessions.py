@@ -15,7 +15,7 @@ import hashlib
 import json
 import secrets
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Final, Literal
 
 import redis.asyncio as aioredis
@@ -46,12 +46,18 @@ class Session:
     destination: str = ""  # masked, as /challenge answers it
     expires_at_ms: int = 0  # the code's expiry
     establishment: str = ""  # an operator's chosen establishment
-    # A sensitive action waiting for its step-up code (`actions`).
-    action: str = ""  # e.g. "suspend"
+    # A sensitive action waiting for its step-up code (`stepup`).
+    action: str = ""  # the path its form posts to, e.g. "/console/comptes/alice/suspendre"
     action_target: str = ""  # the account it is about
     action_challenge: str = ""  # the acting admin's step-up challenge
     action_destination: str = ""
     action_expires_ms: int = 0
+    action_title: str = ""  # what the code is for: "la suspension du compte alice"
+    action_button: str = ""  # the button that confirms it: "Suspendre le compte"
+    # The change as it was asked for, checked: the code confirms this one, not
+    # whatever a later form might carry.
+    action_fields: dict[str, Any] = field(default_factory=dict)
+    action_channel: str = ""  # where the step-up code went: sms | voice
 
     def csrf_ok(self, presented: str | None) -> bool:
         """Whether a form's token is this session's (constant time)."""

@@ -11,13 +11,14 @@ in, and keeps it in an HttpOnly cookie for the next sign-in.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Final
 
 from aiohttp import web
 
 from gateway.accounts import valid_account_id
 from gateway.clock import from_ms, now_ms
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, InvalidRequest
 from gateway.web.console import texts
 from gateway.web.console.guard import (
     DEVICE_COOKIE,
@@ -112,14 +113,37 @@ async def code_form(request: web.Request) -> web.StreamResponse:
 
 
 def _render_code(
-    request: web.Request, csrf: str, session: Session, status: int, error: str
+    request: web.Request, csrf: str, session: Session, status: int, error: str, notice: str = ""
 ) -> web.Response:
     config = svc(request).config
     return render(
         request, "code.html", status=status, title="Saisie du code", csrf=csrf, error=error,
-        session=session, expires_at=from_ms(session.expires_at_ms),
+        session=session, expires_at=from_ms(session.expires_at_ms), notice=notice,
         code_length=config.otp.code_length, trusted_days=config.otp.trusted_device_days,
+        cooldown=config.otp.resend_cooldown_seconds,
     )  # fmt: skip
+
+
+@page
+async def resend(request: web.Request) -> web.StreamResponse:
+    """ "Renvoyer le code" / "M'appeler plutôt": the same code again (`/challenge/{id}/resend`)."""
+    session_id, session = await pending(request)
+    fields = await form(request)
+    check_csrf(session, fields)
+    if fields.get("channel", "") not in CHANNELS:
+        raise InvalidRequest("channel must be sms or voice")
+    try:
+        created = await svc(request).challenges.resend(
+            session.challenge_id, CHANNELS[fields.get("channel", "")], client_ip(request)
+        )
+    except GatewayError as exc:
+        return _render_code(request, session.csrf, session, exc.status, texts.sentence(exc))
+    session = replace(
+        session, channel=created.channel, destination=created.destination or session.destination
+    )
+    await store(request).update(session_id, session)
+    notice = texts.resent(created.channel, session.destination)
+    return _render_code(request, session.csrf, session, 200, "", notice)
 
 
 @page

@@ -55,10 +55,27 @@ ERRORS: Final = {
         "passez par votre espace habituel, ou adressez-vous à votre administrateur."
     ),
     "unavailable": "Le service est momentanément indisponible. Réessayez dans un instant.",
+    "account_exists": "Cet identifiant est déjà pris : choisissez-en un autre.",
+    "invalid_phone": (
+        "Ce numéro de téléphone n'est pas valide : saisissez un numéro français "
+        "(06 71 23 45 89, 02 37 12 34 56) ou international (+32 2 123 45 67)."
+    ),
+    "step_up_conflict": (
+        "Changez l'adresse courriel dans une modification à part : elle demande "
+        "son propre code de confirmation."
+    ),
+    "method_not_allowed": (
+        "Cette adresse ne s'ouvre pas ainsi : passez par les boutons de la console."
+    ),
+    "blank_operators_only": (
+        "La remise à blanc des numéros est faite par le support le jour du déploiement, "
+        "pour tout l'établissement."
+    ),
 }
 CSRF: Final = (
     "Ce formulaire a expiré ou ne vient pas de cette console. Rechargez la page, puis recommencez."
 )
+CHANNEL_WORDS: Final = {"sms": "par SMS", "voice": "par appel vocal"}
 SIGNED_OUT: Final = "Vous êtes déconnecté."
 SESSION_OVER: Final = "Votre session a pris fin. Reconnectez-vous."
 
@@ -75,3 +92,8 @@ def sentence(exc: GatewayError) -> str:
     if exc.code == "invalid_code" and isinstance(left, int):
         text += f" Il vous reste {left} essai{'s' if left > 1 else ''}."
     return text
+
+
+def resent(channel: str, destination: str) -> str:
+    """What "Renvoyer le code" did: the same code, where it went."""
+    return f"Le même code vous a été renvoyé {CHANNEL_WORDS.get(channel, '')} au {destination}."
