@@ -203,6 +203,21 @@ def establishment_history(establishment_tag: str) -> str:
     return _of_tag("eh", establishment_tag)
 
 
+def establishment_pending(establishment_tag: str) -> str:
+    """Hash: account id -> when (ms) a Redis Cluster's creation added it to the
+    establishment's set, until the account is written (establishment.lua)."""
+    return _of_tag("ep", establishment_tag)
+
+
+def establishment_lease(establishment_tag: str) -> str:
+    """String: the token of the change that may remove an active admin of the
+    establishment now, on a Redis Cluster (`SET NX PX`: the last-admin guard)."""
+    return _of_tag("el", establishment_tag)
+
+
+PENDING_PATTERN: Final = PREFIX + "ep:*"  # SCAN: every establishment's pending creations
+
+
 # --- rate limits (one slot: `{rl}`) ---------------------------------------------------
 
 NUMBER_BUCKET_CHARS = 2  # 4096 buckets: a few dozen numbers each at 100k live

@@ -80,7 +80,7 @@ class Sweeper:
         self.interval_ms = config.sweep_interval_seconds * 1000
         self.thresholds = config.reminder_days
         self.grace = timedelta(days=config.last_admin_grace_days)
-        self._release = (lua or Lua(redis)).script("sweep_release")
+        self._release = (lua or Lua(redis)).script("release")
 
     async def run(self, stop: asyncio.Event) -> None:
         """Sweep when due until `stop` is set; rides out Redis outages."""
