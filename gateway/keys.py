@@ -42,9 +42,12 @@ LAYOUT = PREFIX + "layout"  # string: the key layout version ("2": hash-tagged)
 LAYOUT_VERSION: Final = "2"
 SWEEP_LOCK = PREFIX + "sweep:lock"  # string: the token of the sweeper running now
 SWEEP_LAST = PREFIX + "sweep:last"  # string: when the last sweep finished (ms)
-MAIL_STREAM = PREFIX + "mail"  # stream: the e-mail outbox
+# The e-mail outbox and its dead letters share a hash tag: a dead letter moves
+# from one to the other in one MULTI, which a cluster allows in one slot only.
+MAIL_TAG: Final = "{mail}"
+MAIL_STREAM = PREFIX + "mail:" + MAIL_TAG  # stream: the e-mail outbox
 MAIL_GROUP = "mailers"  # its consumer group
-MAIL_DEAD = PREFIX + "mail:dead"  # mails that could not be delivered
+MAIL_DEAD = PREFIX + "mail:" + MAIL_TAG + "dead"  # mails that could not be delivered
 # string: crypto.key_fingerprint of the secret the data is written with (gateway/keycheck.py)
 KEY_FINGERPRINT = PREFIX + "key-fingerprint"
 GLOBAL_RATE = PREFIX + "rl:" + RATE_TAG + "global"
