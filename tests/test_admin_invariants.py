@@ -11,7 +11,7 @@ from gateway.accounts import AccountStore, Role, Who
 from gateway.errors import Conflict
 from tests.support.admin import ESTABLISHMENT, as_admin, as_operator, managing
 from tests.support.dates import iso_in
-from tests.support.gateway import ACCOUNT, Gateway
+from tests.support.gateway import ACCOUNT, Gateway, GatewayFactory
 from tests.support.otp import assert_error, call
 
 PAST = "2020-01-01T00:00:00Z"
@@ -89,6 +89,31 @@ async def test_demoting_each_other_at_once_leaves_an_admin(agw: Gateway) -> None
         assert {a.role for a in await store.all_in(ESTABLISHMENT) if a.account_id != "alice"} == {
             Role.ADMIN
         }
+
+
+async def test_two_admins_removing_each_other_from_two_gateways_never_leave_none(
+    agw: Gateway, make_gateway: GatewayFactory
+) -> None:
+    """Two gateways (their own Redis clients), each taking one of the two admins
+    away at once, round after round: one of them is always refused. On a Redis
+    Cluster the admins' records are in other slots than each other and than
+    the establishment: the establishment's lease is what holds the line."""
+    other: AccountStore = (await make_gateway()).services.accounts
+    store: AccountStore = agw.services.accounts
+    await add_admin(agw, "boss2")
+    changes: list[dict[str, Any]] = [{"role": "user"}, {"status": "suspended"}]
+    for round_ in range(30):
+        who, change = Who("test", f"r{round_}"), changes[round_ % 2]
+        results = await asyncio.gather(
+            store.update("boss", change, who=who),
+            other.update("boss2", change, who=who),
+            return_exceptions=True,
+        )
+        refused = [r for r in results if isinstance(r, Conflict) and r.code == "last_admin"]
+        assert len(refused) == 1, results
+        assert len(await store.active_admins(ESTABLISHMENT)) == 1
+        for account_id in ("boss", "boss2"):
+            await store.update(account_id, {"role": "admin", "status": "active"}, who=who)
 
 
 async def test_expired_accounts_wait_for_an_admin(agw: Gateway) -> None:
