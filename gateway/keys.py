@@ -221,6 +221,15 @@ def establishment_lease(establishment_tag: str) -> str:
 PENDING_PATTERN: Final = PREFIX + "ep:*"  # SCAN: every establishment's pending creations
 
 
+# --- the console (single-key commands only: no hash tag) ----------------------------
+
+
+def console_session(digest: str) -> str:
+    """String (JSON): a console session, by the SHA-256 of its id (the id itself
+    is never stored)."""
+    return f"{PREFIX}console:session:{digest}"
+
+
 # --- rate limits (one slot: `{rl}`) ---------------------------------------------------
 
 NUMBER_BUCKET_CHARS = 2  # 4096 buckets: a few dozen numbers each at 100k live

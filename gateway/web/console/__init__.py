@@ -10,7 +10,7 @@ the API's. Nothing here talks to Redis but the console's own session store.
 - `accounts`: the account list and an account's page with its history;
 - `actions`: renew, suspend (its step-up code inline), reactivate;
 - `pages`: Jinja2 rendering and the headers every page carries;
-- `sessions`, `keys`: the session store and its key names;
+- `sessions`: the session store (its key names are in `gateway/keys.py`);
 - `texts`, `labels`: the French words.
 
 `[console] enabled = false` leaves every `/console` path a 404.
