@@ -44,6 +44,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any, Final, Literal
 
 import redis.asyncio as aioredis
@@ -292,6 +293,42 @@ class AccountStore:
             ],
         )
         return int(done)
+
+    async def sweep_establishments(self, grace_ms: int) -> int:
+        """A Redis Cluster's clean-up of what a process dying between two slots
+        left (see `_insert_split`): ids in an establishment's set without a
+        record, once their creation is older than `grace_ms`, and pending
+        marks of creations done. How many ids it took out; 0 on one instance."""
+        if not self._split:
+            return 0
+        cutoff = to_ms(self.now()) - grace_ms
+        removed = 0
+        async for key in self._redis.scan_iter(match=keys.PREFIX + "e:*", count=500):
+            removed += await self._sweep_establishment(key.decode(), cutoff)
+        return removed
+
+    async def _sweep_establishment(self, set_key: str, cutoff: int) -> int:
+        tagged = set_key[len(keys.PREFIX + "e:") :]  # `{L}<establishment tag>`
+        ids = names(list(await self._redis.smembers(set_key)))
+        pending_key = keys.PREFIX + "ep:" + tagged
+        marks: Any = await self._redis.hgetall(pending_key)
+        pending = {_text(k): int(v) for k, v in marks.items()}
+        alive = {a.account_id for a in await self.load(ids, skip_unreadable=True)}
+        step = partial(self._establishment_script, keys=[
+            set_key, keys.PREFIX + "eh:" + tagged, pending_key,
+        ])  # fmt: skip
+        removed = 0
+        for account_id in ids:
+            if account_id in alive:
+                if pending.get(account_id, cutoff + 1) <= cutoff:  # settle never ran
+                    await step(args=["undo", account_id, "0", 0, 0])
+                continue
+            if int(await step(args=["sweep", account_id, cutoff, 0, 0])) == 1:
+                removed += 1
+                if await self._redis.exists(self._record(account_id)):  # created meanwhile
+                    await step(args=["readd", account_id, "0", 0, 0])
+                    removed -= 1
+        return removed
 
     async def _audit_establishment(self, account: Account, items: Sequence[str]) -> None:
         await self._establishment_step(account.establishment, "audit", account.account_id, items)
@@ -736,3 +773,7 @@ def _with_login(account: Account, login: Any) -> Account:
     if account.last_login_at is not None and account.last_login_at >= seen:
         return account
     return replace(account, last_login_at=seen)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

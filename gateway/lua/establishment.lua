@@ -7,12 +7,24 @@
 -- once it is older than its grace period; never an account its
 -- establishment cannot see.
 -- KEYS: 1 establishment set, 2 establishment history, 3 pending creations
--- ARGV: 1 op: `reserve` | `settle` | `undo` | `remove` | `audit`, 2 account id,
---       3 `undo`: '1' when `reserve` added the id, 4 history maxlen,
+-- ARGV: 1 op: `reserve` | `settle` | `undo` | `remove` | `audit` | `sweep` | `readd`,
+--       2 account id, 3 `undo`: '1' when `reserve` added the id; `sweep`: the
+--       time (ms) before which a pending creation is stale, 4 history maxlen,
 --       5 number of audit items n, 6 .. 5+n the audit entry (`settle`,
 --       `remove`, `audit`)
--- Returns `reserve`: 1 when the id was added, 0 when it was there; else 1.
+-- `sweep` (the caller saw no record for the id) takes the id out, unless a
+-- creation added it after ARGV[3]; `readd` puts back one whose record
+-- appeared meanwhile.
+-- Returns `reserve`: 1 when the id was added, 0 when it was there; `sweep`:
+-- 1 when taken out; else 1.
 local op, id = ARGV[1], ARGV[2]
+if op == 'sweep' then
+  local since = tonumber(redis.call('HGET', KEYS[3], id))
+  if since and since > tonumber(ARGV[3]) then return 0 end
+  redis.call('HDEL', KEYS[3], id)
+  return redis.call('SREM', KEYS[1], id)
+end
+if op == 'readd' then return redis.call('SADD', KEYS[1], id) end
 if op == 'reserve' then
   redis.call('HSET', KEYS[3], id, now_ms())
   return redis.call('SADD', KEYS[1], id)
