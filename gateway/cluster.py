@@ -44,11 +44,13 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import (
     AskError,
+    ClusterCrossSlotError,
     ClusterDownError,
     MasterDownError,
     MovedError,
     RedisClusterException,
     RedisClusterUnreachableError,
+    ResponseError,
     SlotNotCoveredError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -192,6 +194,16 @@ def _unreachable(exc: RedisClusterException) -> Exception:
     ):
         return RedisConnectionError(f"Redis Cluster unavailable: {type(exc).__name__}")
     return exc
+
+
+def cross_slot(exc: BaseException) -> bool:
+    """A command or transaction over several hash slots: refused by redis-py
+    before it left (`RedisClusterException`: what `_unreachable` leaves of it is
+    a misuse), or by the server (`CROSSSLOT`). Always a bug of ours: no script
+    or transaction may span two slots (docs/architecture.md, "Hash slots")."""
+    if isinstance(exc, (RedisClusterException, ClusterCrossSlotError)):
+        return True
+    return isinstance(exc, ResponseError) and str(exc).startswith("CROSSSLOT")
 
 
 async def reachable(redis: aioredis.Redis | RedisCluster) -> bool:

@@ -42,9 +42,12 @@ LAYOUT = PREFIX + "layout"  # string: the key layout version ("2": hash-tagged)
 LAYOUT_VERSION: Final = "2"
 SWEEP_LOCK = PREFIX + "sweep:lock"  # string: the token of the sweeper running now
 SWEEP_LAST = PREFIX + "sweep:last"  # string: when the last sweep finished (ms)
-MAIL_STREAM = PREFIX + "mail"  # stream: the e-mail outbox
+# The e-mail outbox and its dead letters share a hash tag: a dead letter moves
+# from one to the other in one MULTI, which a cluster allows in one slot only.
+MAIL_TAG: Final = "{mail}"
+MAIL_STREAM = PREFIX + "mail:" + MAIL_TAG  # stream: the e-mail outbox
 MAIL_GROUP = "mailers"  # its consumer group
-MAIL_DEAD = PREFIX + "mail:dead"  # mails that could not be delivered
+MAIL_DEAD = PREFIX + "mail:" + MAIL_TAG + "dead"  # mails that could not be delivered
 # string: crypto.key_fingerprint of the secret the data is written with (gateway/keycheck.py)
 KEY_FINGERPRINT = PREFIX + "key-fingerprint"
 GLOBAL_RATE = PREFIX + "rl:" + RATE_TAG + "global"
@@ -201,6 +204,30 @@ def establishment(name_tag: str) -> str:
 def establishment_history(establishment_tag: str) -> str:
     """Stream: audit entries of every account of one establishment."""
     return _of_tag("eh", establishment_tag)
+
+
+def establishment_pending(establishment_tag: str) -> str:
+    """Hash: account id -> when (ms) a Redis Cluster's creation added it to the
+    establishment's set, until the account is written (establishment.lua)."""
+    return _of_tag("ep", establishment_tag)
+
+
+def establishment_lease(establishment_tag: str) -> str:
+    """String: the token of the change that may remove an active admin of the
+    establishment now, on a Redis Cluster (`SET NX PX`: the last-admin guard)."""
+    return _of_tag("el", establishment_tag)
+
+
+PENDING_PATTERN: Final = PREFIX + "ep:*"  # SCAN: every establishment's pending creations
+
+
+# --- the console (single-key commands only: no hash tag) ----------------------------
+
+
+def console_session(digest: str) -> str:
+    """String (JSON): a console session, by the SHA-256 of its id (the id itself
+    is never stored)."""
+    return f"{PREFIX}console:session:{digest}"
 
 
 # --- rate limits (one slot: `{rl}`) ---------------------------------------------------

@@ -161,6 +161,13 @@ class Lua:
         return Script(self.redis, script_source(name, self.settings))
 
     @property
+    def split(self) -> bool:
+        """On a Redis Cluster: the operations whose one-step script would span
+        two slots run as several single-slot scripts (docs/architecture.md,
+        "Hash slots"); on one instance, as one atomic script."""
+        return isinstance(self.redis, RedisCluster)
+
+    @property
     def loaded(self) -> frozenset[str]:
         """The names of the scripts handed out so far."""
         return frozenset(self._loaded)

@@ -11,7 +11,8 @@ start on round-1 data until it has run (gateway/keycheck.py).
 Each key moves in one atomic step (RENAME keeps a key's TTL; a queue entry,
 schedule member or dead letter moves with its removal in one MULTI), so a
 run stopped halfway can simply be run again: what moved is not found under
-its old name any more. Rate-limit states are dropped (they start afresh: at
+its old name any more. The mail outbox and its dead letters move under
+their shared hash tag. Rate-limit states are dropped (they start afresh: at
 most one period of each limit is forgiven). It ends by writing the
 `otp:layout` marker, then prints what it moved.
 """
@@ -63,6 +64,7 @@ async def migrate(redis: aioredis.Redis, secret: str) -> Moved:
     await _retries(redis, moved)
     await _dead_letters(redis, moved)
     await _drop_rate_limits(redis, moved)
+    await _mail(redis, moved)
     await redis.set(keys.LAYOUT, keys.LAYOUT_VERSION)
     return moved
 
@@ -182,6 +184,30 @@ async def _dead_letter_id(
 async def _drop_rate_limits(redis: aioredis.Redis, moved: Moved) -> None:
     async for old, _ in _scan(redis, "rl"):
         moved["rate limits dropped"] += int(await redis.delete(old))
+
+
+# The mail outbox and its dead letters, named without a hash tag before they
+# shared one (gateway/keys.py, MAIL_TAG).
+_MAIL: tuple[tuple[str, str, str], ...] = (
+    (P + "mail", keys.MAIL_STREAM, "mail outboxes"),
+    (P + "mail:dead", keys.MAIL_DEAD, "mail dead-letter streams"),
+)
+
+
+async def _mail(redis: aioredis.Redis, moved: Moved) -> None:
+    """Renamed (a stream keeps its consumer group and pending entries); when
+    the new name exists already, its entries are moved over one by one."""
+    for old, new, label in _MAIL:
+        if not await redis.exists(old):
+            continue
+        if await redis.renamenx(old, new):
+            moved[label] += 1
+            continue
+        rows: Any = await redis.xrange(old)
+        for entry_id, fields in rows:
+            await _atomic(redis, ("xadd", new, fields), ("xdel", old, entry_id))
+        await redis.delete(old)
+        moved[label] += 1
 
 
 async def _atomic(redis: aioredis.Redis, *calls: tuple[Any, ...]) -> None:

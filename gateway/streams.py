@@ -44,6 +44,7 @@ from enum import StrEnum
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError, ResponseError
 
 Entry = tuple[str, bytes, dict[bytes, bytes]]  # stream key, entry id, fields
@@ -232,12 +233,21 @@ class StreamConsumer:
     # --- reading ------------------------------------------------------------------
 
     async def _read(self, start: str, block_ms: int | None) -> list[Entry]:
-        """The next batch: one XREADGROUP naming every stream (the one place a
-        cluster client would read each stream's node on its own)."""
+        """The next batch: one XREADGROUP naming every stream; on a Redis Cluster,
+        which refuses a command over several slots (CROSSSLOT), one per stream,
+        all at once (each blocks on its own node: an idle consumer answers
+        within one block period, one with entries at once)."""
+        keys = self.stream.keys
+        if not isinstance(self.redis, RedisCluster) or len(keys) == 1:
+            return await self._read_of(keys, start, block_ms)
+        batches = await asyncio.gather(*(self._read_of((k,), start, block_ms) for k in keys))
+        return [entry for batch in batches for entry in batch]
+
+    async def _read_of(self, keys: tuple[str, ...], start: str, block: int | None) -> list[Entry]:
         stream = self.stream
         reply: Any = await self._grouped(
-            self.redis.xreadgroup, stream.group, self.name, dict.fromkeys(stream.keys, start),
-            count=stream.batch, block=block_ms,
+            self.redis.xreadgroup, stream.group, self.name, dict.fromkeys(keys, start),
+            count=stream.batch, block=block,
         )  # fmt: skip
         # An entry deleted while pending comes back with no fields: skip it.
         return [

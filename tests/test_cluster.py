@@ -9,6 +9,7 @@ of one start a cluster of their own.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import time
@@ -18,6 +19,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from aiohttp import web
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import CrossSlotTransactionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -28,8 +30,10 @@ from gateway.datastore import SendsOnce, redis_client
 from gateway.embedded import free_port
 from gateway.errors import ConfigError
 from gateway.luascripts import Script
+from gateway.metrics import Metrics
+from gateway.web.middleware import build_middleware
 from tests.conftest import TOPOLOGY
-from tests.support.cluster import Cluster, ClusterServer, key_in_slot, keys_of
+from tests.support.cluster import PASSWORD, Cluster, ClusterServer, key_in_slot, keys_of
 from tests.support.config import SECRET, make_config
 from tests.support.gateway import start_gateway
 from tests.support.httpfake import Stub
@@ -412,3 +416,46 @@ async def test_a_transaction_keeps_to_one_slot(
             pipe.incr(key_in_slot(1))
             pipe.incr(key_in_slot(2))
             await pipe.execute()
+
+
+async def test_a_command_over_two_slots_is_a_logged_500_never_a_traceback(
+    redis_cluster: Cluster,
+    client: aioredis.Redis,
+    aiohttp_client: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Nothing of ours spans two slots any more; if something did, redis-py's
+    refusal (before sending) and a node's CROSSSLOT are both a 500 with the
+    contract's body and one critical line, not a 503 to retry nor a traceback."""
+    node = redis_cluster.live()[0]
+    first, second = keys_of(redis_cluster, node, 2)  # two slots of one node: it answers CROSSSLOT
+
+    async def refused_here(_: web.Request) -> web.Response:
+        await client.xread({key_in_slot(1): 0, key_in_slot(2): 0})
+        return web.Response()
+
+    async def refused_by_the_node(_: web.Request) -> web.Response:
+        await client.eval(INCR, 2, key_in_slot(1), key_in_slot(2))
+        return web.Response()
+
+    async def refused_there(_: web.Request) -> web.Response:
+        plain = aioredis.Redis(port=node.port, password=PASSWORD)
+        try:
+            await plain.mget(first, second)
+        finally:
+            await plain.aclose()
+        return web.Response()
+
+    app = web.Application(middlewares=[build_middleware(Metrics())])
+    app.router.add_post("/here", refused_here)
+    app.router.add_post("/node", refused_by_the_node)
+    app.router.add_post("/there", refused_there)
+    http = await aiohttp_client(app)
+    for path in ("/here", "/node", "/there"):
+        caplog.clear()
+        response = await http.post(path)
+        assert response.status == 500, path
+        assert await response.json() == {"error": "internal_error", "message": "internal error"}
+        [line] = [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert line.levelno == logging.CRITICAL and "hash slots" in line.getMessage()
+        assert line.exc_info is None

@@ -17,7 +17,7 @@ GATEWAY = Path(__file__).resolve().parent.parent / "gateway"
 def test_every_lua_file_is_a_script() -> None:
     files = {p.stem for p in (GATEWAY / "lua").glob("*.lua")} - {"lib"}
     assert set(script_names()) == files
-    assert {"create", "verify", "account_apply", "totp", "sweep_release"} <= files
+    assert {"create", "verify", "account_apply", "totp", "release"} <= files
 
 
 async def test_every_script_compiles_on_redis(config: Config, redis: aioredis.Redis) -> None:

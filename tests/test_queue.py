@@ -51,10 +51,13 @@ def dropped(gw: Gateway, reason: str) -> float:
 async def read_as_worker(gw: Gateway, redis: aioredis.Redis) -> list[tuple[str, bytes, Any]]:
     """What XREADGROUP hands the gateway's worker (its consumer name) now: (stream, id, fields)."""
     await ensure_group(redis)
-    reply: Any = await redis.xreadgroup(
-        keys.GROUP, gw.services.worker.name, dict.fromkeys(keys.STREAMS, ">"), count=10
-    )
-    return [(key.decode(), eid, fields) for key, entries in reply for eid, fields in entries]
+    found = []
+    for stream in keys.STREAMS:  # one stream per read: a cluster refuses several slots at once
+        reply: Any = await redis.xreadgroup(
+            keys.GROUP, gw.services.worker.name, {stream: ">"}, count=10
+        )
+        found += [(key.decode(), eid, f) for key, entries in reply or [] for eid, f in entries]
+    return found
 
 
 # --- the happy path ---------------------------------------------------------

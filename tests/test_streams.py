@@ -18,7 +18,8 @@ from gateway.embedded import RedisServer
 from gateway.streams import Stream, StreamConsumer, Verdict
 from tests.support.poll import poll
 
-KEY, GROUP, DEAD = "t:stream", "t:group", "t:dead"
+# One hash tag: a dead letter is one transaction with its stream (one slot on a cluster).
+KEY, GROUP, DEAD = "t:{s}stream", "t:group", "t:{s}dead"
 STREAM = Stream(KEY, GROUP, claim_idle_seconds=0.1, max_deliveries=3, concurrency=2, block_ms=50)
 
 

@@ -6,8 +6,9 @@ opened with the old secret and sealed again with the new one, and every Redis
 key named after a keyed tag (establishments, an account's record, history,
 trusted devices, failures, authenticator app, reminders, index entry and last
 login) must be renamed. A new tag may fall in another hash-slot group: RENAME
-moves it on a single instance or Sentinel primary; on Redis Cluster a rename
-across slots is refused (rotation there is not supported yet).
+moves it on a single instance or Sentinel primary; on a Redis Cluster, which
+refuses a RENAME across slots, it is copied (DUMP, RESTORE with its TTL) then
+deleted, which a run stopped halfway does again.
 
 Run it with every gateway and worker stopped, then start them with the new
 secret (see docs/accounts.md):
@@ -36,6 +37,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from cryptography.exceptions import InvalidTag
+from redis.asyncio.cluster import RedisCluster
+from redis.crc import key_slot
 
 from gateway import keys
 from gateway.accounts.codec import names
@@ -171,8 +174,25 @@ def _reopen(sealed: bytes, aad: bytes, old: Sealer, new: Sealer) -> bytes | None
 
 
 async def _rename(redis: aioredis.Redis, source: str, target: str) -> None:
-    if source != target and await redis.exists(source):
-        await redis.rename(source, target)
+    if source == target or not await redis.exists(source):
+        return
+    if isinstance(redis, RedisCluster) and key_slot(source.encode()) != key_slot(target.encode()):
+        await _copy_then_delete(redis, source, target)
+    else:
+        await redis.rename(source, target)  # keeps the TTL
+
+
+async def _copy_then_delete(redis: aioredis.Redis, source: str, target: str) -> None:
+    """A cluster's rename across slots (RENAME is refused there): DUMP, RESTORE
+    with the TTL left (REPLACE: a run stopped between the two steps did the
+    first already), then DEL. Run again, it does the same: the source is still
+    the truth until it is gone."""
+    dumped: Any = await redis.dump(source)
+    ttl = int(await redis.pttl(source))
+    if dumped is None or ttl == -2:  # gone meanwhile
+        return
+    await redis.restore(target, max(ttl, 0), dumped, replace=True)
+    await redis.delete(source)
 
 
 def main(argv: list[str] | None = None) -> int:

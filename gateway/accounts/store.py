@@ -14,22 +14,37 @@ which also picks its hash-slot group):
 
 Every change that touches more than one key is one Lua script
 (`gateway/lua/account_*.lua`), so indexes, record and history never disagree.
+On a Redis Cluster the establishment's set and history are in another slot
+than the account's: they are written by their own script (`establishment.lua`),
+the establishment's first on a creation and last on any other change, so that
+a process dying in between leaves at worst an id without a record (readers
+skip it, the sweep removes it) or a change missing from the establishment's
+history (never from the account's); docs/architecture.md lists these races.
 
 **Last admin.** A change that would leave an establishment without an active
 admin (delete, demote, suspend, or move the expiry into the past of its last
 active admin) is refused with 409 `last_admin`. The write names another active
 admin it read and must find that one unchanged (its version), so two admins
 demoting each other at once cannot both win. Deleting the last admin is
-allowed only when it is the establishment's last account.
+allowed only when it is the establishment's last account. On a Redis Cluster
+that other admin's record is in another slot: every change that may remove an
+active admin takes the establishment's lease (`SET NX PX`, released by its
+token) and reads the admins again under it, so such changes of one
+establishment run one at a time.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
+import random
+import secrets
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import replace
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any, Final, Literal
 
 import redis.asyncio as aioredis
@@ -100,6 +115,10 @@ __all__ = [
 log = logging.getLogger("otp_gateway.accounts")
 
 _MAX_RETRIES: Final = 50
+# A Redis Cluster's last-admin lease: held for one read-check-write (a few ms),
+# expires on its own if its holder dies; a change waits this long for it.
+_LEASE_MS: Final = 5000
+_LEASE_WAIT_SECONDS: Final = 5.0
 
 Mode = Literal["update", "revoke", "delete"]
 # Aliases: inside AccountStore, `list` is the method.
@@ -138,6 +157,12 @@ class AccountStore:
         self._audit_script = lua.script("account_audit")
         self._expire_script = lua.script("account_expire")
         self._login_script = lua.script("account_login")
+        self._establishment_script = lua.script("establishment")
+        self._release_script = lua.script("release")
+        # On a Redis Cluster the establishment's keys are in another slot than
+        # the account's: its writes go apart (establishment.lua), and the
+        # last-admin guard is a lease (see the module docstring).
+        self._split = lua.split
 
     def account_tag(self, account_id: str) -> str:
         return self._keyring.tag("account", account_id)
@@ -204,22 +229,109 @@ class AccountStore:
         entry = Entry(
             account.account_id, account.establishment, "create", who, {}, account.audit_view()
         )
-        args: _ScriptArgs = [account.account_id, *self._maxlens(entry.items(self.now()))]
+        items = entry.items(self.now())
+        args: _ScriptArgs = [account.account_id, *self._maxlens(items)]
         for name, value in record.items():
             args += [name, value]
-        created = await self._create_script(
-            keys=[
-                self._record(account.account_id),
-                self._index(account.account_id),
-                self._establishment_key(account.establishment),
-                self._history(account.account_id),
-                self._establishment_history_key(account.establishment),
-            ],
-            args=args,
-        )
+        own = [
+            self._record(account.account_id),
+            self._index(account.account_id),
+            self._history(account.account_id),
+        ]
+        if self._split:
+            created = await self._insert_split(account, own, args, items)
+        else:
+            establishment = account.establishment
+            est = [self._establishment_key(establishment)]
+            est.append(self._establishment_history_key(establishment))
+            created = await self._create_script(keys=[*own, *est], args=args)
         if int(created) != 1:
             raise Conflict("an account with this id already exists", code="account_exists")
         return account
+
+    async def _insert_split(
+        self, account: Account, own: _Names, args: _ScriptArgs, items: _Names
+    ) -> int:
+        """A Redis Cluster's creation: the id in its establishment's set first,
+        then the account, then the establishment's audit entry (or the id taken
+        back when the account exists): a process dying in between leaves an id
+        without a record, which readers skip and the sweep removes."""
+        account_id, establishment = account.account_id, account.establishment
+        added = await self._establishment_step(establishment, "reserve", account_id)
+        created = int(await self._create_script(keys=own, args=args))
+        if created == 1:
+            await self._establishment_step(establishment, "settle", account_id, items)
+        else:
+            await self._establishment_step(establishment, "undo", account_id, flag=added == 1)
+        return created
+
+    async def _establishment_step(
+        self,
+        establishment: str,
+        op: str,
+        account_id: str,
+        items: Sequence[str] = (),
+        *,
+        flag: bool = False,
+    ) -> int:
+        """establishment.lua: the establishment's set, history and pending
+        creations, in their own slot (a Redis Cluster)."""
+        tag = self.establishment_tag(establishment)
+        done = await self._establishment_script(
+            keys=[
+                keys.establishment(tag),
+                keys.establishment_history(tag),
+                keys.establishment_pending(tag),
+            ],
+            args=[
+                op,
+                account_id,
+                "1" if flag else "0",
+                ESTABLISHMENT_HISTORY_MAXLEN,
+                len(items),
+                *items,
+            ],
+        )
+        return int(done)
+
+    async def sweep_establishments(self, grace_ms: int) -> int:
+        """A Redis Cluster's clean-up of what a process dying between two slots
+        left (see `_insert_split`): ids in an establishment's set without a
+        record, once their creation is older than `grace_ms`, and pending
+        marks of creations done. How many ids it took out; 0 on one instance."""
+        if not self._split:
+            return 0
+        cutoff = to_ms(self.now()) - grace_ms
+        removed = 0
+        async for key in self._redis.scan_iter(match=keys.PREFIX + "e:*", count=500):
+            removed += await self._sweep_establishment(key.decode(), cutoff)
+        return removed
+
+    async def _sweep_establishment(self, set_key: str, cutoff: int) -> int:
+        tagged = set_key[len(keys.PREFIX + "e:") :]  # `{L}<establishment tag>`
+        ids = names(list(await self._redis.smembers(set_key)))
+        pending_key = keys.PREFIX + "ep:" + tagged
+        marks: Any = await self._redis.hgetall(pending_key)
+        pending = {_text(k): int(v) for k, v in marks.items()}
+        alive = {a.account_id for a in await self.load(ids, skip_unreadable=True)}
+        step = partial(self._establishment_script, keys=[
+            set_key, keys.PREFIX + "eh:" + tagged, pending_key,
+        ])  # fmt: skip
+        removed = 0
+        for account_id in ids:
+            if account_id in alive:
+                if pending.get(account_id, cutoff + 1) <= cutoff:  # settle never ran
+                    await step(args=["undo", account_id, "0", 0, 0])
+                continue
+            if int(await step(args=["sweep", account_id, cutoff, 0, 0])) == 1:
+                removed += 1
+                if await self._redis.exists(self._record(account_id)):  # created meanwhile
+                    await step(args=["readd", account_id, "0", 0, 0])
+                    removed -= 1
+        return removed
+
+    async def _audit_establishment(self, account: Account, items: Sequence[str]) -> None:
+        await self._establishment_step(account.establishment, "audit", account.account_id, items)
 
     # --- read ----------------------------------------------------------------
 
@@ -351,13 +463,15 @@ class AccountStore:
         entry = Entry(
             account.account_id, account.establishment, action, who, before or {}, after or {}
         )
-        await self._audit_script(
-            keys=[
-                self._history(account.account_id),
-                self._establishment_history_key(account.establishment),
-            ],
-            args=self._maxlens(entry.items(self.now())),
-        )
+        items = entry.items(self.now())
+        history = [self._history(account.account_id)]
+        if not self._split:
+            history.append(self._establishment_history_key(account.establishment))
+        await self._audit_script(keys=history, args=self._maxlens(items))
+        if self._split:
+            await self._establishment_step(
+                account.establishment, "audit", account.account_id, items
+            )
 
     @staticmethod
     def _maxlens(items: _Names) -> _ScriptArgs:
@@ -439,15 +553,20 @@ class AccountStore:
         before, after = {"status": Status.ACTIVE.value}, {"status": Status.EXPIRED.value}
         entry = Entry(account.account_id, account.establishment, "expire", who, before, after)
         items = entry.items(self.now())
+        own = [
+            self._record(account.account_id),
+            self._history(account.account_id),
+            keys.trusted_devices(self.account_tag(account.account_id)),
+        ]
+        if not self._split:
+            own.append(self._establishment_history_key(account.establishment))
         done = await self._expire_script(
-            keys=[
-                self._record(account.account_id),
-                self._history(account.account_id),
-                self._establishment_history_key(account.establishment),
-                keys.trusted_devices(self.account_tag(account.account_id)),
-            ],
-            args=[to_ms(account.expires_at), *self._maxlens(items)],
+            keys=own, args=[to_ms(account.expires_at), *self._maxlens(items)]
         )
+        if int(done) == 1 and self._split:
+            await self._establishment_step(
+                account.establishment, "audit", account.account_id, items
+            )
         return int(done) == 1
 
     async def record_login(self, account_id: str) -> None:
@@ -469,26 +588,61 @@ class AccountStore:
         """Read, change, write back if nobody wrote in between (else retry)."""
         if not valid_account_id(account_id):
             raise NotFound("no such account", code="unknown_account")
-        key = self._record(account_id)
+        change_of = _Change(account_id, action, change, who, mode)
         for _ in range(_MAX_RETRIES):
-            raw = as_record(await self._redis.hgetall(key))
-            if not raw:
-                raise NotFound("no such account", code="unknown_account")
-            current = self._codec.decode(account_id, raw)
-            now = self.now()
-            updated = change(current, now)
-            to_set, to_delete = self._codec.diff(raw, updated)
-            if mode == "update" and not to_set and not to_delete:
-                return (await self._with_logins([current]))[0]
-            guard = await self._guard(current, None if mode == "delete" else updated, now)
-            entry = _entry(action, who, current, updated, mode)
-            args = _apply_args(raw, mode, entry.items(now), updated, guard, to_set, to_delete)
-            done = int(await self._apply_script(keys=self._apply_keys(current, guard), args=args))
-            if done == 1:
-                return (await self._with_logins([updated]))[0]
-            if done == -1:
-                raise NotFound("no such account", code="unknown_account")
+            done = await self._attempt(change_of, leased=False)
+            if done is not None:
+                return done
         raise Unavailable("the account is being changed by someone else, try again")
+
+    async def _attempt(self, c: _Change, *, leased: bool) -> Account | None:
+        """One read-change-write cycle; None when someone wrote in between.
+        On a Redis Cluster a change that may remove an active admin runs under
+        its establishment's lease (the guard), read again once it is held."""
+        raw = as_record(await self._redis.hgetall(self._record(c.account_id)))
+        if not raw:
+            raise NotFound("no such account", code="unknown_account")
+        current = self._codec.decode(c.account_id, raw)
+        now = self.now()
+        updated = c.change(current, now)
+        to_set, to_delete = self._codec.diff(raw, updated)
+        if c.mode == "update" and not to_set and not to_delete:
+            return (await self._with_logins([current]))[0]
+        after = None if c.mode == "delete" else updated
+        if self._split and not leased and _removes_admin(current, after, now):
+            async with self._lease(current.establishment):
+                return await self._attempt(c, leased=True)
+        guard = await self._guard(current, after, now)
+        items = _entry(c.action, c.who, current, updated, c.mode).items(now)
+        if self._split:
+            guard = None  # the lease held stands for it
+        args = _apply_args(raw, c.mode, items, updated, guard, to_set, to_delete)
+        done = int(await self._apply_script(keys=self._apply_keys(current, guard), args=args))
+        if done == -1:
+            raise NotFound("no such account", code="unknown_account")
+        if done != 1:
+            return None
+        if self._split:
+            op = "remove" if c.mode == "delete" else "audit"
+            await self._establishment_step(current.establishment, op, c.account_id, items)
+        return (await self._with_logins([updated]))[0]
+
+    @asynccontextmanager
+    async def _lease(self, establishment: str) -> AsyncIterator[None]:
+        """Hold the establishment's last-admin lease (a Redis Cluster): changes
+        that may remove one of its active admins run one at a time. Waits for
+        it a while (a poll with a deadline), then 503."""
+        key = keys.establishment_lease(self.establishment_tag(establishment))
+        token = secrets.token_urlsafe(16)
+        deadline = asyncio.get_running_loop().time() + _LEASE_WAIT_SECONDS
+        while not await self._redis.set(key, token, nx=True, px=_LEASE_MS):
+            if asyncio.get_running_loop().time() >= deadline:
+                raise Unavailable("the establishment's admins are being changed, try again")
+            await asyncio.sleep(random.uniform(0.005, 0.02))
+        try:
+            yield
+        finally:
+            await self._release_script(keys=[key], args=[token])
 
     async def check_last_admin(self, before: Account, after: Account | None) -> None:
         """409 `last_admin` now when a change (None: a deletion) would take the
@@ -533,17 +687,21 @@ class AccountStore:
 
     def _apply_keys(self, account: Account, guard: _Guard | None) -> Sequence[str]:
         tag = self.account_tag(account.account_id)
-        own = keys.account(tag)
-        return [
-            own,
+        own = [
+            keys.account(tag),
             keys.history(tag),
             keys.trusted_devices(tag),
             keys.account_index(keys.group_of_tag(tag)),
-            self._establishment_key(account.establishment),
-            self._establishment_history_key(account.establishment),
             keys.totp(tag),
             keys.reminders(tag),
-            own if guard is None else guard[0],
+        ]
+        if self._split:
+            return own
+        return [
+            *own,
+            self._establishment_key(account.establishment),
+            self._establishment_history_key(account.establishment),
+            own[0] if guard is None else guard[0],
         ]
 
     def _establishment_key(self, establishment: str) -> str:
@@ -551,6 +709,22 @@ class AccountStore:
 
     def _establishment_history_key(self, establishment: str) -> str:
         return keys.establishment_history(self.establishment_tag(establishment))
+
+
+@dataclass(frozen=True, slots=True)
+class _Change:
+    """One change `_mutate` makes: to which account, what, for whom, how written."""
+
+    account_id: str
+    action: str
+    change: Callable[[Account, datetime], Account]
+    who: Who
+    mode: Mode
+
+
+def _removes_admin(before: Account, after: Account | None, now: datetime) -> bool:
+    """The change (None: a deletion) takes an active admin away."""
+    return before.is_active_admin(now) and not (after is not None and after.is_active_admin(now))
 
 
 def _apply_args(
@@ -599,3 +773,7 @@ def _with_login(account: Account, login: Any) -> Account:
     if account.last_login_at is not None and account.last_login_at >= seen:
         return account
     return replace(account, last_login_at=seen)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

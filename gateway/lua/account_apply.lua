@@ -1,9 +1,13 @@
 -- Writes a change to an account (update, phone change, deletion) if nobody
 -- wrote in between (its version `v`, and the last-admin guard's), with its
--- audit entry.
+-- audit entry. On a Redis Cluster only the account's slot (KEYS 1-6) is given,
+-- with no guard: establishment.lua writes the establishment's set and history
+-- apart, and the last-admin guard is the establishment's lease
+-- (gateway/accounts/store.py).
 -- KEYS: 1 account hash, 2 history, 3 trusted devices, 4 account index,
---       5 establishment set, 6 establishment history, 7 totp hash, 8 reminders hash,
---       9 guard: another active admin's hash (KEYS[1] when there is no guard)
+--       5 totp hash, 6 reminders hash; one instance only: 7 establishment set,
+--       8 establishment history, 9 guard: another active admin's hash (KEYS[1]
+--       when there is no guard)
 -- ARGV: 1 account id, 2 expected version, 3 mode (update|revoke|delete),
 --       4/5 history maxlens, 6 the guard's expected version ('' when there is no guard),
 --       7 number of audit items n, then the n audit items,
@@ -18,9 +22,9 @@ local n = tonumber(ARGV[7])
 local at = 8 + n
 local mode = ARGV[3]
 if mode == 'delete' then
-  redis.call('DEL', KEYS[1], KEYS[3], KEYS[7], KEYS[8])
+  redis.call('DEL', KEYS[1], KEYS[3], KEYS[5], KEYS[6])
   redis.call('SREM', KEYS[4], ARGV[1])
-  redis.call('SREM', KEYS[5], ARGV[1])
+  if KEYS[7] then redis.call('SREM', KEYS[7], ARGV[1]) end
 else
   local nset = tonumber(ARGV[at])
   local first_del = at + 1 + 2 * nset
@@ -43,5 +47,5 @@ else
     end
   end
 end
-audit(KEYS[2], KEYS[6], ARGV[4], ARGV[5], 8, n)
+audit(KEYS[2], KEYS[8], ARGV[4], ARGV[5], 8, n)
 return 1

@@ -1,6 +1,8 @@
 -- Creates an account: its record, both indexes and the audit entry, at once.
--- KEYS: 1 account hash, 2 account index, 3 establishment set, 4 history,
---       5 establishment history
+-- On a Redis Cluster the establishment's set and history are in another slot:
+-- only KEYS 1-3 are given, and establishment.lua writes those two apart.
+-- KEYS: 1 account hash, 2 account index, 3 history,
+--       one instance only: 4 establishment set, 5 establishment history
 -- ARGV: 1 account id, 2/3 history maxlens (account, establishment),
 --       4 number of audit items n, 5 .. 4+n the audit entry's field/value pairs,
 --       then field, value pairs of the record
@@ -11,6 +13,6 @@ local fields = {}
 for i = 5 + n, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[1], unpack(fields))
 redis.call('SADD', KEYS[2], ARGV[1])
-redis.call('SADD', KEYS[3], ARGV[1])
-audit(KEYS[4], KEYS[5], ARGV[2], ARGV[3], 5, n)
+if KEYS[4] then redis.call('SADD', KEYS[4], ARGV[1]) end
+audit(KEYS[3], KEYS[5], ARGV[2], ARGV[3], 5, n)
 return 1

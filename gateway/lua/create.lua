@@ -1,27 +1,37 @@
 -- Creates a challenge and queues its first send, or says why not.
 -- It reads the account record itself (state, number tag, region, line type,
--- masked number): /challenge is one round trip, and an admin's change cannot
--- slip between the check and the write. The number-bucket, country and
--- establishment limit keys are therefore built here, from the record, under
--- the `{rl}` hash tag: this script spans two slots (the account's and the
--- limits'), one of the two families docs/architecture.md ("Hash slots")
--- lists; the limits are spent by lib.lua's `spend`, which a script of the
--- limits' slot alone could call. The account's runtime state lives in
--- its record too, in fields no account field is named like: `c:<purpose>`
--- (the live challenge), `s:<purpose>` (its last send, ms) and `g` (the
--- account's send-rate state). A key of its own per account cost ~140 bytes.
+-- masked number): an admin's change cannot slip between the check and the
+-- write. The account's runtime state lives in its record too, in fields no
+-- account field is named like: `c:<purpose>` (the live challenge),
+-- `s:<purpose>` (its last send, ms) and `g` (the account's send-rate state).
+-- A key of its own per account cost ~140 bytes.
+--
+-- Mode `all` (one Redis instance): everything in one atomic step, the send
+-- limits too. Their keys are named here, from the record, under the `{rl}`
+-- hash tag, so this call spans two slots. On a Redis Cluster
+-- (docs/architecture.md, "Hash slots") it runs in the account's slot alone,
+-- twice around limits.lua: mode `check` runs every check without writing and
+-- returns what the limits need; mode `spent` (the limits paid for the number
+-- tag and establishment in ARGV[14], ARGV[15]) checks everything again and
+-- writes, or refuses, and the caller then refunds (refund.lua).
 -- KEYS: 1 account record (a:), 2 new challenge (c:), 3 failures (f:),
---       4 global limit, 5 ip limit, 6 the group's stream, 7 trusted devices (td:)
+--       4 the group's stream, 5 trusted devices (td:),
+--       mode `all` only: 6 global limit, 7 ip limit
 -- ARGV: 1 purpose, 2 challenge id, 3 account id, 4 code digest, 5 sealed code,
 --       6 channel asked ('' for the number's default),
 --       7 digest of a trusted-device token ('' for none),
---       8 '1' when the caller gave a client ip (KEYS[5] is its limit),
---       9 sealed destination ('' for the account's own number, and no more
---       arguments), and for one: 10 its number tag, 11 its region, 12 its line type
+--       8 '1' when the caller gave a client ip (KEYS[7] is its limit),
+--       9 sealed destination ('' for the account's own number), and for one:
+--       10 its number tag, 11 its region, 12 its line type ('' otherwise),
+--       13 mode (`all`, `check`, `spent`), mode `spent`: 14 the number tag
+--       and 15 the establishment ('' for none) the limits were spent for
 -- Returns {'ok', expires_at_ms, resend_after_ms, channel, region, masked number or ''}
 --       | {'rate', scope, wait_ms} | {'refused', error code, channel} | {'trusted'}
+--       | mode `check`: {'check', number tag, region, establishment or ''}
+--       | mode `spent`: {'moved'} when the number or establishment is no longer
+--         the one the limits were spent for
 local now = now_ms()
-local purpose = ARGV[1]
+local purpose, mode = ARGV[1], ARGV[13]
 
 local rec = KEYS[1]
 local a = redis.call('HMGET', rec, 'expires_at', 'suspended', 'number_tag', 'region',
@@ -32,7 +42,7 @@ if now >= tonumber(a[1]) then return {'refused', 'account_expired', ''} end
 
 -- A live trusted device spares the code (the caller sends a digest for logins only).
 if ARGV[7] ~= '' then
-  local device = redis.call('HGET', KEYS[7], ARGV[7])
+  local device = redis.call('HGET', KEYS[5], ARGV[7])
   -- The record is "until|created|label"; an unreadable one trusts nothing.
   if device and (tonumber(string.match(device, '^%d+')) or 0) > now then return {'trusted'} end
 end
@@ -59,10 +69,15 @@ local account_tat
 refused, account_tat = budget(a[8], CFG.account_limit, 'account', now)
 if refused then return refused end
 
-local number_key = CFG.number_rate_prefix .. string.sub(number_tag, 1, CFG.number_rate_chars)
-refused = spend(send_limits(number_key, number_tag, CFG.country_rate_prefix .. region, a[9],
-  KEYS[4], ARGV[8] == '1' and KEYS[5] or nil), now)
-if refused then return refused end
+if mode == 'check' then return {'check', number_tag, region, a[9] or ''} end
+if mode == 'spent' then
+  if number_tag ~= ARGV[14] or (a[9] or '') ~= ARGV[15] then return {'moved'} end
+else
+  local number_key = CFG.number_rate_prefix .. string.sub(number_tag, 1, CFG.number_rate_chars)
+  refused = spend(send_limits(number_key, number_tag, CFG.country_rate_prefix .. region, a[9],
+    KEYS[6], ARGV[8] == '1' and KEYS[7] or nil), now)
+  if refused then return refused end
+end
 
 local ttl, tombstone = CFG.ttl_ms, CFG.tombstone_ms
 local expires_at = now + ttl
@@ -82,5 +97,5 @@ redis.call('PEXPIRE', KEYS[2], ttl + tombstone)
 redis.call('HSET', rec, 'c:' .. purpose, string.sub(ARGV[2], 1, 16), 's:' .. purpose, now,
   'g', account_tat)
 
-redis.call('XADD', KEYS[6], '*', 'c', ARGV[2], 'n', 1, 'ch', channel)
+redis.call('XADD', KEYS[4], '*', 'c', ARGV[2], 'n', 1, 'ch', channel)
 return {'ok', expires_at, now + CFG.cooldown_ms, channel, region, a[6] or ''}

@@ -149,6 +149,28 @@ local function spend(limits, now)
   return nil
 end
 
+-- Gives back what `spend` took from `limits` (the cluster's refund.lua, after
+-- create.lua or resend.lua refused a send limits.lua had paid for): one
+-- emission interval off each state, never below now (a state at or before
+-- now counts as none, so it goes).
+local function refund_limits(limits, now)
+  for _, l in ipairs(limits) do
+    local tat
+    if l.field then tat = redis.call('HGET', l[1], l.field) else tat = redis.call('GET', l[1]) end
+    tat = tonumber(tat)
+    if tat then
+      local back = tat - math.floor(l[3] / l[2])
+      if back <= now then
+        if l.field then redis.call('HDEL', l[1], l.field) else redis.call('DEL', l[1]) end
+      elseif l.field then
+        redis.call('HSET', l[1], l.field, back)
+      else
+        redis.call('SET', l[1], back, 'PX', back - now + 1)
+      end
+    end
+  end
+end
+
 -- The account behind a live challenge stopped being usable: suspended, or
 -- past its expiry. `rec` is the account record (otp:a:<id>), read directly:
 -- a pending code dies with a suspension or an expiry and lives again on
@@ -245,10 +267,12 @@ local RANK = {queued = 0, sent = 1, delivered = 2, no_answer = 2, busy = 2, mach
 
 -- An audit entry (gateway/accounts/audit.py): ARGV[first .. first + count - 1],
 -- its field/value pairs, appended to the account's history and to its
--- establishment's, each capped near its maxlen.
+-- establishment's, each capped near its maxlen. Either history may be nil:
+-- on a cluster the establishment's (another slot) is written by its own call
+-- (establishment.lua).
 local function audit(hist, ehist, maxlen, emaxlen, first, count)
   local entry = {}
   for i = first, first + count - 1 do entry[#entry + 1] = ARGV[i] end
-  redis.call('XADD', hist, 'MAXLEN', '~', maxlen, '*', unpack(entry))
-  redis.call('XADD', ehist, 'MAXLEN', '~', emaxlen, '*', unpack(entry))
+  if hist then redis.call('XADD', hist, 'MAXLEN', '~', maxlen, '*', unpack(entry)) end
+  if ehist then redis.call('XADD', ehist, 'MAXLEN', '~', emaxlen, '*', unpack(entry)) end
 end

@@ -10,6 +10,10 @@ The record also holds the account's runtime state (`c:<purpose>`,
 `s:<purpose>`, `g`), so a suspended or expired account can neither verify
 nor resend a code it was sent before. A resend reads the challenge, then the
 account, then runs its script.
+
+On a Redis Cluster the send limits live in another slot than the account:
+create and resend then run as single-slot steps (check, spend, write, refund
+on refusal: gateway/otp/spending.py), through the same scripts.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -48,15 +53,20 @@ from gateway.errors import (
     InvalidRequest,
     NotFound,
     RateLimited,
+    Unavailable,
     Unprocessable,
 )
 from gateway.otp import codes
 from gateway.otp.scripts import Scripts
+from gateway.otp.spending import Reply, Spend, paid
 from gateway.otp.tokens import new_step_up
 from gateway.phones import Phone
 
 _ID_RE = re.compile(f"[A-Za-z0-9_-]{{{CHALLENGE_ID_LENGTH}}}")
 _LABEL_RE = re.compile(r"[^\x00-\x1f\x7f|]{0,64}")
+# A cluster's send runs again from its check when the account's number or
+# establishment changed between the check and the write; this many times.
+_SPLIT_TRIES = 3
 
 RATE_MESSAGES = {
     "cooldown": "a code was sent moments ago; wait before asking again",
@@ -242,7 +252,7 @@ class ChallengeService:
         tag = self.account_tag(account_id)
         challenge_id = new_challenge_id(tag)
         code = codes.generate(self.otp.code_length)
-        override: list[str | bytes] = [""]  # the account's own number
+        override: list[str | bytes] = ["", "", "", ""]  # the account's own number
         if destination is not None:
             override = [
                 self._seal_destination(challenge_id, destination),
@@ -250,28 +260,30 @@ class ChallengeService:
                 destination.region,
                 destination.line_type.value,
             ]
-        result = await self.scripts.create(
-            keys=[
-                keys.account(tag),
-                keys.challenge(challenge_id),
-                keys.failures(tag),
-                keys.GLOBAL_RATE,
-                _ip_key(self.keyring, client_ip),
-                keys.stream_of(challenge_id),
-                keys.trusted_devices(tag),
-            ],
-            args=[
-                purpose,
-                challenge_id,
-                account_id,
-                self.keyring.code_digest(challenge_id, code),
-                seal_code(self.keyring, challenge_id, code),
-                channel or "",
-                device_digest,
-                "1" if client_ip else "0",
-                *override,
-            ],
-        )
+        own_keys = [
+            keys.account(tag),
+            keys.challenge(challenge_id),
+            keys.failures(tag),
+            keys.stream_of(challenge_id),
+            keys.trusted_devices(tag),
+        ]
+        args: list[str | bytes] = [
+            purpose,
+            challenge_id,
+            account_id,
+            self.keyring.code_digest(challenge_id, code),
+            seal_code(self.keyring, challenge_id, code),
+            channel or "",
+            device_digest,
+            "1" if client_ip else "0",
+            *override,
+        ]
+        ip_key = _ip_key(self.keyring, client_ip)
+        if self.scripts.split:
+            result = await self._create_split(own_keys, args, ip_key, client_ip is not None)
+        else:
+            all_keys = [*own_keys, keys.GLOBAL_RATE, ip_key]
+            result = await self.scripts.create(keys=all_keys, args=[*args, "all"])
         outcome = result[0]
         if outcome == b"trusted":
             return None
@@ -290,6 +302,29 @@ class ChallengeService:
             resend_after_ms=int(result[2]),
             region=result[4].decode(),
         )
+
+    async def _create_split(
+        self, own_keys: list[str], args: list[str | bytes], ip_key: str, has_ip: bool
+    ) -> Reply:
+        """create.lua on a Redis Cluster: check, spend the limits, create
+        (gateway/otp/spending.py); again when the account's number or
+        establishment changed in between."""
+        for _ in range(_SPLIT_TRIES):
+            checked: Reply = await self.scripts.create(keys=own_keys, args=[*args, "check"])
+            if checked[0] != b"check":
+                return checked
+            number_tag, region, establishment = (v.decode() for v in checked[1:4])
+            spend = Spend(number_tag, region, establishment, ip_key, has_ip)
+            spent = [*args, "spent", number_tag, establishment]
+            result = await paid(
+                self.scripts.limits,
+                self.scripts.refund,
+                spend,
+                partial(self.scripts.create, keys=own_keys, args=spent),
+            )
+            if result[0] != b"moved":
+                return result
+        raise Unavailable("the account changed while its code was being sent; try again")
 
     async def _masked_from_record(self, account_id: str) -> str:
         """The masked number of a record written before records kept it."""
@@ -413,18 +448,20 @@ class ChallengeService:
         channel = channel or (current.decode() if current is not None else "sms")
         if channel not in accepted or channel not in self.channels:
             raise Unprocessable(f"no {channel} delivery to this number", code="channel_unavailable")
-        result = await self.scripts.resend(
-            keys=[
-                keys.challenge(challenge_id),
-                keys.account(challenge_id[16:]),
-                keys.number_rate(number_tag.decode()),
-                keys.country_rate(region),
-                keys.GLOBAL_RATE,
-                _ip_key(self.keyring, client_ip),
-                keys.stream_of(challenge_id),
-            ],
-            args=[challenge_id, channel, "1" if client_ip else "0"],
+        own_keys = [
+            keys.challenge(challenge_id),
+            keys.account(challenge_id[16:]),
+            keys.stream_of(challenge_id),
+        ]
+        args = [challenge_id, channel, "1" if client_ip else "0"]
+        spend = Spend(
+            number_tag.decode(), region, "", _ip_key(self.keyring, client_ip), bool(client_ip)
         )
+        if self.scripts.split:
+            result = await self._resend_split(own_keys, args, spend)
+        else:
+            all_keys = [*own_keys, *spend.keys()]
+            result = await self.scripts.resend(keys=all_keys, args=[*args, "all"])
         if result[0] == b"rate":
             raise _rate_error(result[1], result[2])
         if result[0] != b"ok":
@@ -435,6 +472,24 @@ class ChallengeService:
             else ""
         )
         return Created(challenge_id, channel, destination, int(result[2]), int(result[3]), region)
+
+    async def _resend_split(self, own_keys: list[str], args: list[str], spend: Spend) -> Reply:
+        """resend.lua on a Redis Cluster, as `_create_split`: check, spend, resend."""
+        for _ in range(_SPLIT_TRIES):
+            checked: Reply = await self.scripts.resend(keys=own_keys, args=[*args, "check"])
+            if checked[0] != b"check":
+                return checked
+            spend = replace(spend, establishment=checked[1].decode())
+            spent = [*args, "spent", spend.establishment]
+            result = await paid(
+                self.scripts.limits,
+                self.scripts.refund,
+                spend,
+                partial(self.scripts.resend, keys=own_keys, args=spent),
+            )
+            if result[0] != b"moved":
+                return result
+        raise Unavailable("the account changed while its code was being sent; try again")
 
     def _challenge_phone(
         self, challenge_id: str, account: Account | None, sealed_to: bytes | None

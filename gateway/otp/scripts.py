@@ -17,6 +17,9 @@ class Scripts:
     job: Script
     status: Script  # delivery events (gateway/otp/delivery.py)
     retry: Script  # calling again (gateway/otp/delivery.py)
+    limits: Script  # a Redis Cluster's send limits, paid apart (gateway/otp/spending.py)
+    refund: Script  # and given back when the account's step refuses
+    split: bool  # on a Redis Cluster: create and resend run as single-slot steps
 
     @classmethod
     def load(cls, lua: Lua) -> Scripts:
@@ -29,4 +32,7 @@ class Scripts:
             job=lua.script("job"),
             status=lua.script("status"),
             retry=lua.script("retry"),
+            limits=lua.script("limits"),
+            refund=lua.script("refund"),
+            split=lua.split,
         )

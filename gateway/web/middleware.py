@@ -6,8 +6,10 @@ outage or a Redis slower than `[redis] timeout_seconds` is a 503 with
 `Retry-After` (never a 200 by default: the gateway fails closed; and never
 after a command was sent twice, see gateway/datastore.py); a client that hangs
 up mid-body is one info line and a 499 in the access line and the metrics (no
-5xx: nothing here failed); anything else is a 500 whose message says nothing
-of the cause.
+5xx: nothing here failed); a command over several hash slots (a cluster's
+CROSSSLOT, or redis-py's refusal before sending it) is a bug: a 500 and one
+critical log line; anything else is a 500 whose message says nothing of the
+cause.
 
 Each request gets an id (a well-formed `X-Request-ID` it came with, else a
 new one), returned in `X-Request-ID` and bound to every log line written
@@ -26,9 +28,10 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from gateway import logs
+from gateway.cluster import cross_slot
 from gateway.errors import GatewayError, RateLimited, RequestTimeout, Unavailable
 from gateway.metrics import Metrics, method_label
 
@@ -151,11 +154,24 @@ async def _respond(request: web.Request, handler: Handler) -> web.StreamResponse
         # nothing broken here. Counted as 499, never as a 5xx that pages.
         log.info("client disconnected", extra={"route": route_of(request)})
         return error_response(CLIENT_GONE, "client_gone", "the client closed the connection")
-    except (RedisError, TimeoutError) as exc:  # TimeoutError: an asyncio deadline on Redis
-        log.error("redis unavailable", extra={"error": type(exc).__name__})
-        return _unavailable()
+    except (RedisError, RedisClusterException, TimeoutError) as exc:
+        return _from_redis_error(request, exc)  # TimeoutError: an asyncio deadline on Redis
     except Exception:
         return _internal_error(request)
+
+
+def _from_redis_error(request: web.Request, exc: Exception) -> web.Response:
+    """A Redis outage is a 503 to try again; a command over several hash slots
+    (refused by redis-py or by a cluster's node) is our bug: a 500, logged as
+    one critical line naming it, not a traceback."""
+    if cross_slot(exc):
+        log.critical(
+            "a Redis command spans several hash slots (a bug): refused",
+            extra={"route": route_of(request), "error": type(exc).__name__},
+        )
+        return error_response(500, "internal_error", "internal error")
+    log.error("redis unavailable", extra={"error": type(exc).__name__})
+    return _unavailable()
 
 
 def _internal_error(request: web.Request) -> web.Response:

@@ -15,7 +15,7 @@ the API's. Nothing here talks to Redis but the console's own session store.
 - `stepup`: a sensitive action's step-up code, asked for and typed inline;
 - `forms`: the account forms read and checked, each error in French by its field;
 - `pages`: Jinja2 rendering and the headers every page carries;
-- `sessions`, `keys`: the session store and its key names;
+- `sessions`: the session store (its key names are in `gateway/keys.py`);
 - `texts`, `labels`: the French words.
 
 `[console] enabled = false` leaves every `/console` path a 404.

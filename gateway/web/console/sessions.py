@@ -1,6 +1,6 @@
 """Console sessions, kept server-side in Redis: a random id in a cookie, the rest here.
 
-A session is one JSON value under `keys.session(sha256(id))`, written with a
+A session is one JSON value under `keys.console_session(sha256(id))`, written with a
 TTL (single-key commands only). It has two stages: `code` while the sign-in
 waits for the code (it holds the challenge), `in` once signed in (a new id:
 the sign-in never keeps the id it started with). It ends when unused for
@@ -20,10 +20,10 @@ from typing import Any, Final, Literal
 
 import redis.asyncio as aioredis
 
+from gateway import keys
 from gateway.clock import now_ms
 from gateway.config import ConsoleConfig
 from gateway.crypto import constant_time_equal
-from gateway.web.console import keys
 
 ID_BYTES: Final = 32
 _MINUTE_MS: Final = 60_000
@@ -101,7 +101,7 @@ class SessionStore:
         """The live session of that id, its idle clock restarted; None when over."""
         if session_id is None or not well_formed(session_id):
             return None
-        raw = await self.redis.get(keys.session(_digest(session_id)))
+        raw = await self.redis.get(keys.console_session(_digest(session_id)))
         if raw is None:
             return None
         session = Session(**json.loads(raw))
@@ -118,7 +118,7 @@ class SessionStore:
 
     async def end(self, session_id: str) -> None:
         if well_formed(session_id):
-            await self.redis.delete(keys.session(_digest(session_id)))
+            await self.redis.delete(keys.console_session(_digest(session_id)))
 
     async def _write(self, session_id: str, session: Session) -> None:
         left = min(
@@ -126,4 +126,4 @@ class SessionStore:
             self.absolute_ms - (self.clock() - session.created_ms),
         )
         value = json.dumps(asdict(session), separators=(",", ":"))
-        await self.redis.set(keys.session(_digest(session_id)), value, px=max(1, left))
+        await self.redis.set(keys.console_session(_digest(session_id)), value, px=max(1, left))
