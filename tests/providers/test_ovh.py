@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import hashlib
+import tomllib
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from gateway.config import ProviderConfig
+from gateway.config import ProviderConfig, config_from_dict
 from gateway.errors import ConfigError, ProviderRejected, ProviderUnavailable
 from gateway.provider import DeliveryEvent, OutboundMessage, ProviderContext, available_kinds
 from providers.ovh import RELAY_HEADER, OvhProvider, delivery_state, ovh_signature
+from tests.support.config import SECRET
 from tests.support.httpfake import closed_url
 from tests.support.ovh import FakeOvh, fake_ovh
 from tests.support.poll import poll
@@ -250,3 +253,17 @@ def test_a_region_name_picks_its_endpoint() -> None:
     opts = {k: v for k, v in opts.items() if k not in ("name", "kind", "channels")}
     p = OvhProvider(ProviderConfig("ovh", "ovh", ("sms",), opts), CONTEXT)
     assert p._s.endpoint == "https://ca.api.ovh.com/1.0"
+
+
+def test_the_documented_example_builds_a_provider() -> None:
+    docs = (Path(__file__).parents[2] / "docs" / "providers.md").read_text()
+    section = docs[docs.index("## `ovh`") :]
+    start = section.index("```toml") + len("```toml")
+    table = tomllib.loads(section[start : section.index("```", start)])["providers"][0]
+    env = {"OVH_APPLICATION_SECRET": "docSecret0123456789", "OVH_CONSUMER_KEY": "docConsumer012345"}
+    raw = {"redis": {"url": "redis://127.0.0.1:1/0"}, "security": {"secret": SECRET},
+           "providers": [table]}  # fmt: skip
+    [cfg] = config_from_dict(raw, env).providers
+    p = OvhProvider(cfg, CONTEXT)
+    assert (p.name, p.channels, p._s.endpoint) == ("ovh", ("sms",), "https://eu.api.ovh.com/1.0")
+    assert p._s.consumer_key == env["OVH_CONSUMER_KEY"]
