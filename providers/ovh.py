@@ -86,6 +86,13 @@ ENDPOINTS = {
     "ovh-us": "https://api.us.ovhcloud.com/1.0",
 }
 RELAY_HEADER = "X-Otpgw-Relay-Signature"
+# After a job left unanswered, sends fail over at once for this long: an API
+# that takes jobs and then hangs must not make every code fail (each such send
+# is final, and a final refusal does not count against the breaker).
+HOLD_OFF_SECONDS = 30.0
+# Below the idle timeout of usual servers: a POST on a connection the server
+# just closed would be lost as "no answer", and could not be resent.
+KEEPALIVE_SECONDS = 10.0
 # deliveryReceipt (the DLR id) of an outgoing SMS, in the gateway's states.
 _DLR_STATES = {
     "0": "sent",
@@ -95,6 +102,7 @@ _DLR_STATES = {
     "2": "failed",
     "16": "failed",
 }
+FINAL = ("delivered", "failed")
 _SERVICE = re.compile(r"sms-[a-z0-9]+-[0-9]+")
 _SENDER = re.compile(r"\+?[0-9]{3,15}|(?=.*[A-Za-z])[A-Za-z0-9 ._-]{1,11}")
 _KEY = re.compile(r"[A-Za-z0-9]{8,64}")
@@ -180,13 +188,15 @@ class OvhProvider:
         # Connecting is bounded apart: a connection that never opened sent nothing.
         self._timeout = aiohttp.ClientTimeout(connect=self._s.timeout, sock_read=self._s.timeout)
         self._offset: int | None = None  # OVHcloud's clock minus ours, in seconds
+        self._hold_off_until = 0.0  # monotonic time until which sends fail over at once
         self._session: aiohttp.ClientSession | None = None
         self._followers: set[asyncio.Task[None]] = set()
 
     def _client(self) -> aiohttp.ClientSession:
         # Created lazily: a session must be made inside the running loop.
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
+            connector = aiohttp.TCPConnector(keepalive_timeout=KEEPALIVE_SECONDS)
+            self._session = aiohttp.ClientSession(timeout=self._timeout, connector=connector)
         return self._session
 
     # --- sending ------------------------------------------------------------------
@@ -195,6 +205,8 @@ class OvhProvider:
         """Create the SMS job; map OVHcloud's answer (see the module doc)."""
         if message.channel != "sms":
             raise ProviderRejected(f"{self.name}: OVHcloud sends SMS only")
+        if time.monotonic() < self._hold_off_until:
+            raise ProviderUnavailable(f"{self.name}: ovh left a job unanswered; holding off")
         reply = await self._send_job(self._job(message))
         if message.to in _strings(reply.get("invalidReceivers")):
             raise ProviderRejected(f"{self.name}: ovh invalid receiver")
@@ -226,6 +238,7 @@ class OvhProvider:
             if _never_sent(exc):
                 raise ProviderUnavailable(f"{self.name}: {type(exc).__name__}") from exc
             # The job may have been taken: sending it again could send the code twice.
+            self._hold_off_until = time.monotonic() + HOLD_OFF_SECONDS
             raise ProviderRejected(
                 f"{self.name}: no answer from ovh ({type(exc).__name__}); not resent"
             ) from exc
@@ -298,14 +311,13 @@ class OvhProvider:
     async def _follow_one(self, sms_id: str, relay_url: str) -> None:
         """Poll one SMS until a final receipt or `follow_seconds`; relay each new state."""
         deadline = time.monotonic() + self._s.follow
-        told = ""
         while time.monotonic() < deadline:
             await asyncio.sleep(self._s.poll)
             dlr = await self._receipt(sms_id)
-            state = _DLR_STATES.get(dlr or "", "")
-            if state and state != told and await self._relay(relay_url, sms_id, dlr or ""):
-                told = state
-            if told in ("delivered", "failed"):
+            # "sent" is what the send already is: only a final receipt is news.
+            if _DLR_STATES.get(dlr or "") in FINAL and await self._relay(
+                relay_url, sms_id, dlr or ""
+            ):
                 return
 
     async def _receipt(self, sms_id: str) -> str | None:
@@ -313,7 +325,8 @@ class OvhProvider:
         try:
             reply = await self._call("GET", f"/sms/{self._s.service_name}/outgoing/{sms_id}")
         except (ProviderUnavailable, aiohttp.ClientError, TimeoutError) as exc:
-            log.info("ovh receipt not read", extra={"provider": self.name, "error": str(exc)})
+            # A 404 is the usual answer while the SMS is still a pending job.
+            log.debug("ovh receipt not read", extra={"provider": self.name, "error": str(exc)})
             return None
         receipt = reply.get("deliveryReceipt")
         return str(receipt) if isinstance(receipt, int) else None

@@ -161,6 +161,11 @@ async def test_a_job_whose_answer_never_came_is_not_sent_again(fake: FakeOvh) ->
     try:
         with pytest.raises(ProviderRejected, match="no answer from ovh"):
             await p.send(SMS)
+        # An API that takes jobs and hangs must not make every code fail: the
+        # next sends fail over at once, so the breaker sees them.
+        fake.slow = 0
+        with pytest.raises(ProviderUnavailable, match="holding off"):
+            await p.send(SMS)
     finally:
         await p.aclose()
     assert len(fake.jobs) == 1
