@@ -103,6 +103,11 @@ _DLR_STATES = {
     "16": "failed",
 }
 FINAL = ("delivered", "failed")
+# errorCode values that say the keys, the signature or the rights are wrong.
+CREDENTIAL_ERRORS = frozenset(
+    {"INVALID_SIGNATURE", "INVALID_KEY", "INVALID_CREDENTIAL", "NOT_CREDENTIAL",
+     "NOT_GRANTED_CALL", "FORBIDDEN"}
+)  # fmt: skip
 _SERVICE = re.compile(r"sms-[a-z0-9]+-[0-9]+")
 _SENDER = re.compile(r"\+?[0-9]{3,15}|(?=.*[A-Za-z])[A-Za-z0-9 ._-]{1,11}")
 _KEY = re.compile(r"[A-Za-z0-9]{8,64}")
@@ -212,7 +217,8 @@ class OvhProvider:
             raise ProviderRejected(f"{self.name}: ovh invalid receiver")
         ids = reply.get("ids")
         if not isinstance(ids, list) or not ids:
-            raise ProviderRejected(f"{self.name}: ovh took no SMS (no id in its answer)")
+            # Nothing was taken, so nothing can be sent twice: the next provider may try.
+            raise ProviderUnavailable(f"{self.name}: ovh took no SMS (no id in its answer)")
         sms_id = str(ids[0])
         self._follow(sms_id, message)
         return SendReceipt(provider_ref=sms_id)
@@ -285,7 +291,7 @@ class OvhProvider:
         if code == "QUERY_TIME_OUT":
             self._offset = None  # our clock moved: ask OVHcloud's again next time
         # OVHcloud's message may quote the number: only the status and errorCode go out.
-        why = "credentials" if status in (401, 403) or code == "INVALID_SIGNATURE" else "HTTP"
+        why = "credentials" if status == 401 or code in CREDENTIAL_ERRORS else "HTTP"
         return ProviderUnavailable(f"{self.name}: ovh {why} {status} {code}".rstrip())
 
     async def aclose(self) -> None:

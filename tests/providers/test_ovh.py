@@ -140,7 +140,7 @@ async def test_no_credit_left_fails_over_and_says_nothing_of_the_number(fake: Fa
             await p.send(SMS)
     finally:
         await p.aclose()
-    assert str(raised.value) == "ovh: ovh credentials 403"
+    assert str(raised.value) == "ovh: ovh HTTP 403"
     assert fake.jobs == []
 
 
