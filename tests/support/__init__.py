@@ -10,6 +10,7 @@ queues    the send queue's 16 streams, dead letters and call-again schedules, su
 admin     admin and operator calls, step-up tokens, the tenant fixture set
 smtp      `Inbox`: a real SMTP server (aiosmtpd) in the test's loop
 twilio    the Twilio simulator as a peer, with gateways it can call back
+ovh       `FakeOvh`: a fake OVHcloud SMS API that checks every signature
 ops       `otp-gateway` child processes, their config files, Prometheus's tools
 procs     `python -m gateway` child processes for the start-up refusal tests
 rawhttp   raw HTTP/1.1 over a socket, and the app served as `serve` serves it
