@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import itertools
 import socket
+import ssl
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -98,12 +99,17 @@ class Smsc:
         self._connections: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def start(self, sock: socket.socket | None = None) -> Smsc:
-        """Listen on `sock` when given (already bound), else on host and port (0: any)."""
+    async def start(
+        self, sock: socket.socket | None = None, tls: ssl.SSLContext | None = None
+    ) -> Smsc:
+        """Listen on `sock` when given (already bound), else on host and port (0: any);
+        over TLS with `tls`."""
         if sock is not None:
-            self._server = await asyncio.start_server(self._serve, sock=sock)
+            self._server = await asyncio.start_server(self._serve, sock=sock, ssl=tls)
         else:
-            self._server = await asyncio.start_server(self._serve, self.host, self.port)
+            self._server = await asyncio.start_server(
+                self._serve, self.host, self.port, ssl=tls
+            )
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
