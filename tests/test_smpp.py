@@ -14,9 +14,12 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
+from gateway.embedded import free_port
 from gateway.errors import ProviderUnavailable
-from gateway.provider import OutboundMessage
+from gateway.provider import OutboundMessage, ProviderServices
 from gateway.simulator.smpp import Receipt, Smsc
 from providers.smpp import SmppProvider
 from providers.smpp.pdu import DATA_CODING_DEFAULT, DATA_CODING_UCS2, Status, Tag
@@ -285,6 +288,33 @@ async def test_a_receipt_is_matched_on_another_process_s_link(
         await wait_delivery(gw, challenge_id, "delivered")
     finally:
         await other.aclose()
+
+
+async def test_a_receipt_redis_cannot_record_is_asked_for_again(
+    make_gateway: Any, smsc: Smsc
+) -> None:
+    """Answered ESME_RX_T_APPN, so the SMSC delivers it again; recorded once Redis is back."""
+    smsc.script.hold_receipts, smsc.script.redeliver_delay = True, 0.05
+    gw = await make_gateway(providers=[smpp(smsc)])
+    provider = provider_of(gw)
+    working = provider._services
+    assert working is not None
+    await add_account(gw, phone=MOBILE)
+    challenge_id = await challenge(gw)
+    await gw.drain()
+
+    # Nothing listens there; no retries, so each receipt fails at once.
+    unreachable = aioredis.Redis(host="127.0.0.1", port=free_port(), retry=Retry(NoBackoff(), 0))
+    try:
+        provider.attach(ProviderServices(unreachable, working.record, working.ttl_seconds))
+        smsc.release()
+        await poll(lambda: Status.RX_T_APPN in smsc.receipt_answers, what="a refused receipt")
+        assert (await status(gw, challenge_id))["delivery"] == "sent"
+        provider.attach(working)
+        await wait_delivery(gw, challenge_id, "delivered")
+        assert smsc.receipt_answers[-1] == Status.ROK
+    finally:
+        await unreachable.aclose()
 
 
 def provider_config(gw: Gateway) -> tuple[Any, Any]:

@@ -51,6 +51,7 @@ class Script:
     response_delay: float = 0.0  # before each submit_sm_resp
     receipt_delay: float = 0.0
     receipt_stat: str = "DELIVRD"
+    redeliver_delay: float = 0.5  # before a receipt answered with an error is sent again
     hold_receipts: bool = False  # keep them in `held` until `release`
 
 
@@ -107,9 +108,7 @@ class Smsc:
         if sock is not None:
             self._server = await asyncio.start_server(self._serve, sock=sock, ssl=tls)
         else:
-            self._server = await asyncio.start_server(
-                self._serve, self.host, self.port, ssl=tls
-            )
+            self._server = await asyncio.start_server(self._serve, self.host, self.port, ssl=tls)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
@@ -297,8 +296,9 @@ class _Connection:
         if receipt is None:
             return
         self.smsc.receipt_answers.append(response.status)
-        if response.status != Status.ROK:
-            self.smsc.outbox.put_nowait(receipt)  # the ESME asked for it again later
+        if response.status != Status.ROK:  # the ESME asks for it again, later
+            delay = self.smsc.script.redeliver_delay
+            asyncio.get_running_loop().call_later(delay, self.smsc.outbox.put_nowait, receipt)
 
     async def stop(self) -> None:
         if self.pump is not None:

@@ -204,7 +204,7 @@ class Session:
                 raise Ambiguous(f"{exc} before submit_sm_resp; not submitted again") from exc
 
     async def _ready_link(self) -> Link:
-        if self._runner is None:
+        if self._runner is None or self._runner.done():  # first send, or a crashed runner
             self._runner = asyncio.create_task(self._run(), name=f"smpp-{self.name}")
         if not self._settled.is_set():
             with contextlib.suppress(TimeoutError):
@@ -227,6 +227,9 @@ class Session:
                 self._failure = _describe(exc)
                 log.warning("smpp bind failed", extra={"provider": self.name,
                                                        "error": self._failure})  # fmt: skip
+            except Exception:  # a bug of ours: logged, and the loop goes on
+                self._failure = "internal error"
+                log.exception("smpp bind failed", extra={"provider": self.name})
             else:
                 delay = self.settings.reconnect_min
                 await self._serve(link)
