@@ -4,6 +4,7 @@
     otp-gateway serve [--config FILE] [--no-worker] [--processes N|auto]
     otp-gateway worker [--config FILE] [--processes N|auto]
     otp-gateway simulate twilio [--port N]   (a Twilio-compatible API, for demos and tests)
+    otp-gateway simulate smpp [--port N]     (an SMPP 3.4 SMSC, for demos and tests)
     otp-gateway migrate [--config FILE]      (round-1 data to the hash-slot key layout)
 
 Without a config file and without a Redis URL it starts the embedded default:
@@ -90,19 +91,31 @@ def _simulate_parser(sub: Any) -> None:
     from gateway.simulator.twilio import DEFAULT_SID, DEFAULT_TOKEN
 
     sim = sub.add_parser("simulate", help="run a provider simulator (docs/providers.md)")
-    sim.add_argument("vendor", choices=["twilio"])
+    sim.add_argument("vendor", choices=["twilio", "smpp"])
     sim.add_argument("--host", default="127.0.0.1")
-    sim.add_argument("--port", type=int, default=8090)
+    sim.add_argument("--port", type=int, default=None, help="default: twilio 8090, smpp 2775")
     sim.add_argument("--account-sid", default=DEFAULT_SID)
     sim.add_argument("--auth-token", default=DEFAULT_TOKEN)
     sim.add_argument("--ring-seconds", type=float, default=2.0, help="ring time before outcomes")
     sim.add_argument("--seed", type=int, default=None, help="seed of the failure mix")
+    sim.add_argument("--system-id", default="otpgw", help="smpp: the bind's system_id")
+    sim.add_argument("--password", default="secret12", help="smpp: the bind's password")
+    sim.add_argument("--receipt-delay", type=float, default=1.0, help="smpp: seconds to receipt")
 
 
 def simulate(args: argparse.Namespace) -> int:
     from gateway.simulator.twilio import TwilioSimulator
     from gateway.simulator.twilio import serve as serve_simulator
 
+    if args.vendor == "smpp":
+        from gateway.simulator import smpp
+
+        smsc = smpp.run(args.host, args.port or 2775, args.system_id, args.password,
+                        args.receipt_delay)  # fmt: skip
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(smsc)
+        return 0
+    args.port = args.port or 8090
     simulator = TwilioSimulator(
         args.account_sid, args.auth_token, ring_seconds=args.ring_seconds, seed=args.seed
     )

@@ -16,10 +16,12 @@ dispatcher's job (`gateway.otp.dispatch`), never a provider's.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, Protocol, runtime_checkable
+
+import redis.asyncio as aioredis
 
 from gateway.config import ProviderConfig
 from gateway.errors import ConfigError
@@ -27,7 +29,8 @@ from gateway.errors import ConfigError
 __all__ = [
     "DELIVERY_STATES", "ENTRY_POINT_GROUP", "FINAL_STATES", "MAX_INLINE_TWIML",
     "CallbackProvider", "DeliveryEvent", "OutboundMessage", "Provider", "ProviderConfig",
-    "ProviderContext", "ProviderFactory", "SendReceipt", "VoiceMessage",
+    "ProviderContext", "ProviderFactory", "ProviderServices", "ReportingProvider", "SendReceipt",
+    "VoiceMessage",
     "available_kinds", "build_providers", "callbacks_url", "option", "reject_unknown_options",
 ]  # fmt: skip
 
@@ -141,6 +144,27 @@ class CallbackProvider(Protocol):
 
     def delivery_event(self, params: Mapping[str, str]) -> DeliveryEvent | None:
         """The event a status callback reports, or None when it says nothing new."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderServices:
+    """What the runtime hands, once Redis is open, a provider whose delivery reports
+    come on its own connection rather than as HTTP callbacks (SMPP receipts)."""
+
+    redis: aioredis.Redis  # single-key commands only: it may be a Redis Cluster
+    record: Callable[[str, int, DeliveryEvent], Awaitable[str]]  # (challenge, send, event)
+    ttl_seconds: int  # a challenge's lifetime: how long a send's reference is worth keeping
+
+
+@runtime_checkable
+class ReportingProvider(Protocol):
+    """A provider that reports delivery itself, through `ProviderServices`."""
+
+    name: str
+
+    def attach(self, services: ProviderServices) -> None:
+        """Keep `services`, to record the delivery reports it receives from now on."""
         ...
 
 

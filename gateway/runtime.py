@@ -39,7 +39,7 @@ from gateway.otp.queue import Worker
 from gateway.otp.scripts import Scripts
 from gateway.otp.tokens import StepUps, TrustedDevices
 from gateway.phones import PhonePolicy
-from gateway.provider import Provider, ProviderContext
+from gateway.provider import Provider, ProviderContext, ProviderServices, ReportingProvider
 from gateway.streams import wait
 
 log = logging.getLogger("otp_gateway.accounts")
@@ -117,6 +117,10 @@ def build(
     scripts = Scripts.load(lua)
     challenges = ChallengeService(redis, scripts, keyring, accounts, config, dispatcher.channels)
     worker = Worker(redis, scripts, keyring, dispatcher, metrics, config)
+    reports = ProviderServices(redis, worker.deliveries.record, config.otp.ttl_seconds)
+    for provider in providers:
+        if isinstance(provider, ReportingProvider):  # e.g. SMPP: receipts on its own link
+            provider.attach(reports)
     return Services(
         config=config,
         redis=redis,
