@@ -5,7 +5,10 @@ first (`gateway.listen.bind_group`: a port in use is one line, exit 2, before
 any child exists), starts the embedded Redis when there is one (one Redis per
 data folder, shared by every child), then forks N children. Each child runs
 exactly what a single `serve` or `worker` runs, on its own SO_REUSEPORT
-socket set, and dies with the supervisor (the kernel's parent-death signal).
+socket set, and dies with the supervisor: the kernel's parent-death signal,
+and a watch thread that asks again (SIGTERM every `ORPHAN_NUDGE_SECONDS`)
+once the supervisor is gone, because a SIGTERM that lands while a child is
+still starting can be lost (seen under uvloop: the orphan served on).
 
 - Fork, not exec: a child starts in milliseconds with the configuration the
   supervisor read and checked (the same secret, keys and Redis URL for all),
@@ -38,6 +41,7 @@ import signal
 import socket
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -125,6 +129,7 @@ class Supervisor:
         try:
             if self._die_with_parent is not None:
                 self._die_with_parent()  # SIGTERM when the supervisor dies, even by SIGKILL
+            _watch_parent(os.getppid())
             signal.pthread_sigmask(signal.SIG_SETMASK, set())
             for other in self.slots:
                 if other is not slot:
@@ -257,3 +262,22 @@ def shared_metrics() -> Iterator[Path]:
     finally:
         del os.environ[MULTIPROCESS_DIR]
         shutil.rmtree(folder, ignore_errors=True)
+
+
+ORPHAN_POLL_SECONDS = 0.2
+ORPHAN_NUDGE_SECONDS = 5.0
+
+
+def _watch_parent(parent: int) -> None:
+    """In a child: once the supervisor is gone, SIGTERM ourselves, again every
+    `ORPHAN_NUDGE_SECONDS` until we have exited (the first one drains as a
+    SIGTERM always does; the next ones only matter when an earlier one was lost)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(ORPHAN_POLL_SECONDS)
+        while True:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(ORPHAN_NUDGE_SECONDS)
+
+    threading.Thread(target=watch, name="orphan-watch", daemon=True).start()

@@ -9,6 +9,7 @@ one scrape of /metrics adds up what every child counted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -240,7 +241,12 @@ async def test_children_do_not_outlive_a_killed_supervisor(
     await wait_healthy(gateway, f"http://127.0.0.1:{port}")
     pids = await _children(gateway, 2)
     os.kill(gateway.pid, signal.SIGKILL)
-    await poll(lambda: not any(running(p) for p in pids), within=20, what="the children gone")
+    try:
+        await poll(lambda: not any(running(p) for p in pids), within=20, what="the children gone")
+    finally:  # an orphan left behind would serve (and drain the queue) for the later tests
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 async def test_workers_share_the_group_each_under_its_own_name(
