@@ -66,13 +66,12 @@ def secret_of(uri: str) -> str:
     return " ".join(secret[i : i + 4] for i in range(0, len(secret), 4))
 
 
-async def _allowed(request: web.Request) -> tuple[SignedIn, Services]:
-    """A user's session where apps are allowed; 404 where they are not (no such page)."""
-    signed = await user_signed_in(request)
+def _allowed(request: web.Request) -> Services:
+    """The services where apps are allowed; 404 where they are not (no such page)."""
     services = svc(request)
     if not services.account_services.totp.allowed:
         raise NotFound("authenticator apps are not enabled here", code="not_found")
-    return signed, services
+    return services
 
 
 async def _remember(request: web.Request, signed: SignedIn, sealed: str) -> None:
@@ -98,7 +97,8 @@ def _app_page(
 @page
 async def app_page(request: web.Request) -> web.StreamResponse:
     """The app's state: none (add one), being added (QR, secret, first code), in use (remove)."""
-    signed, services = await _allowed(request)
+    signed = await user_signed_in(request)
+    services = _allowed(request)
     status = await services.account_services.totp.status(signed.account.account_id)
     return _app_page(request, signed, status)
 
@@ -106,7 +106,8 @@ async def app_page(request: web.Request) -> web.StreamResponse:
 @page
 async def qr_image(request: web.Request) -> web.StreamResponse:
     """The enrolment's QR code as a PNG, drawn here: nothing leaves the gateway."""
-    signed, services = await _allowed(request)
+    signed = await user_signed_in(request)
+    services = _allowed(request)
     uri = _uri(services, signed)
     if uri is None:
         raise NotFound("no enrolment under way", code="not_found")
@@ -120,8 +121,8 @@ async def qr_image(request: web.Request) -> web.StreamResponse:
 @page
 async def enrol(request: web.Request) -> web.StreamResponse:
     """A new pending secret, after a `contact.update` code."""
-    signed, services = await _allowed(request)
     signed, fields = await posted(request)
+    services = _allowed(request)
     totp, admin = services.account_services.totp, services.account_services.admin
 
     async def perform(body: dict[str, Any], token: str | None) -> web.StreamResponse:
@@ -139,8 +140,8 @@ async def enrol(request: web.Request) -> web.StreamResponse:
 @page
 async def confirm(request: web.Request) -> web.StreamResponse:
     """The app's first code: the app is the account's from now on."""
-    signed, services = await _allowed(request)
     signed, fields = await posted(request)
+    services = _allowed(request)
     totp = services.account_services.totp
     account = signed.account
     code = "".join(fields.get("code", "").split())
@@ -160,8 +161,8 @@ async def confirm(request: web.Request) -> web.StreamResponse:
 @page
 async def remove(request: web.Request) -> web.StreamResponse:
     """Remove the app (or the enrolment under way), after a `contact.update` code."""
-    signed, services = await _allowed(request)
     signed, fields = await posted(request)
+    services = _allowed(request)
     totp, admin = services.account_services.totp, services.account_services.admin
     account = signed.account
     status = await totp.status(account.account_id)
