@@ -87,15 +87,16 @@ async def test_cookies_are_httponly_strict_and_secure_outside_development(
     assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
 
 
-async def test_a_user_proves_its_code_and_is_refused_in_french(console: Console) -> None:
+async def test_a_user_proves_its_code_and_lands_on_its_own_space(console: Console) -> None:
     page = await console.ask_code("alice")
-    refused = await console.type_code(page, await console.last_code(), trust=True)
-    html = assert_page(refused, 403)
-    assert 'role="alert"' in html and "réservée aux administrateurs" in html
-    assert console.cookie(DEVICE) is None  # no trusted device for an account refused
-    assert (await console.get("/console/comptes")).url.endswith("/console/connexion")
+    landed = await console.type_code(page, await console.last_code(), trust=True)
+    html = assert_page(landed)
+    assert landed.url.endswith("/console/mon-compte") and "<h1>Mon compte</h1>" in html
+    assert console.cookie(DEVICE) is not None  # "poste de confiance" honoured, as for an admin
+    refused = await console.get("/console/comptes")  # the admins' pages stay closed
+    assert "réservée aux administrateurs" in assert_page(refused, 403)
     devices = await as_operator(console.gw, "GET", "/accounts/alice/devices")
-    assert devices.body["devices"] == []
+    assert len(devices.body["devices"]) == 1
 
 
 async def test_a_trusted_post_signs_in_again_without_a_code(console: Console) -> None:
@@ -200,7 +201,7 @@ async def test_a_demoted_admin_is_out_at_once(console: Console) -> None:
     await add_account(console.gw, account_id="second", role="admin", email="s@example.org")
     await as_operator(console.gw, "PATCH", "/accounts/boss", {"role": "user"})
     page = await console.get("/console/comptes")
-    assert "réservée aux administrateurs" in assert_page(page, 403)
+    assert "ne donne plus accès à ces pages" in assert_page(page, 403)
     assert (await console.get("/console/comptes")).url.endswith("/console/connexion")
 
 

@@ -118,13 +118,19 @@ async def test_an_admin_searches_opens_an_account_and_its_history(
     await browser.at("/console/connexion")
 
 
-async def test_a_user_is_refused_in_french(browser: Browser, agw: Gateway) -> None:
+async def test_a_user_lands_on_its_own_space_and_is_refused_the_admins(
+    browser: Browser, agw: Gateway
+) -> None:
     await sign_in_page(browser, "alice")
     await browser.type("#code", await last_code(agw))
     await browser.click("form[action='/console/code'] button[type=submit]")
-    await browser.shows("réservée aux administrateurs")  # the POST's answer, a 403 page
+    await browser.at("/console/mon-compte")
+    await browser.open("/console/comptes")
+    await browser.shows("réservée aux administrateurs")  # a 403 page, leading back
     await browser.axe()
     await browser.screenshot("refus")
+    await browser.click("a[href='/console/mon-compte']")
+    await browser.at("/console/mon-compte")
 
 
 async def test_a_wrong_code_is_announced(browser: Browser, agw: Gateway) -> None:

@@ -12,6 +12,8 @@ the API's. Nothing here talks to Redis but the console's own session store.
 - `actions`: renew, suspend, reactivate;
 - `manage`: create, modify rights, delete, revoke trusted devices;
 - `numbers`: switch an account's number, blank an establishment's (deployment day);
+- `mine`, `mine_app`: a user's own pages, "Mon compte" (number, trusted
+  devices, authenticator app), over the self-service routes' services;
 - `stepup`: a sensitive action's step-up code, asked for and typed inline;
 - `forms`: the account forms read and checked, each error in French by its field;
 - `pages`: Jinja2 rendering and the headers every page carries;
@@ -31,12 +33,22 @@ from gateway.web.console import (
     actions,
     history,
     manage,
+    mine,
+    mine_app,
     numbers,
     signin,
     stepup,
     texts,
 )
-from gateway.web.console.guard import SIGN_IN, error_page, page
+from gateway.web.console.guard import (
+    MINE,
+    SESSION_COOKIE,
+    SIGN_IN,
+    error_page,
+    home_of,
+    page,
+    store,
+)
 from gateway.web.console.pages import HERE, PAGE_HEADERS, PAGES, environment, redirect
 
 
@@ -45,9 +57,13 @@ async def to_home(request: web.Request) -> web.StreamResponse:
     return redirect("/console/")
 
 
+@page
 async def home(request: web.Request) -> web.StreamResponse:
-    """`/console/`: the account list when signed in, else the sign-in page."""
-    return redirect("/console/comptes" if "otpgw_console" in request.cookies else SIGN_IN)
+    """`/console/`: one's own space when signed in (the account list, or "Mon compte"),
+    else the sign-in page."""
+    session = await store(request).get(request.cookies.get(SESSION_COOKIE))
+    signed = session is not None and session.stage == "in"
+    return redirect(home_of(session.role) if session is not None and signed else SIGN_IN)
 
 
 async def not_found(request: web.Request) -> web.StreamResponse:
@@ -86,6 +102,22 @@ async def stylesheet(request: web.Request) -> web.StreamResponse:
     return response
 
 
+def _user_routes(router: web.UrlDispatcher) -> None:
+    """ "Mon compte": a user's own pages."""
+    router.add_get(MINE, mine.home, allow_head=False)
+    router.add_post(mine.DEVICES, mine.revoke_devices)
+    router.add_get(mine.PHONE, mine.phone_form, allow_head=False)
+    router.add_post(mine.PHONE, mine.start_phone_change)
+    router.add_get(mine.PHONE_CODE, mine.phone_code_form, allow_head=False)
+    router.add_post(mine.PHONE_CODE, mine.finish_phone_change)
+    router.add_post(mine.PHONE + "/renvoyer", mine.resend_phone_code)
+    router.add_get(mine_app.APP, mine_app.app_page, allow_head=False)
+    router.add_post(mine_app.APP, mine_app.enrol)
+    router.add_get(mine_app.QR, mine_app.qr_image, allow_head=False)
+    router.add_post(mine_app.CONFIRM, mine_app.confirm)
+    router.add_post(mine_app.REMOVE, mine_app.remove)
+
+
 def setup(app: web.Application, config: Config) -> None:
     if not config.console.enabled:
         return
@@ -119,4 +151,5 @@ def setup(app: web.Application, config: Config) -> None:
     router.add_post(stepup.RESEND, manage.resend)
     router.add_post("/console/code/renvoyer", signin.resend)
     router.add_get(history.PATH, history.establishment_history, allow_head=False)
+    _user_routes(router)
     router.add_route("*", "/console/{tail:.*}", page(not_found))

@@ -12,7 +12,10 @@ unless `[server] mode = "development"`):
 Signed in, an admin acts as the API's `admin` caller for its own account (the
 same `acting_admin` check on every request: a demoted, suspended or expired
 admin is out at once); an account named in `[console] operators` acts as an
-`operator` (every establishment). Errors become French pages (`texts`).
+`operator` (every establishment); a user acts as the login front end does for
+it (the API's `otp` caller, `user_caller`) on its own pages, "Mon compte"
+(`mine`), and only there: each space refuses the other's sessions (403).
+Errors become French pages (`texts`).
 """
 
 from __future__ import annotations
@@ -47,6 +50,9 @@ DEVICE_COOKIE: Final = "otpgw_console_device"
 PATH: Final = "/console/"
 SIGN_IN: Final = "/console/connexion"
 HOME: Final = "/console/comptes"
+MINE: Final = "/console/mon-compte"
+ADMIN_ROLES: Final = frozenset({"admin", "operator"})
+USER_ROLES: Final = frozenset({"user"})
 MAX_FIELD: Final = 256
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -64,6 +70,20 @@ class NotForConsole(GatewayError):
 
     status = 403
     code = "not_admin"
+
+
+class NotForUsers(GatewayError):
+    """A user's session on an admin page (403): its space is "Mon compte"."""
+
+    status = 403
+    code = "admins_only"
+
+
+class UsersOnly(GatewayError):
+    """An admin's or operator's session on a user's page (403)."""
+
+    status = 403
+    code = "users_only"
 
 
 class SessionOver(GatewayError):
@@ -149,12 +169,27 @@ async def pending(request: web.Request) -> tuple[str, Session]:
 
 
 async def signed_in(request: web.Request) -> SignedIn:
-    """The signed-in session and its caller, re-checked on every request."""
+    """An admin's or operator's signed-in session (the console's pages)."""
+    return await signed_as(request, ADMIN_ROLES)
+
+
+async def user_signed_in(request: web.Request) -> SignedIn:
+    """A user's signed-in session ("Mon compte")."""
+    return await signed_as(request, USER_ROLES)
+
+
+async def signed_as(request: web.Request, roles: frozenset[str]) -> SignedIn:
+    """The signed-in session and its caller, re-checked on every request; a session of
+    another space is refused (403) but kept: it was not misused, only misdirected."""
     session_id = request.cookies.get(SESSION_COOKIE, "")
     sessions = store(request)
     session = await sessions.get(session_id)
     if session is None or session.stage != "in":
         raise SessionOver("not signed in")
+    if session.role not in roles:
+        if session.role in USER_ROLES:
+            raise NotForUsers("a user's session on an admin page")
+        raise UsersOnly("an admin's session on a user's page")
     try:
         account = await acting_account(svc(request), session.account_id, session.role)
     except GatewayError:
@@ -163,15 +198,21 @@ async def signed_in(request: web.Request) -> SignedIn:
     return SignedIn(session_id, session, caller_of(request, session, account), account)
 
 
-def console_role(services: Services, account: Account) -> str | None:
-    """How an account may use the console: "operator", "admin", or not at all."""
+def console_role(services: Services, account: Account) -> str:
+    """How an account uses the console: "operator", "admin", or "user" ("Mon compte")."""
     if account.account_id in services.config.console.operators:
         return "operator"
-    return "admin" if account.role is Role.ADMIN else None
+    return "admin" if account.role is Role.ADMIN else "user"
+
+
+def home_of(role: str) -> str:
+    """Where a signed-in session lands: the account list, or "Mon compte"."""
+    return MINE if role in USER_ROLES else HOME
 
 
 async def acting_account(services: Services, account_id: str, role: str) -> Account:
-    """The account a session acts for, still able to (the API's own checks for an admin)."""
+    """The account a session acts for, still able to (the API's own checks: `acting_admin`
+    for an admin, `user_caller`'s active account for a user)."""
     account = await services.accounts.get(account_id)
     if account is None or console_role(services, account) != role:
         raise NotForConsole("this account may not use the console")
@@ -182,9 +223,12 @@ async def acting_account(services: Services, account_id: str, role: str) -> Acco
 
 
 def caller_of(request: web.Request, session: Session, account: Account) -> Caller:
-    """The policy's caller: an admin acting for itself, or a named operator."""
+    """The policy's caller: an admin acting for itself, a user as the login front end
+    acts for it (scope `otp`), or a named operator."""
     if session.role == "admin":
         return Caller("admin", "console", request[REQUEST_ID], account)
+    if session.role == "user":
+        return Caller("otp", "console", request[REQUEST_ID], account)
     return Caller("operator", f"console:{account.account_id}", request[REQUEST_ID])
 
 
@@ -207,6 +251,10 @@ def page(handler: Handler) -> Handler:
             return error_page(request, 401, texts.SESSION_OVER, "Session terminée")
         except CsrfRefused:
             return error_page(request, 403, texts.CSRF, "Requête refusée")
+        except NotForUsers as exc:
+            return _elsewhere(request, exc, MINE, "Aller à mon compte")
+        except UsersOnly as exc:
+            return _elsewhere(request, exc, HOME, "Revenir à la gestion des comptes")
         except NotFound:  # an account elsewhere is exactly one that does not exist
             return error_page(request, 404, texts.ERRORS["not_found"], "Page introuvable")
         except GatewayError as exc:
@@ -216,6 +264,14 @@ def page(handler: Handler) -> Handler:
             return _refused(request, Unavailable("the datastore is unreachable"))
 
     return wrapped
+
+
+def _elsewhere(request: web.Request, exc: GatewayError, back: str, back_text: str) -> web.Response:
+    """A page of the other space: a 403 that leads back to one's own."""
+    return render(
+        request, "error.html", status=403, title="Page réservée", message=texts.sentence(exc),
+        back=back, back_text=back_text,
+    )  # fmt: skip
 
 
 def _refused(request: web.Request, exc: GatewayError) -> web.Response:

@@ -21,7 +21,17 @@ from gateway.accounts.records import Account
 from gateway.errors import Conflict, Forbidden, GatewayError, InvalidRequest
 from gateway.web.console import forms, labels, stepup, texts
 from gateway.web.console.actions import account_url
-from gateway.web.console.guard import SignedIn, check_csrf, form, page, signed_in, svc
+from gateway.web.console.guard import (
+    ADMIN_ROLES,
+    USER_ROLES,
+    SignedIn,
+    check_csrf,
+    form,
+    page,
+    signed_as,
+    signed_in,
+    svc,
+)
 from gateway.web.console.pages import date_fr, redirect, render
 from gateway.web.console.stepup import Sensitive
 from gateway.web.request import account_id_of
@@ -308,4 +318,4 @@ async def revoke_devices(request: web.Request) -> web.StreamResponse:
 @page
 async def resend(request: web.Request) -> web.StreamResponse:
     """ "Renvoyer le code" / "M'appeler plutôt" on a confirmation page."""
-    return await stepup.resend(request, await signed_in(request))
+    return await stepup.resend(request, await signed_as(request, ADMIN_ROLES | USER_ROLES))

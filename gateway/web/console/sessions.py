@@ -37,7 +37,7 @@ class Session:
 
     account_id: str
     stage: Stage
-    role: str  # "admin" | "operator"
+    role: str  # "admin" | "operator" | "user"
     csrf: str
     created_ms: int
     seen_ms: int
@@ -58,6 +58,14 @@ class Session:
     # whatever a later form might carry.
     action_fields: dict[str, Any] = field(default_factory=dict)
     action_channel: str = ""  # where the step-up code went: sms | voice
+    # A user's new number waiting for the code sent to it ("Mon compte").
+    change_challenge: str = ""
+    change_destination: str = ""  # masked, as the phone-change service answers it
+    change_expires_ms: int = 0
+    change_channel: str = ""
+    # An authenticator app being enrolled: its otpauth:// URI, sealed (`mine_app`),
+    # kept until confirmed or removed so the QR image can be drawn on its own request.
+    totp_uri_sealed: str = ""
 
     def csrf_ok(self, presented: str | None) -> bool:
         """Whether a form's token is this session's (constant time)."""

@@ -2,11 +2,11 @@
 
 Account id -> `challenge_requested` (the `/challenge` path: same limits, same
 trusted-device rule) -> the code page -> `code_verified` (the `/verify`
-path) -> a new session. Whether the account may use the console is decided
-after the code, so the pages tell a stranger nothing about an account's role;
-a user who proves its code gets a clear refusal. "Faire confiance à ce poste"
-asks `/verify` for a trusted-device token only for an account that may sign
-in, and keeps it in an HttpOnly cookie for the next sign-in.
+path) -> a new session. Where it leads is decided after the code, so the
+pages tell a stranger nothing about an account's role: an admin (or a console
+operator) to the account list, a user to "Mon compte". "Faire confiance à ce
+poste" asks `/verify` for a trusted-device token, kept in an HttpOnly cookie
+for the next sign-in.
 """
 
 from __future__ import annotations
@@ -21,11 +21,12 @@ from gateway.clock import from_ms, now_ms
 from gateway.errors import GatewayError, InvalidRequest
 from gateway.web.console import texts
 from gateway.web.console.guard import (
+    ADMIN_ROLES,
     DEVICE_COOKIE,
     FORM_COOKIE,
-    HOME,
     SESSION_COOKIE,
     SIGN_IN,
+    USER_ROLES,
     NotForConsole,
     SessionOver,
     check_csrf,
@@ -35,10 +36,11 @@ from gateway.web.console.guard import (
     drop_cookie,
     form,
     form_token,
+    home_of,
     page,
     pending,
     set_cookie,
-    signed_in,
+    signed_as,
     store,
     svc,
 )
@@ -180,7 +182,7 @@ async def check_code(request: web.Request) -> web.StreamResponse:
 
 
 async def _signed_in(request: web.Request, account_id: str) -> web.StreamResponse:
-    """A new session for a proven account that may use the console; else the refusal."""
+    """A new session for a proven account, landing on its own space."""
     services = svc(request)
     account = await services.accounts.get(account_id)
     role = None if account is None else console_role(services, account)
@@ -189,7 +191,7 @@ async def _signed_in(request: web.Request, account_id: str) -> web.StreamRespons
     sessions = store(request)
     await sessions.end(request.cookies.get(SESSION_COOKIE, ""))  # one session per sign-in
     session_id = await sessions.start(account_id, "in", role)
-    response = redirect(HOME)
+    response = redirect(home_of(role))
     set_cookie(request, response, SESSION_COOKIE, session_id, max_age=None)
     drop_cookie(request, response, FORM_COOKIE)
     return response
@@ -199,7 +201,7 @@ async def _signed_in(request: web.Request, account_id: str) -> web.StreamRespons
 async def sign_out(request: web.Request) -> web.StreamResponse:
     """End the session (the form's token required, like every POST)."""
     try:
-        signed = await signed_in(request)
+        signed = await signed_as(request, ADMIN_ROLES | USER_ROLES)
     except SessionOver:
         return redirect(SIGN_IN)
     check_csrf(signed, await form(request))

@@ -32,6 +32,8 @@ from gateway.clock import from_ms
 from gateway.errors import GatewayError, InvalidRequest, StepUpRequired
 from gateway.web.console import texts
 from gateway.web.console.guard import (
+    MINE,
+    USER_ROLES,
     SignedIn,
     check_csrf,
     client_ip,
@@ -141,7 +143,7 @@ def page(
     """The confirmation page: what the code is for, where it went, the field to type it."""
     session = signed.session
     title = what.title if what is not None else session.action_title
-    back = what.back if what is not None else _back(session.action_target)
+    back = what.back if what is not None else _back(session)
     return render(
         request, "step_up.html", status=status, title=f"Confirmer {title}", action_title=title,
         signed=signed, error=error, notice=notice, back=back, session=session,
@@ -151,7 +153,10 @@ def page(
     )  # fmt: skip
 
 
-def _back(target: str) -> str:
+def _back(session: Session) -> str:
+    if session.role in USER_ROLES:
+        return MINE
+    target = session.action_target
     return f"/console/comptes/{quote(target, safe='')}" if target else "/console/comptes"
 
 

@@ -50,9 +50,24 @@ ERRORS: Final = {
     ),
     "step_up_required": "Cette action demande un code de confirmation : recommencez-la.",
     "not_admin": (
-        "Cette console est réservée aux administrateurs des établissements. "
-        "Votre compte est un compte utilisateur : pour gérer votre compte, "
-        "passez par votre espace habituel, ou adressez-vous à votre administrateur."
+        "Votre compte ne donne plus accès à ces pages (son profil a changé entre-temps). "
+        "Reconnectez-vous."
+    ),
+    "admins_only": (
+        "Cette page est réservée aux administrateurs des établissements. Votre compte est "
+        "un compte utilisateur : votre numéro, vos postes de confiance et votre application "
+        "d'authentification se gèrent depuis « Mon compte »."
+    ),
+    "users_only": (
+        "Cette page est celle des utilisateurs, pour leur propre compte. Votre numéro et vos "
+        "postes de confiance se gèrent depuis votre fiche, dans la gestion des comptes."
+    ),
+    "totp_disabled": "Les applications d'authentification ne sont pas proposées ici.",
+    "totp_not_enrolled": (
+        "Aucune application n'est en cours d'ajout : recommencez depuis « Mon compte »."
+    ),
+    "phone_already_set": (
+        "Un numéro a été enregistré entre-temps pour votre compte : recommencez le changement."
     ),
     "unavailable": "Le service est momentanément indisponible. Réessayez dans un instant.",
     "account_exists": "Cet identifiant est déjà pris : choisissez-en un autre.",
