@@ -52,8 +52,8 @@ MAIL_DEAD = PREFIX + "mail:" + MAIL_TAG + "dead"  # mails that could not be deli
 KEY_FINGERPRINT = PREFIX + "key-fingerprint"
 GLOBAL_RATE = PREFIX + "rl:" + RATE_TAG + "global"
 # SCAN patterns of the live state a secret rotation drops (`gateway.rotate`):
-# challenges, rate limits, pending phone changes.
-TRANSIENT_PATTERNS = (PREFIX + "c:*", PREFIX + "rl:*", PREFIX + "pc:*")
+# challenges, rate limits, pending phone changes, the answers kept for Idempotency-Keys.
+TRANSIENT_PATTERNS = (PREFIX + "c:*", PREFIX + "rl:*", PREFIX + "pc:*", PREFIX + "idem:*")
 
 
 def group_of_char(char: str) -> int:
@@ -106,6 +106,13 @@ def challenge(challenge_id: str) -> str:
 def phone_change(challenge_id: str) -> str:
     """String (JSON): a number change waiting for the code sent to the new number."""
     return _of_challenge("pc", challenge_id)
+
+
+def idempotency(account_tag: str, key_digest: str) -> str:
+    """Hash: the first answer to a `POST /challenge` that carried an
+    Idempotency-Key, by the digest of the API key's name and that key
+    (create.lua writes it with the challenge; it lives as long as a code)."""
+    return f"{_of_tag('idem', account_tag)}:{key_digest}"
 
 
 def failures(account_tag: str) -> str:
