@@ -48,6 +48,11 @@ MAIL_TAG: Final = "{mail}"
 MAIL_STREAM = PREFIX + "mail:" + MAIL_TAG  # stream: the e-mail outbox
 MAIL_GROUP = "mailers"  # its consumer group
 MAIL_DEAD = PREFIX + "mail:" + MAIL_TAG + "dead"  # mails that could not be delivered
+# The webhook outbox and its dead letters, likewise (gateway/otp/webhooks.py).
+HOOK_TAG: Final = "{hooks}"
+HOOK_STREAM = PREFIX + "hooks:" + HOOK_TAG  # stream: challenge events to post to webhooks
+HOOK_GROUP = "webhooks"  # its consumer group
+HOOK_DEAD = PREFIX + "hooks:" + HOOK_TAG + "dead"  # posts given up on
 # string: crypto.key_fingerprint of the secret the data is written with (gateway/keycheck.py)
 KEY_FINGERPRINT = PREFIX + "key-fingerprint"
 GLOBAL_RATE = PREFIX + "rl:" + RATE_TAG + "global"
@@ -175,6 +180,16 @@ def dead_letters(group: int) -> str:
     return f"{PREFIX}dead:{hashtag(group)}"
 
 
+def expiring(group: int) -> str:
+    """Sorted set: one group's challenges whose `expired` event a webhook wants,
+    challenge id -> expiry (unix ms); written only when a webhook wants it."""
+    return f"{PREFIX}expiring:{hashtag(group)}"
+
+
+def expiring_of(challenge_id: str) -> str:
+    return expiring(group_of_challenge(challenge_id))
+
+
 def stream_of(challenge_id: str) -> str:
     return stream(group_of_challenge(challenge_id))
 
@@ -196,6 +211,7 @@ def dead_letters_of(stream_key: str) -> str:
 STREAMS: Final = tuple(stream(g) for g in range(GROUPS))
 RETRIES: Final = tuple(retries(g) for g in range(GROUPS))
 DEAD_LETTERS: Final = tuple(dead_letters(g) for g in range(GROUPS))
+EXPIRING: Final = tuple(expiring(g) for g in range(GROUPS))
 ACCOUNT_INDEXES: Final = tuple(account_index(g) for g in range(GROUPS))
 LOGINS: Final = tuple(logins(g) for g in range(GROUPS))
 

@@ -22,9 +22,7 @@ from tests.support.otp import (
 OTHER_OTP_KEY = "second-otp-key-0123456789abcdef"
 
 
-async def post(
-    gw: Gateway, key: str | None, *, token: str = OTP_KEY, **fields: Any
-) -> Reply:
+async def post(gw: Gateway, key: str | None, *, token: str = OTP_KEY, **fields: Any) -> Reply:
     body = {"account_id": "alice", **fields}
     headers = {} if key is None else {"Idempotency-Key": key}
     return await call(gw, "POST", "/challenge", body, key=token, headers=headers)
@@ -123,9 +121,7 @@ async def test_a_bad_key_is_refused_before_anything(gw: Gateway) -> None:
     await add_account(gw)
     for bad in ("", "x" * 256, "with space", "caf\u00e9"):
         headers = {"Idempotency-Key": bad.encode("utf-8").decode("latin-1")}
-        reply = await call(
-            gw, "POST", "/challenge", {"account_id": "alice"}, headers=headers
-        )
+        reply = await call(gw, "POST", "/challenge", {"account_id": "alice"}, headers=headers)
         assert_error(reply, 400, "invalid_request")
     assert await sends(gw) == 0
 

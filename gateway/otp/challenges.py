@@ -62,6 +62,7 @@ from gateway.otp import codes
 from gateway.otp.scripts import Scripts
 from gateway.otp.spending import Reply, Spend, paid
 from gateway.otp.tokens import new_step_up
+from gateway.otp.webhooks import Webhooks
 from gateway.phones import Phone
 
 _ID_RE = re.compile(f"[A-Za-z0-9_-]{{{CHALLENGE_ID_LENGTH}}}")
@@ -217,8 +218,10 @@ class ChallengeService:
         accounts: AccountStore,
         config: Config,
         channels: frozenset[str],
+        hooks: Webhooks | None = None,
     ) -> None:
         self.redis = redis
+        self.hooks = hooks  # challenge events to the application
         self.scripts = scripts
         self.keyring = keyring
         self.accounts = accounts
@@ -333,6 +336,8 @@ class ChallengeService:
         masked = result[5].decode()
         if not masked and destination is None:
             masked = await self._masked_from_record(account_id)
+        if self.hooks is not None and outcome == b"ok":
+            await self.hooks.watch_expiry(challenge_id, int(result[1]))
         return Created(
             challenge_id=challenge_id,
             channel=result[3].decode(),
@@ -417,7 +422,10 @@ class ChallengeService:
                 tag,
             ],
         )
-        return self._verify_outcome(challenge_id, result, device_token, step_up_token)
+        verified = self._verify_outcome(challenge_id, result, device_token, step_up_token)
+        if self.hooks is not None:
+            await self.hooks.emit("verified", challenge_id)
+        return verified
 
     def _verify_outcome(
         self, challenge_id: str, result: list[Any], device_token: str, step_up_token: str

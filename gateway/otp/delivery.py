@@ -33,6 +33,7 @@ from gateway.crypto import Keyring, open_code
 from gateway.metrics import Metrics
 from gateway.otp.challenges import ended
 from gateway.otp.scripts import Scripts
+from gateway.otp.webhooks import Webhooks
 from gateway.provider import DeliveryEvent  # the providers' word too, so defined there
 
 __all__ = ["Deliveries", "DeliveryEvent"]
@@ -40,6 +41,7 @@ __all__ = ["Deliveries", "DeliveryEvent"]
 log = logging.getLogger("otp_gateway.delivery")
 
 _CALL_OUTCOME = {"delivered": "answered"}  # otp_voice_calls_total{outcome}
+_HOOK_EVENTS = ("delivered", "unreachable")  # the delivery states webhooks hear of
 
 
 class Deliveries:
@@ -51,8 +53,10 @@ class Deliveries:
         scripts: Scripts,
         keyring: Keyring,
         metrics: Metrics,
+        hooks: Webhooks | None = None,
     ) -> None:
         self.redis = redis
+        self.hooks = hooks
         self.keyring = keyring
         self.metrics = metrics
         # The retry delay, call and send caps and the SMS fallback are baked
@@ -78,6 +82,9 @@ class Deliveries:
             return outcome
         if event.kind == "call" and event.final:
             self.metrics.voice_calls.labels(_CALL_OUTCOME.get(event.state, event.state)).inc()
+        if self.hooks is not None and event.state in _HOOK_EVENTS:
+            channel = "voice" if event.kind == "call" else "sms"
+            await self.hooks.emit(event.state, challenge_id, send=send, channel=channel)
         action: str = result[1].decode()
         return action
 
