@@ -41,7 +41,6 @@ __all__ = ["Deliveries", "DeliveryEvent"]
 log = logging.getLogger("otp_gateway.delivery")
 
 _CALL_OUTCOME = {"delivered": "answered"}  # otp_voice_calls_total{outcome}
-_HOOK_EVENTS = ("delivered", "unreachable")  # the delivery states webhooks hear of
 
 
 class Deliveries:
@@ -82,11 +81,19 @@ class Deliveries:
             return outcome
         if event.kind == "call" and event.final:
             self.metrics.voice_calls.labels(_CALL_OUTCOME.get(event.state, event.state)).inc()
-        if self.hooks is not None and event.state in _HOOK_EVENTS:
-            channel = "voice" if event.kind == "call" else "sms"
-            await self.hooks.emit(event.state, challenge_id, send=send, channel=channel)
         action: str = result[1].decode()
+        await self._tell(challenge_id, send, event, action)
         return action
+
+    async def _tell(self, challenge_id: str, send: int, event: DeliveryEvent, action: str) -> None:
+        """The webhooks' `delivered`, and `unreachable` when status.lua gave up."""
+        if self.hooks is None:
+            return
+        if event.state == "delivered":
+            channel = "voice" if event.kind == "call" else "sms"
+            await self.hooks.emit("delivered", challenge_id, send=send, channel=channel)
+        if action == "unreachable":
+            await self.hooks.emit("unreachable", challenge_id, send=send)
 
     async def promote_due(self, limit: int = 64) -> int:
         """Queue the calls whose retry time has come; returns how many were queued."""
