@@ -61,8 +61,10 @@ def create_app(config: Config, *, run_worker: bool = True) -> web.Application:
                 with contextlib.suppress(Exception):
                     await ensure_group(services.redis)
                 worker_task = asyncio.create_task(services.worker.run(stop))
-                # The e-mail outbox and the expiry sweep (gateway.runtime.run_background).
-                background = asyncio.create_task(run_background(services.account_services, stop))
+                # The e-mail outbox, the expiry sweep and the webhooks (runtime.run_background).
+                background = asyncio.create_task(
+                    run_background(services.account_services, stop, services.webhooks)
+                )
             yield
             stop.set()
             if worker_task is not None:

@@ -14,7 +14,8 @@
     ├── Gone                     410 expired / already_used / too_many_attempts
     ├── PayloadTooLarge          413 payload_too_large
     ├── UnsupportedMediaType     415 unsupported_media_type
-    ├── Unprocessable            422 invalid_phone / channel_unavailable / invalid_code
+    ├── Unprocessable            422 invalid_phone / channel_unavailable / invalid_code /
+    │                                idempotency_conflict
     ├── RateLimited              429 rate_limited (carries retry_after)
     └── Unavailable              503 unavailable (Redis unreachable)
 

@@ -48,12 +48,17 @@ MAIL_TAG: Final = "{mail}"
 MAIL_STREAM = PREFIX + "mail:" + MAIL_TAG  # stream: the e-mail outbox
 MAIL_GROUP = "mailers"  # its consumer group
 MAIL_DEAD = PREFIX + "mail:" + MAIL_TAG + "dead"  # mails that could not be delivered
+# The webhook outbox and its dead letters, likewise (gateway/otp/webhooks.py).
+HOOK_TAG: Final = "{hooks}"
+HOOK_STREAM = PREFIX + "hooks:" + HOOK_TAG  # stream: challenge events to post to webhooks
+HOOK_GROUP = "webhooks"  # its consumer group
+HOOK_DEAD = PREFIX + "hooks:" + HOOK_TAG + "dead"  # posts given up on
 # string: crypto.key_fingerprint of the secret the data is written with (gateway/keycheck.py)
 KEY_FINGERPRINT = PREFIX + "key-fingerprint"
 GLOBAL_RATE = PREFIX + "rl:" + RATE_TAG + "global"
 # SCAN patterns of the live state a secret rotation drops (`gateway.rotate`):
-# challenges, rate limits, pending phone changes.
-TRANSIENT_PATTERNS = (PREFIX + "c:*", PREFIX + "rl:*", PREFIX + "pc:*")
+# challenges, rate limits, pending phone changes, the answers kept for Idempotency-Keys.
+TRANSIENT_PATTERNS = (PREFIX + "c:*", PREFIX + "rl:*", PREFIX + "pc:*", PREFIX + "idem:*")
 
 
 def group_of_char(char: str) -> int:
@@ -106,6 +111,13 @@ def challenge(challenge_id: str) -> str:
 def phone_change(challenge_id: str) -> str:
     """String (JSON): a number change waiting for the code sent to the new number."""
     return _of_challenge("pc", challenge_id)
+
+
+def idempotency(account_tag: str, key_digest: str) -> str:
+    """Hash: the first answer to a `POST /challenge` that carried an
+    Idempotency-Key, by the digest of the API key's name and that key
+    (create.lua writes it with the challenge; it lives as long as a code)."""
+    return f"{_of_tag('idem', account_tag)}:{key_digest}"
 
 
 def failures(account_tag: str) -> str:
@@ -168,6 +180,16 @@ def dead_letters(group: int) -> str:
     return f"{PREFIX}dead:{hashtag(group)}"
 
 
+def expiring(group: int) -> str:
+    """Sorted set: one group's challenges whose `expired` event a webhook wants,
+    challenge id -> expiry (unix ms); written only when a webhook wants it."""
+    return f"{PREFIX}expiring:{hashtag(group)}"
+
+
+def expiring_of(challenge_id: str) -> str:
+    return expiring(group_of_challenge(challenge_id))
+
+
 def stream_of(challenge_id: str) -> str:
     return stream(group_of_challenge(challenge_id))
 
@@ -189,6 +211,7 @@ def dead_letters_of(stream_key: str) -> str:
 STREAMS: Final = tuple(stream(g) for g in range(GROUPS))
 RETRIES: Final = tuple(retries(g) for g in range(GROUPS))
 DEAD_LETTERS: Final = tuple(dead_letters(g) for g in range(GROUPS))
+EXPIRING: Final = tuple(expiring(g) for g in range(GROUPS))
 ACCOUNT_INDEXES: Final = tuple(account_index(g) for g in range(GROUPS))
 LOGINS: Final = tuple(logins(g) for g in range(GROUPS))
 

@@ -157,6 +157,14 @@ class Metrics:
             "otp_sends_dead_lettered", "Sends moved to the dead-letter stream, by reason.",
             ["reason"], registry=r,
         )  # fmt: skip
+        self.webhook_events = Counter(
+            "otp_webhook_events", "Challenge events queued for webhooks (one per webhook), or "
+            "lost (Redis out of reach), by event.", ["event", "outcome"], registry=r,
+        )  # fmt: skip
+        self.webhook_posts = Counter(
+            "otp_webhook_posts", "Webhook POSTs by webhook (its configured name) and outcome: "
+            "delivered, failed (retried later), dead_lettered.", ["webhook", "outcome"], registry=r,
+        )  # fmt: skip
         # Each process has its own breakers: 0 as soon as one process's is open.
         self.provider_up = Gauge(
             "otp_provider_up", "1 while the provider takes sends (its breaker is closed).",
@@ -209,6 +217,9 @@ class Metrics:
             for channel in provider.channels:
                 for outcome in DELIVERY_OUTCOMES:
                     self.deliveries.labels(provider.name, channel, outcome)
+        for hook in config.webhooks:
+            for outcome in ("delivered", "failed", "dead_lettered"):
+                self.webhook_posts.labels(hook.name, outcome)
 
     def _prime_fixed(self) -> None:
         """The series whose label values are fixed lists, config or not."""

@@ -38,6 +38,7 @@ from gateway.otp.dispatch import Dispatcher
 from gateway.otp.queue import Worker
 from gateway.otp.scripts import Scripts
 from gateway.otp.tokens import StepUps, TrustedDevices
+from gateway.otp.webhooks import Webhooks
 from gateway.phones import PhonePolicy
 from gateway.provider import Provider, ProviderContext, ProviderServices, ReportingProvider
 from gateway.streams import wait
@@ -74,6 +75,7 @@ class Services:
     deliveries: Deliveries  # provider callbacks, calling again (gateway/otp/delivery.py)
     account_services: AccountServices  # admins, sweep, mail, TOTP (the accounts wing)
     lua: Lua  # every Lua script both wings run, with the deployment's settings
+    webhooks: Webhooks  # challenge events to the application (gateway/otp/webhooks.py)
 
 
 @contextlib.asynccontextmanager
@@ -87,6 +89,7 @@ async def open(
         try:
             yield services
         finally:
+            await services.webhooks.aclose()
             await services.dispatcher.aclose()
     finally:
         await redis.aclose()
@@ -115,8 +118,11 @@ def build(
     lua = Lua.for_config(redis, config, dispatcher.channels)
     accounts = AccountStore(redis, keyring, phone_policy(config), config.accounts, lua=lua)
     scripts = Scripts.load(lua)
-    challenges = ChallengeService(redis, scripts, keyring, accounts, config, dispatcher.channels)
-    worker = Worker(redis, scripts, keyring, dispatcher, metrics, config)
+    hooks = Webhooks(redis, config.webhooks, metrics, config.worker)
+    challenges = ChallengeService(
+        redis, scripts, keyring, accounts, config, dispatcher.channels, hooks=hooks
+    )
+    worker = Worker(redis, scripts, keyring, dispatcher, metrics, config, hooks=hooks)
     reports = ProviderServices(redis, worker.deliveries.record, config.otp.ttl_seconds)
     for provider in providers:
         if isinstance(provider, ReportingProvider):  # e.g. SMPP: receipts on its own link
@@ -135,6 +141,7 @@ def build(
         deliveries=worker.deliveries,
         account_services=build_accounts(config, redis, lua, keyring, accounts, challenges),
         lua=lua,
+        webhooks=hooks,
     )
 
 
@@ -174,14 +181,18 @@ def provider_context(config: Config) -> ProviderContext:
     )
 
 
-async def run_background(services: AccountServices, stop: asyncio.Event) -> None:
-    """The mail loop and the expiry sweep, until `stop` is set.
+async def run_background(
+    services: AccountServices, stop: asyncio.Event, hooks: Webhooks | None = None
+) -> None:
+    """The mail loop, the expiry sweep and the webhook loop, until `stop` is set.
 
     They run next to the send worker: in `otp-gateway worker`, and in `serve`
     unless `--no-worker`."""
     async with asyncio.TaskGroup() as group:
         group.create_task(_supervised("mail", services.mail.run, stop))
         group.create_task(_supervised("sweep", services.sweeper.run, stop))
+        if hooks is not None:
+            group.create_task(_supervised("webhooks", hooks.run, stop))
 
 
 async def _supervised(

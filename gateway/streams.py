@@ -26,6 +26,11 @@ pending is delivered again. The consumer takes care of the rest:
   `max_deliveries`. It moves atomically with each delivery, so it also counts
   the deliveries whose consumer died before it could count anything, and it
   dies with the entry (no key of ours to clean up).
+- With `backoff_cap_seconds`, an entry's wait before it is claimed again
+  doubles with each delivery (`Stream.wait_before`): the claim pass reads the
+  pending entries' own counters (XPENDING: idle time, deliveries) and XCLAIMs
+  only those whose wait is over (the webhook outbox: a receiver that is down
+  is not hammered).
 - A missing group (NOGROUP: a FLUSHALL, a failover to a replica that lacked
   it) is created again from "0" (MKSTREAM) and the read goes on. Entries are
   deleted once acknowledged, so "0" means exactly the ones not done yet.
@@ -73,10 +78,20 @@ class Stream:
     concurrency: int = 1
     block_ms: int = 250  # also how often `tick` runs on an idle consumer
     batch: int = 64
+    backoff_cap_seconds: float = 0.0  # > 0: the wait doubles per delivery, up to this
 
     @property
     def keys(self) -> tuple[str, ...]:
         return (self.key,) if isinstance(self.key, str) else self.key
+
+    def wait_before(self, deliveries: int) -> float:
+        """How long an entry delivered `deliveries` times stays pending before
+        it is claimed again: `claim_idle_seconds`, doubled per delivery after
+        the first when the stream backs off."""
+        if self.backoff_cap_seconds <= 0:
+            return self.claim_idle_seconds
+        doubled = self.claim_idle_seconds * float(2 ** min(max(deliveries - 1, 0), 30))
+        return min(doubled, max(self.backoff_cap_seconds, self.claim_idle_seconds))
 
 
 async def create_group(redis: aioredis.Redis, key: str, group: str) -> None:
@@ -264,6 +279,8 @@ class StreamConsumer:
         return claimed
 
     async def _claim_idle_of(self, key: str) -> list[Entry]:
+        if self.stream.backoff_cap_seconds > 0:
+            return await self._claim_due_of(key)
         idle_ms = int(self.stream.claim_idle_seconds * 1000)
         claimed: list[Entry] = []
         cursor: Any = "0-0"
@@ -276,6 +293,29 @@ class StreamConsumer:
             claimed.extend((key, eid, f) for eid, f in entries if f)
             if cursor in (b"0-0", "0-0") or not entries:
                 return claimed
+
+    async def _claim_due_of(self, key: str) -> list[Entry]:
+        """The backing-off claim: every pending entry idle for at least its own
+        `wait_before`, read from XPENDING page by page; XCLAIM's own minimum
+        idle time keeps two consumers from both taking one entry."""
+        stream = self.stream
+        claimed: list[Entry] = []
+        start = "-"
+        while True:
+            pending: Any = await self._grouped(
+                self.redis.xpending_range, key, stream.group, min=start, max="+",
+                count=stream.batch, idle=int(stream.claim_idle_seconds * 1000),
+            )  # fmt: skip
+            for entry in pending:
+                wait_ms = int(stream.wait_before(int(entry["times_delivered"])) * 1000)
+                if int(entry["time_since_delivered"]) >= wait_ms:
+                    reply: Any = await self.redis.xclaim(
+                        key, stream.group, self.name, wait_ms, [entry["message_id"]]
+                    )
+                    claimed.extend((key, eid, f) for eid, f in reply if f)
+            if len(pending) < stream.batch:
+                return claimed
+            start = "(" + _text(pending[-1]["message_id"])
 
     async def _grouped(self, command: Callable[..., Awaitable[Any]], *args: Any, **kw: Any) -> Any:
         """`command`, sent once more after creating the group again if it is missing."""

@@ -63,8 +63,10 @@ async def _run(
         log.info("worker started", extra={"worker": name, "loop": loop, "pid": os.getpid()})
         # Before the first send: a secret other than the data's stops the worker.
         await check_when_reachable(redis, config, stop)
-        # The e-mail outbox and the expiry sweep (gateway.runtime.run_background).
-        background = asyncio.create_task(run_background(services.account_services, stop))
+        # The e-mail outbox, the expiry sweep and the webhooks (runtime.run_background).
+        background = asyncio.create_task(
+            run_background(services.account_services, stop, services.webhooks)
+        )
         try:
             await services.worker.run(stop)
         finally:

@@ -335,3 +335,10 @@ async def test_the_send_worker_and_the_mail_loop_create_their_group_once(
         await asyncio.wait_for(task, 5)
     # Once per stream: the send queue is one stream per slot group.
     assert await _calls(redis, "xgroup") == (len(keys.STREAMS) if loop == "worker" else 1)
+
+
+def test_wait_before_doubles_per_delivery_up_to_the_cap() -> None:
+    backing_off = Stream("s", "g", claim_idle_seconds=5, max_deliveries=8, backoff_cap_seconds=30)
+    assert [backing_off.wait_before(d) for d in range(1, 6)] == [5, 10, 20, 30, 30]
+    plain = Stream("s", "g", claim_idle_seconds=5, max_deliveries=8)
+    assert {plain.wait_before(d) for d in range(1, 6)} == {5}

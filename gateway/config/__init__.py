@@ -43,6 +43,7 @@ from gateway.config.model import (
     SmsConfig,
     SmtpConfig,
     VoiceConfig,
+    WebhookConfig,
     WorkerConfig,
 )
 from gateway.config.redis import parse_redis
@@ -52,6 +53,7 @@ from gateway.config.sections import (
     parse_providers,
     parse_security,
     parse_server,
+    parse_webhooks,
 )
 from gateway.config.table import Table, parse_rate
 from gateway.errors import ConfigError
@@ -79,6 +81,7 @@ __all__ = [
     "SmsConfig",
     "SmtpConfig",
     "VoiceConfig",
+    "WebhookConfig",
     "WorkerConfig",
     "config_from_dict",
     "load_config",
@@ -120,6 +123,7 @@ def _build(raw: dict[str, Any], env: Mapping[str, str], *, source: str, has_file
         security_secret=parse_security(top.sub("security"), embedded=redis.embedded),
         api_keys=parse_api_keys(top.data.pop("api_keys", []), env),
         providers=parse_providers(top.data.pop("providers", []), env),
+        webhooks=parse_webhooks(top.data.pop("webhooks", []), env),
         templates=parse_templates(top.data.pop("templates", {})),
         source=source,
         **parsed,

@@ -15,6 +15,8 @@ from gateway.messages import BUILTIN, Templates
 BUILTIN_PURPOSES = ("login", "account.create", "contact.update", "rncps", "account.manage")
 SCOPES = frozenset({"otp", "admin", "operator", "metrics"})
 CHANNELS = ("sms", "voice")
+# What a challenge tells the application (`[[webhooks]] events`, docs/webhooks.md).
+WEBHOOK_EVENTS = ("sent", "delivered", "unreachable", "verified", "expired")
 FRANCE_AND_OVERSEAS = ("FR", "GP", "MQ", "GF", "RE", "YT", "PM", "BL", "MF", "WF", "PF", "NC")
 
 
@@ -165,6 +167,8 @@ class WorkerConfig:
     send_timeout_seconds: float = 10.0
     breaker_threshold: int = 5  # consecutive failures that open a provider's breaker
     breaker_open_seconds: float = 30.0  # then one probe; doubles while probes fail
+    webhook_max_deliveries: int = 8  # a webhook POST tried this many times, then dead-lettered
+    webhook_retry_seconds: float = 5.0  # the first retry's wait; doubles, at most an hour
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +204,17 @@ class ApiKey:
 
 
 @dataclass(frozen=True, slots=True)
+class WebhookConfig:
+    """One `[[webhooks]]` table: where challenge events are posted, signed with `secret`."""
+
+    name: str
+    url: str
+    secret: Secret
+    events: frozenset[str]
+    timeout_seconds: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
 class ProviderConfig:
     """One `[[providers]]` table; `options` holds the provider's own keys."""
 
@@ -228,6 +243,7 @@ class Config:
     sms: SmsConfig = field(default_factory=SmsConfig)
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
     templates: Mapping[str, Templates] = field(default_factory=lambda: dict(BUILTIN))
+    webhooks: tuple[WebhookConfig, ...] = ()
 
     @property
     def embedded(self) -> bool:

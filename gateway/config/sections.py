@@ -12,6 +12,7 @@ from gateway.config.model import (
     CHANNELS,
     FRANCE_AND_OVERSEAS,
     SCOPES,
+    WEBHOOK_EVENTS,
     AccountsConfig,
     ApiKey,
     ConsoleConfig,
@@ -26,6 +27,7 @@ from gateway.config.model import (
     SmsConfig,
     SmtpConfig,
     VoiceConfig,
+    WebhookConfig,
     WorkerConfig,
 )
 from gateway.config.table import Table, array, parse_rate
@@ -165,7 +167,11 @@ def _worker(t: Table) -> WorkerConfig:
         send_timeout_seconds=t.get("send_timeout_seconds", float, 10.0),
         breaker_threshold=t.int_in("breaker_threshold", 5, 1, 1000),
         breaker_open_seconds=t.get("breaker_open_seconds", float, 30.0),
+        webhook_max_deliveries=t.int_in("webhook_max_deliveries", 8, 1, 100),
+        webhook_retry_seconds=t.get("webhook_retry_seconds", float, 5.0),
     )
+    if not 0.1 <= cfg.webhook_retry_seconds <= 3600:
+        raise ConfigError(t.key("webhook_retry_seconds"), "must be between 0.1 and 3600")
     if not 0.01 <= cfg.breaker_open_seconds <= 3600:
         raise ConfigError(t.key("breaker_open_seconds"), "must be between 0.01 and 3600")
     if not 0.1 <= cfg.claim_idle_seconds <= 3600:
@@ -277,6 +283,31 @@ def _bound_to(t: Table, scopes: frozenset[str]) -> frozenset[str] | None:
     if "admin" not in scopes or "operator" in scopes:
         raise ConfigError(name, "binds admin keys only: needs the admin scope, not operator")
     return frozenset(value)
+
+
+def parse_webhooks(items: Any, env: Mapping[str, str]) -> tuple[WebhookConfig, ...]:
+    """`[[webhooks]]`: a URL, its signing secret, the events it wants."""
+    hooks: list[WebhookConfig] = []
+    for i, t in enumerate(array("webhooks", items, env)):
+        name = t.get("name", str, f"webhook{i + 1}")
+        if not re.fullmatch(r"[a-z0-9_-]{1,40}", name) or any(h.name == name for h in hooks):
+            raise ConfigError(t.key("name"), "must be 1-40 chars of [a-z0-9_-], unique")
+        url = t.get("url", str, "")
+        if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", url):
+            raise ConfigError(t.key("url"), "must be an http(s) URL")
+        secret = t.secret("secret", required=True)
+        assert secret is not None
+        if len(secret.reveal()) < 16:
+            raise ConfigError(t.key("secret"), "must be at least 16 characters")
+        events = frozenset(t.str_list("events", WEBHOOK_EVENTS))
+        if not events or not events <= set(WEBHOOK_EVENTS):
+            raise ConfigError(t.key("events"), f"must be a non-empty subset of {WEBHOOK_EVENTS}")
+        timeout = t.get("timeout_seconds", float, 5.0)
+        if not 0.1 <= timeout <= 60:
+            raise ConfigError(t.key("timeout_seconds"), "must be between 0.1 and 60")
+        t.done()
+        hooks.append(WebhookConfig(name, url, secret, events, timeout))
+    return tuple(hooks)
 
 
 def parse_providers(items: Any, env: Mapping[str, str]) -> tuple[ProviderConfig, ...]:

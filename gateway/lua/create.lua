@@ -16,22 +16,45 @@
 -- writes, or refuses, and the caller then refunds (refund.lua).
 -- KEYS: 1 account record (a:), 2 new challenge (c:), 3 failures (f:),
 --       4 the group's stream, 5 trusted devices (td:),
---       mode `all` only: 6 global limit, 7 ip limit
+--       6 the Idempotency-Key's record (idem:, the account's slot; unused when ARGV[16] is ''),
+--       mode `all` only: 7 global limit, 8 ip limit
 -- ARGV: 1 purpose, 2 challenge id, 3 account id, 4 code digest, 5 sealed code,
 --       6 channel asked ('' for the number's default),
 --       7 digest of a trusted-device token ('' for none),
---       8 '1' when the caller gave a client ip (KEYS[7] is its limit),
+--       8 '1' when the caller gave a client ip (KEYS[8] is its limit),
 --       9 sealed destination ('' for the account's own number), and for one:
 --       10 its number tag, 11 its region, 12 its line type ('' otherwise),
 --       13 mode (`all`, `check`, `spent`), mode `spent`: 14 the number tag
---       and 15 the establishment ('' for none) the limits were spent for
--- Returns {'ok', expires_at_ms, resend_after_ms, channel, region, masked number or ''}
+--       and 15 the establishment ('' for none) the limits were spent for ('' in
+--       other modes), 16 the request's fingerprint under an Idempotency-Key ('' for none)
+-- Idempotency: a request whose key already has a record answers from it
+-- ({'replay', ...}) before any check, or is refused when its fingerprint
+-- differs; the first answer ('ok' or 'trusted') is recorded with the write it
+-- reports, in this same step, so concurrent duplicates create one challenge.
+-- Returns {'ok', expires_at_ms, resend_after_ms, channel, region, masked number or '', now_ms}
+--       | {'replay', kind ('ok' | 'trusted'), challenge id, expires_at_ms,
+--          resend_after_ms, channel, region, masked, the first answer's now_ms}
 --       | {'rate', scope, wait_ms} | {'refused', error code, channel} | {'trusted'}
 --       | mode `check`: {'check', number tag, region, establishment or ''}
 --       | mode `spent`: {'moved'} when the number or establishment is no longer
 --         the one the limits were spent for
 local now = now_ms()
-local purpose, mode = ARGV[1], ARGV[13]
+local purpose, mode, fingerprint = ARGV[1], ARGV[13], ARGV[16] or ''
+
+if fingerprint ~= '' then
+  local first = redis.call('HMGET', KEYS[6], 'f', 'k', 'i', 'x', 'r', 'ch', 'rg', 'm', 't')
+  if first[1] then
+    if first[1] ~= fingerprint then return {'refused', 'idempotency_conflict', ''} end
+    return {'replay', first[2], first[3], first[4], first[5], first[6], first[7], first[8], first[9]}
+  end
+end
+
+-- Records the answer under the Idempotency-Key, for the challenge's lifetime.
+local function remember(...)
+  if fingerprint == '' then return end
+  redis.call('HSET', KEYS[6], 'f', fingerprint, 't', now, ...)
+  redis.call('PEXPIRE', KEYS[6], CFG.ttl_ms)
+end
 
 local rec = KEYS[1]
 local a = redis.call('HMGET', rec, 'expires_at', 'suspended', 'number_tag', 'region',
@@ -44,7 +67,10 @@ if now >= tonumber(a[1]) then return {'refused', 'account_expired', ''} end
 if ARGV[7] ~= '' then
   local device = redis.call('HGET', KEYS[5], ARGV[7])
   -- The record is "until|created|label"; an unreadable one trusts nothing.
-  if device and (tonumber(string.match(device, '^%d+')) or 0) > now then return {'trusted'} end
+  if device and (tonumber(string.match(device, '^%d+')) or 0) > now then
+    remember('k', 'trusted')
+    return {'trusted'}
+  end
 end
 
 local number_tag, region, line = a[3], a[4], a[5]
@@ -75,7 +101,7 @@ if mode == 'spent' then
 else
   local number_key = CFG.number_rate_prefix .. string.sub(number_tag, 1, CFG.number_rate_chars)
   refused = spend(send_limits(number_key, number_tag, CFG.country_rate_prefix .. region, a[9],
-    KEYS[6], ARGV[8] == '1' and KEYS[7] or nil), now)
+    KEYS[7], ARGV[8] == '1' and KEYS[8] or nil), now)
   if refused then return refused end
 end
 
@@ -98,4 +124,7 @@ redis.call('HSET', rec, 'c:' .. purpose, string.sub(ARGV[2], 1, 16), 's:' .. pur
   'g', account_tat)
 
 redis.call('XADD', KEYS[4], '*', 'c', ARGV[2], 'n', 1, 'ch', channel)
-return {'ok', expires_at, now + CFG.cooldown_ms, channel, region, a[6] or ''}
+local resend_after = now + CFG.cooldown_ms
+remember('k', 'ok', 'i', ARGV[2], 'x', expires_at, 'r', resend_after, 'ch', channel,
+  'rg', region, 'm', a[6] or '')
+return {'ok', expires_at, resend_after, channel, region, a[6] or '', now}

@@ -18,7 +18,9 @@ on refusal: gateway/otp/spending.py), through the same scripts.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -60,6 +62,7 @@ from gateway.otp import codes
 from gateway.otp.scripts import Scripts
 from gateway.otp.spending import Reply, Spend, paid
 from gateway.otp.tokens import new_step_up
+from gateway.otp.webhooks import Webhooks
 from gateway.phones import Phone
 
 _ID_RE = re.compile(f"[A-Za-z0-9_-]{{{CHALLENGE_ID_LENGTH}}}")
@@ -89,6 +92,25 @@ class Created:
     expires_at_ms: int
     resend_after_ms: int
     region: str = ""  # the destination's region code (FR, RE...): for metrics
+    answered_ms: int = 0  # Redis's clock when the answer was made (0: not known)
+    replayed: bool = False  # the first answer to this Idempotency-Key, given again
+
+
+@dataclass(frozen=True, slots=True)
+class Idempotency:
+    """An `Idempotency-Key` on POST /challenge: which key (per API key, within the
+    account's keys) and what the request asked, as digests (the request may hold
+    a trusted-device token: only its hash is kept)."""
+
+    key_digest: str
+    fingerprint: str
+
+    @classmethod
+    def of(cls, api_key: str, header: str, request: dict[str, object]) -> Idempotency:
+        """From the caller's API key name, the header's value and the request's meaning."""
+        key = hashlib.sha256(f"{api_key}\0{header}".encode()).hexdigest()[:32]
+        meaning = json.dumps(request, sort_keys=True, separators=(",", ":"))
+        return cls(key, hashlib.sha256(meaning.encode()).hexdigest())
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +172,11 @@ def _refusal(code: str, channel: str) -> GatewayError:
             return Conflict("this account has no phone number yet", code="phone_required")
         case "channel_unavailable":
             return Unprocessable(f"no {channel} delivery to this number", code=code)
+        case "idempotency_conflict":
+            return Unprocessable(
+                "this Idempotency-Key was already used with another request",
+                code="idempotency_conflict",
+            )
         case _:
             return _dead_error(code.encode())
 
@@ -191,8 +218,10 @@ class ChallengeService:
         accounts: AccountStore,
         config: Config,
         channels: frozenset[str],
+        hooks: Webhooks | None = None,
     ) -> None:
         self.redis = redis
+        self.hooks = hooks  # challenge events to the application
         self.scripts = scripts
         self.keyring = keyring
         self.accounts = accounts
@@ -211,13 +240,17 @@ class ChallengeService:
         channel: str | None,
         client_ip: str | None,
         trusted_device_token: str | None = None,
+        idempotency: Idempotency | None = None,
     ) -> Created | None:
         """POST /challenge: queue a code for the account's own number, in one
-        round trip; None when a live trusted-device token spares the login."""
+        round trip; None when a live trusted-device token spares the login.
+        Under an `Idempotency-Key`, a repeat gets the first answer (`replayed`)."""
         digest = ""
         if purpose == "login" and trusted_device_token and is_device_token(trusted_device_token):
             digest = token_digest(trusted_device_token)
-        return await self._create(account_id, purpose, channel, client_ip, digest, None)
+        return await self._create(
+            account_id, purpose, channel, client_ip, digest, None, idempotency
+        )
 
     async def create(
         self,
@@ -248,6 +281,7 @@ class ChallengeService:
         client_ip: str | None,
         device_digest: str,
         destination: Phone | None,
+        idempotency: Idempotency | None = None,
     ) -> Created | None:
         tag = self.account_tag(account_id)
         challenge_id = new_challenge_id(tag)
@@ -266,7 +300,9 @@ class ChallengeService:
             keys.failures(tag),
             keys.stream_of(challenge_id),
             keys.trusted_devices(tag),
+            keys.idempotency(tag, idempotency.key_digest if idempotency else ""),
         ]
+        fingerprint = idempotency.fingerprint if idempotency else ""
         args: list[str | bytes] = [
             purpose,
             challenge_id,
@@ -280,20 +316,28 @@ class ChallengeService:
         ]
         ip_key = _ip_key(self.keyring, client_ip)
         if self.scripts.split:
-            result = await self._create_split(own_keys, args, ip_key, client_ip is not None)
+            result = await self._create_split(
+                own_keys, args, fingerprint, ip_key, client_ip is not None
+            )
         else:
             all_keys = [*own_keys, keys.GLOBAL_RATE, ip_key]
-            result = await self.scripts.create(keys=all_keys, args=[*args, "all"])
+            result = await self.scripts.create(
+                keys=all_keys, args=[*args, "all", "", "", fingerprint]
+            )
         outcome = result[0]
-        if outcome == b"trusted":
+        if outcome == b"trusted" or (outcome == b"replay" and result[1] == b"trusted"):
             return None
         if outcome == b"rate":
             raise _rate_error(result[1], result[2])
         if outcome == b"refused":
             raise _refusal(result[1].decode(), result[2].decode())
+        if outcome == b"replay":  # {'replay', 'ok', id, then as 'ok'}
+            challenge_id, result = result[2].decode(), [b"ok", *result[3:]]
         masked = result[5].decode()
         if not masked and destination is None:
             masked = await self._masked_from_record(account_id)
+        if self.hooks is not None and outcome == b"ok":
+            await self.hooks.watch_expiry(challenge_id, int(result[1]))
         return Created(
             challenge_id=challenge_id,
             channel=result[3].decode(),
@@ -301,21 +345,31 @@ class ChallengeService:
             expires_at_ms=int(result[1]),
             resend_after_ms=int(result[2]),
             region=result[4].decode(),
+            answered_ms=int(result[6]),
+            replayed=outcome == b"replay",
         )
 
     async def _create_split(
-        self, own_keys: list[str], args: list[str | bytes], ip_key: str, has_ip: bool
+        self,
+        own_keys: list[str],
+        args: list[str | bytes],
+        fingerprint: str,
+        ip_key: str,
+        has_ip: bool,
     ) -> Reply:
         """create.lua on a Redis Cluster: check, spend the limits, create
         (gateway/otp/spending.py); again when the account's number or
-        establishment changed in between."""
+        establishment changed in between. A duplicate of an Idempotency-Key
+        that won between the check and the write is a `replay`, refunded."""
         for _ in range(_SPLIT_TRIES):
-            checked: Reply = await self.scripts.create(keys=own_keys, args=[*args, "check"])
+            checked: Reply = await self.scripts.create(
+                keys=own_keys, args=[*args, "check", "", "", fingerprint]
+            )
             if checked[0] != b"check":
                 return checked
             number_tag, region, establishment = (v.decode() for v in checked[1:4])
             spend = Spend(number_tag, region, establishment, ip_key, has_ip)
-            spent = [*args, "spent", number_tag, establishment]
+            spent = [*args, "spent", number_tag, establishment, fingerprint]
             result = await paid(
                 self.scripts.limits,
                 self.scripts.refund,
@@ -368,7 +422,10 @@ class ChallengeService:
                 tag,
             ],
         )
-        return self._verify_outcome(challenge_id, result, device_token, step_up_token)
+        verified = self._verify_outcome(challenge_id, result, device_token, step_up_token)
+        if self.hooks is not None:
+            await self.hooks.emit("verified", challenge_id)
+        return verified
 
     def _verify_outcome(
         self, challenge_id: str, result: list[Any], device_token: str, step_up_token: str

@@ -33,6 +33,7 @@ from gateway.crypto import Keyring, open_code
 from gateway.metrics import Metrics
 from gateway.otp.challenges import ended
 from gateway.otp.scripts import Scripts
+from gateway.otp.webhooks import Webhooks
 from gateway.provider import DeliveryEvent  # the providers' word too, so defined there
 
 __all__ = ["Deliveries", "DeliveryEvent"]
@@ -51,8 +52,10 @@ class Deliveries:
         scripts: Scripts,
         keyring: Keyring,
         metrics: Metrics,
+        hooks: Webhooks | None = None,
     ) -> None:
         self.redis = redis
+        self.hooks = hooks
         self.keyring = keyring
         self.metrics = metrics
         # The retry delay, call and send caps and the SMS fallback are baked
@@ -79,7 +82,18 @@ class Deliveries:
         if event.kind == "call" and event.final:
             self.metrics.voice_calls.labels(_CALL_OUTCOME.get(event.state, event.state)).inc()
         action: str = result[1].decode()
+        await self._tell(challenge_id, send, event, action)
         return action
+
+    async def _tell(self, challenge_id: str, send: int, event: DeliveryEvent, action: str) -> None:
+        """The webhooks' `delivered`, and `unreachable` when status.lua gave up."""
+        if self.hooks is None:
+            return
+        if event.state == "delivered":
+            channel = "voice" if event.kind == "call" else "sms"
+            await self.hooks.emit("delivered", challenge_id, send=send, channel=channel)
+        if action == "unreachable":
+            await self.hooks.emit("unreachable", challenge_id, send=send)
 
     async def promote_due(self, limit: int = 64) -> int:
         """Queue the calls whose retry time has come; returns how many were queued."""

@@ -55,6 +55,7 @@ from gateway.otp import render
 from gateway.otp.delivery import Deliveries, DeliveryEvent
 from gateway.otp.dispatch import Dispatcher, Sent
 from gateway.otp.scripts import Scripts
+from gateway.otp.webhooks import Webhooks
 from gateway.streams import Stream, StreamConsumer, Verdict, create_group
 
 log = logging.getLogger("otp_gateway.worker")
@@ -114,6 +115,7 @@ class Worker:
         metrics: Metrics,
         config: Config,
         name: str | None = None,
+        hooks: Webhooks | None = None,
     ) -> None:
         self.redis = redis
         self.scripts = scripts
@@ -121,7 +123,8 @@ class Worker:
         self.dispatcher = dispatcher
         self.metrics = metrics
         self.config = config
-        self.deliveries = Deliveries(redis, scripts, keyring, metrics)
+        self.hooks = hooks
+        self.deliveries = Deliveries(redis, scripts, keyring, metrics, hooks)
         queue = Stream(
             keys.STREAMS, keys.GROUP, config.worker.claim_idle_seconds,
             config.worker.max_deliveries, config.worker.concurrency, READ_BLOCK_MS,
@@ -182,6 +185,8 @@ class Worker:
             await self._failed(stream, challenge_id, attempt, channel, entry_id, str(exc))
             return "rejected"
         await self._record(stream, challenge_id, attempt, channel, entry_id, sent)
+        if self.hooks is not None:
+            await self.hooks.emit("sent", challenge_id, send=attempt, channel=channel)
         return "sent"
 
     async def _load(

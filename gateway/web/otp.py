@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from aiohttp import web
@@ -10,10 +11,12 @@ from aiohttp import web
 from gateway import logs
 from gateway.clock import iso_ms, now_ms
 from gateway.errors import GatewayError, InvalidRequest, RateLimited
-from gateway.otp.challenges import Created
+from gateway.otp.challenges import Created, Idempotency
 from gateway.web.body import Field, checked, parse_channel, parse_client_ip, read_object
 from gateway.web.request import (
+    SERVICES,
     account_id_of,
+    api_keys,
     challenge_requested,
     code_verified,
     device_revoked,
@@ -38,6 +41,8 @@ VERIFY_FIELDS = {
     "trust_device": Field(bool),
     "device_label": Field(str, max_len=64),
 }
+# What the OpenAPI document allows too: 1 to 255 visible ASCII characters.
+_IDEMPOTENCY_KEY = re.compile(r"[!-~]{1,255}")
 RESEND_FIELDS = {"channel": Field(str, max_len=10), "client_ip": Field(str, max_len=64)}
 
 
@@ -52,9 +57,22 @@ def _created_body(created: Created, now_ms: int) -> dict[str, Any]:
     }
 
 
+def _idempotency_key(request: web.Request) -> str | None:
+    header = request.headers.get("Idempotency-Key")
+    if header is not None and not _IDEMPOTENCY_KEY.fullmatch(header):
+        raise InvalidRequest("Idempotency-Key: 1 to 255 visible ASCII characters")
+    return header
+
+
 async def create_challenge(request: web.Request) -> web.Response:
-    """Send a code to the account's phone (or spare it on a trusted device)."""
-    svc = services(request, "otp")
+    """Send a code to the account's phone (or spare it on a trusted device).
+
+    Under an `Idempotency-Key` header, a repeat of the same request by the same
+    API key for the same account, while the code lives, gets the first answer
+    and sends nothing; another request under that key is 422 `idempotency_conflict`."""
+    caller = api_keys(request).require(request, "otp")
+    svc = request.app[SERVICES]
+    idempotency_key = _idempotency_key(request)
     body = checked(await read_object(request), CHALLENGE_FIELDS)
     account_id = account_id_of(body["account_id"])
     purpose = body.get("purpose") or "login"
@@ -62,12 +80,18 @@ async def create_challenge(request: web.Request) -> web.Response:
         raise InvalidRequest(f"purpose must be one of {', '.join(svc.config.otp.purposes)}")
     channel = parse_channel(body.get("channel"))
     client_ip = parse_client_ip(body.get("client_ip"))
+    device_token = body.get("trusted_device_token")
+    idempotency = None
+    if idempotency_key is not None:
+        meaning = {"purpose": purpose, "channel": channel, "client_ip": client_ip,
+                   "trusted_device_token": device_token}  # fmt: skip
+        idempotency = Idempotency.of(caller.name, idempotency_key, meaning)
     created = await challenge_requested(
-        svc, account_id, purpose, channel, client_ip, body.get("trusted_device_token")
+        svc, account_id, purpose, channel, client_ip, device_token, idempotency
     )
     if created is None:
         return web.json_response({"required": False, "reason": "trusted_device"})
-    return web.json_response(_created_body(created, now_ms()), status=202)
+    return web.json_response(_created_body(created, created.answered_ms or now_ms()), status=202)
 
 
 async def verify(request: web.Request) -> web.Response:

@@ -16,7 +16,7 @@ from gateway.accounts import valid_account_id
 from gateway.clock import iso_ms
 from gateway.errors import GatewayError, InvalidRequest, RateLimited
 from gateway.metrics import Metrics
-from gateway.otp.challenges import Created, Verified
+from gateway.otp.challenges import Created, Idempotency, Verified
 from gateway.otp.tokens import DeviceService
 from gateway.runtime import Services
 from gateway.web.auth import ApiKeys
@@ -91,13 +91,14 @@ async def challenge_requested(
     channel: str | None,
     client_ip: str | None,
     device_token: str | None,
+    idempotency: Idempotency | None = None,
 ) -> Created | None:
     """`ChallengeService.request` with its metrics and log line (None: a trusted device)."""
     metrics = svc.metrics
     counter = metrics.challenges
     try:
         created = await svc.challenges.request(
-            account_id, purpose, channel, client_ip, device_token
+            account_id, purpose, channel, client_ip, device_token, idempotency
         )
     except GatewayError as exc:
         metrics.child(counter, purpose, channel or "none", exc.code).inc()
@@ -111,6 +112,13 @@ async def challenge_requested(
         metrics.child(counter, purpose, channel or "none", "trusted_device").inc()
         logs.event(log, "challenge not required", purpose=purpose, outcome="trusted_device")
         return None
+    if created.replayed:  # the first answer again: nothing was queued, nothing is counted
+        metrics.child(counter, purpose, created.channel, "replayed").inc()
+        logs.event(
+            log, "challenge replayed", challenge_id=created.challenge_id, purpose=purpose,
+            channel=created.channel, outcome="replayed",
+        )  # fmt: skip
+        return created
     metrics.child(counter, purpose, created.channel, "queued").inc()
     metrics.count_send(created.region)
     logs.event(
