@@ -175,7 +175,7 @@ class LoggingConfig:
 
 @dataclass(frozen=True, slots=True)
 class VoiceConfig:
-    retry_delay_seconds: float = 20.0  # after no answer, a machine, a failed call
+    retry_delay_seconds: float = 15.0  # after no answer, a machine, a failed call
     busy_retry_delay_seconds: float = 10.0  # a busy line is free again sooner
     answer_window_seconds: float = 60.0  # a ring plus typing the code: must fit before expiry
     max_calls: int = 10  # an upper bound; the TTL and [otp] max_sends bind first

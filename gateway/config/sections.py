@@ -187,7 +187,7 @@ def _logging(t: Table) -> LoggingConfig:
 
 def _voice(t: Table) -> VoiceConfig:
     cfg = VoiceConfig(
-        retry_delay_seconds=t.get("retry_delay_seconds", float, 20.0),
+        retry_delay_seconds=t.get("retry_delay_seconds", float, 15.0),
         busy_retry_delay_seconds=t.get("busy_retry_delay_seconds", float, 10.0),
         answer_window_seconds=t.get("answer_window_seconds", float, 60.0),
         max_calls=t.int_in("max_calls", 10, 1, 20),
