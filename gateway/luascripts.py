@@ -92,6 +92,8 @@ def settings_chunk(config: Config, channels: Iterable[str]) -> str:
         # Calling again (status.lua, retry.lua), and an undelivered SMS becoming
         # a call, which needs a provider that calls.
         "retry_delay_ms": int(voice.retry_delay_seconds * 1000),
+        "busy_retry_delay_ms": int(voice.busy_retry_delay_seconds * 1000),
+        "answer_window_ms": int(voice.answer_window_seconds * 1000),
         "max_calls": voice.max_calls,
         "sms_fallback": config.sms.fallback_to_voice and "voice" in channels,
         # Channels some provider serves, and those each line type takes (preferred first).

@@ -150,6 +150,10 @@ class Metrics:
             "otp_voice_calls", "Voice call outcomes (answered, no_answer, busy, machine, failed).",
             ["outcome"], registry=r,
         )  # fmt: skip
+        self.unreachable = Counter(
+            "otp_unreachable", "Challenges given up on, by the last send's channel.",
+            ["channel"], registry=r,
+        )  # fmt: skip
         self.sends_dropped = Counter(
             "otp_sends_dropped", "Queued sends dropped unsent, by reason.", ["reason"], registry=r
         )
@@ -227,6 +231,8 @@ class Metrics:
             self.rate_limited.labels(scope)
         for outcome in VOICE_OUTCOMES:
             self.voice_calls.labels(outcome)
+        for channel in CHANNELS:
+            self.unreachable.labels(channel)
         for reason in DEAD_LETTER_REASONS:
             self.dead_lettered.labels(reason)
 

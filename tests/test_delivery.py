@@ -135,7 +135,7 @@ async def test_no_call_again_after_max_sends(
     await add_account(gw, phone=LANDLINE)
     challenge_id = await challenge(gw)
     await gw.drain()
-    assert await gw.services.deliveries.record(challenge_id, 1, CALL_NO_ANSWER) == "none"
+    assert await gw.services.deliveries.record(challenge_id, 1, CALL_NO_ANSWER) == "unreachable"
     assert await scheduled(redis) == 0
 
 
@@ -183,6 +183,7 @@ async def test_the_dead_letter_stream_keeps_the_newest_entries(
     gw = await make_gateway(
         providers=[down.provider("sms", ("sms", "voice"))],
         worker={"max_deliveries": 1, "dead_letters_max": 2},
+        sms={"fallback_to_voice": False},
     )
     # The cap holds per slot group's stream: three accounts of one group.
     group = keys.group_of_tag(tag("alice"))

@@ -70,11 +70,14 @@ async def test_final_rejection_does_not_fail_over(
     make_gateway: GatewayFactory, stubs: StubFactory, sink: Stub, redis: aioredis.Redis, status: int
 ) -> None:
     first = await stubs(status=status)
-    gw = await make_gateway(providers=[first.provider("first"), sink.provider("second")])
+    gw = await make_gateway(
+        providers=[first.provider("first"), sink.provider("second")],
+        sms={"fallback_to_voice": False},  # the SMS alone: no call follows
+    )
     challenge_id = await send_one(gw)
     assert len(first.hits) == 1
     assert sink.received == []
-    assert await delivery(gw, challenge_id) == "failed"
+    assert await delivery(gw, challenge_id) == "unreachable"
     assert deliveries(gw, "first", "rejected") == 1
     assert deliveries(gw, "second", "accepted") == 0
     # Final: acknowledged, neither retried nor dead-lettered.
@@ -301,7 +304,11 @@ async def test_a_refused_number_does_not_trip_the_breaker(
     make_gateway: GatewayFactory, stubs: StubFactory
 ) -> None:
     refusing = await stubs(status=400)
-    gw = await make_gateway(providers=[refusing.provider("first")], worker={"breaker_threshold": 1})
+    gw = await make_gateway(
+        providers=[refusing.provider("first")],
+        worker={"breaker_threshold": 1},
+        sms={"fallback_to_voice": False},  # one send: the refused SMS
+    )
     await send_one(gw)
     assert str(gw.services.dispatcher.breakers["first"].state) == "closed"
     assert provider_up(gw, "first") == 1

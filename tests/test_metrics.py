@@ -188,7 +188,9 @@ async def test_scrape_reads_queue_and_dead_letters_from_redis(
     make_gateway: GatewayFactory,
 ) -> None:
     down = {"name": "down", "kind": "http", "url": closed_url(), "secret": "s" * 20}
-    gw = await make_gateway(providers=[down], worker={"max_deliveries": 1})
+    gw = await make_gateway(
+        providers=[down], worker={"max_deliveries": 1}, sms={"fallback_to_voice": False}
+    )
     await add_account(gw)
     await challenge(gw)
     resp = await gw.client.get("/metrics")

@@ -37,7 +37,8 @@ async def delivery(gw: Gateway, challenge_id: str) -> str:
 
 
 async def status(gw: Gateway, challenge_id: str) -> tuple[str, str | None]:
-    """(delivery, reason) of GET /challenge/{id}; the reason only comes with `failed`."""
+    """(delivery, reason) of GET /challenge/{id}; the reason only comes with `failed`
+    or `unreachable`."""
     resp = await gw.get(f"/challenge/{challenge_id}")
     assert resp.status == 200, await resp.text()
     body = await resp.json()
@@ -479,6 +480,7 @@ async def test_job_goes_to_dead_letters_after_max_deliveries(
     gw = await make_gateway(
         providers=[down.provider("down")],
         worker={"claim_idle_seconds": 0.1, "max_deliveries": 2},
+        sms={"fallback_to_voice": False},
     )
     await add_account(gw)
     challenge_id = await challenge(gw)
@@ -497,7 +499,7 @@ async def test_job_goes_to_dead_letters_after_max_deliveries(
         b"reason": b"all_providers_failed",
     }
     assert len(down.hits) == 2  # delivered twice, then given up
-    assert await status(gw, challenge_id) == ("failed", "all_providers_failed")
+    assert await status(gw, challenge_id) == ("unreachable", "all_providers_failed")
     assert dead_lettered(gw, "all_providers_failed") == 1
     assert await queued(redis) == 0
     assert await pending(redis) == 0

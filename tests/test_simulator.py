@@ -205,7 +205,8 @@ async def test_settings_outage_delay_and_reset(sim: Any) -> None:
 
 async def test_a_seeded_mix_draws_first_attempts_only(sim: Any) -> None:
     twilio, session, base = sim
-    mix = {"no_answer": 0.2, "busy": 0.05, "machine": 0.05, "sms_undelivered": 0.5, "seed": 3}
+    mix = {"no_answer": 0.2, "busy": 0.05, "machine": 0.05, "sms_undelivered": 0.5, "seed": 3,
+           "first_only": True}  # fmt: skip
     async with session.post(base + "/_sim/mix", json=mix) as resp:
         assert resp.status == 200
     numbers = [f"+336{i:08d}" for i in range(2000)]
@@ -219,6 +220,22 @@ async def test_a_seeded_mix_draws_first_attempts_only(sim: Any) -> None:
     assert {twilio.numbers.next_sms(n) for n in numbers} == {"deliver"}
     async with session.post(base + "/_sim/mix", json={"no_answer": 0.9, "busy": 0.9}) as resp:
         assert resp.status == 400
+
+
+async def test_a_mix_draws_every_attempt_independently_by_default(sim: Any) -> None:
+    twilio, session, base = sim
+    mix = {"no_answer": 0.2, "busy": 0.07, "machine": 0.08, "no_press": 0.05,
+           "sms_undelivered": 0.3, "seed": 5}  # fmt: skip
+    async with session.post(base + "/_sim/mix", json=mix) as resp:
+        assert (await resp.json())["first_only"] is False
+    numbers = [f"+336{i:08d}" for i in range(1000)]
+    for attempt in range(3):  # the third call is drawn like the first
+        calls = [twilio.numbers.next_call(n) for n in numbers]
+        assert abs(calls.count("no_answer") / len(calls) - 0.2) < 0.04, attempt
+        assert abs(calls.count("no_press") / len(calls) - 0.05) < 0.02, attempt
+        assert abs(calls.count("answer") / len(calls) - 0.6) < 0.05, attempt
+        sms = [twilio.numbers.next_sms(n) for n in numbers]
+        assert abs(sms.count("undelivered") / len(sms) - 0.3) < 0.05, attempt
 
 
 async def test_the_cli_runs_the_simulator() -> None:

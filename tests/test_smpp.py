@@ -181,7 +181,7 @@ async def test_a_refused_destination_is_final(make_gateway: Any, smsc: Smsc, sin
     challenge_id = await challenge(gw)
     await gw.drain()
     assert sink.hits == []  # no failover: another provider would refuse the number too
-    assert (await status(gw, challenge_id))["delivery"] == "failed"
+    assert (await status(gw, challenge_id))["delivery"] == "unreachable"  # no voice provider
     assert deliveries(gw, "smpp", "rejected") == 1
 
 
@@ -266,7 +266,7 @@ async def test_receipts_out_of_order_duplicated_or_unknown_are_handled(
     await poll(lambda: len(smsc.receipt_answers) == 7, what="every receipt answered")
     assert smsc.receipt_answers == [Status.ROK] * 7
     assert (await status(gw, delivered))["delivery"] == "delivered"
-    assert (await status(gw, undelivered))["delivery"] == "failed"
+    assert (await status(gw, undelivered))["delivery"] == "unreachable"  # no voice provider
 
 
 async def test_a_receipt_is_matched_on_another_process_s_link(

@@ -179,17 +179,19 @@ class LoggingConfig:
 
 @dataclass(frozen=True, slots=True)
 class VoiceConfig:
-    retry_delay_seconds: float = 30.0
-    max_calls: int = 3
+    retry_delay_seconds: float = 15.0  # after no answer, a machine, a failed call
+    busy_retry_delay_seconds: float = 10.0  # a busy line is free again sooner
+    answer_window_seconds: float = 60.0  # a ring plus typing the code: must fit before expiry
+    max_calls: int = 10  # an upper bound; the TTL and [otp] max_sends bind first
     language: str = "fr-FR"  # calls and SMS; a [templates] language
-    require_keypress: bool = False
+    require_keypress: bool = True  # a voicemail or a switchboard never hears the code
     repeat: int = 2  # times the code is read in a call
     service_name: str = ""  # named in the greeting ("" = the language's default)
 
 
 @dataclass(frozen=True, slots=True)
 class SmsConfig:
-    fallback_to_voice: bool = False  # an undelivered SMS becomes a call
+    fallback_to_voice: bool = True  # an undelivered SMS becomes a call
     webotp_host: str = ""  # adds the Web OTP line "@host #code"
 
 

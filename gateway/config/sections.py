@@ -193,22 +193,25 @@ def _logging(t: Table) -> LoggingConfig:
 
 def _voice(t: Table) -> VoiceConfig:
     cfg = VoiceConfig(
-        retry_delay_seconds=t.get("retry_delay_seconds", float, 30.0),
-        max_calls=t.int_in("max_calls", 3, 1, 10),
+        retry_delay_seconds=t.get("retry_delay_seconds", float, 15.0),
+        busy_retry_delay_seconds=t.get("busy_retry_delay_seconds", float, 10.0),
+        answer_window_seconds=t.get("answer_window_seconds", float, 60.0),
+        max_calls=t.int_in("max_calls", 10, 1, 20),
         language=t.get("language", str, "fr-FR"),
-        require_keypress=t.get("require_keypress", bool, False),
+        require_keypress=t.get("require_keypress", bool, True),
         repeat=t.int_in("repeat", 2, 1, 3),
         service_name=t.get("service_name", str, ""),
     )
-    if not 0 <= cfg.retry_delay_seconds <= 600:
-        raise ConfigError(t.key("retry_delay_seconds"), "must be between 0 and 600")
+    for name in ("retry_delay_seconds", "busy_retry_delay_seconds", "answer_window_seconds"):
+        if not 0 <= getattr(cfg, name) <= 600:
+            raise ConfigError(t.key(name), "must be between 0 and 600")
     t.done()
     return cfg
 
 
 def _sms(t: Table) -> SmsConfig:
     cfg = SmsConfig(
-        fallback_to_voice=t.get("fallback_to_voice", bool, False),
+        fallback_to_voice=t.get("fallback_to_voice", bool, True),
         webotp_host=t.get("webotp_host", str, ""),
     )
     host_re = r"[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?"

@@ -265,6 +265,18 @@ end
 -- (sent.lua, drop.lua, status.lua).
 local RANK = {queued = 0, sent = 1, delivered = 2, no_answer = 2, busy = 2, machine = 2, failed = 2}
 
+-- Notes send `n`'s channel and when its state last moved: GET /challenge/{id}
+-- lists them (at most [otp] max_sends), never the number.
+local function note_attempt(c, n, channel, now)
+  redis.call('HSET', c, 'ch:' .. n, channel, 't:' .. n, now)
+end
+
+-- A call placed at `at` (ms) is worth placing only while a ring plus the time
+-- to type the code ([voice] answer_window_seconds) fit before `expires`.
+local function call_fits(at, expires)
+  return at + CFG.answer_window_ms <= expires
+end
+
 -- An audit entry (gateway/accounts/audit.py): ARGV[first .. first + count - 1],
 -- its field/value pairs, appended to the account's history and to its
 -- establishment's, each capped near its maxlen. Either history may be nil:

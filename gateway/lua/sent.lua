@@ -17,6 +17,7 @@ if redis.call('EXISTS', c) == 1 then
     if ARGV[8] ~= '' then redis.call('HSET', c, 'dr', ARGV[8]) end
     if not f[3] or RANK[f[3]] < RANK[outcome] then
       redis.call('HSET', c, 'd:' .. n, outcome)
+      note_attempt(c, n, ARGV[6], now_ms())
       if n >= (tonumber(f[2]) or 1) then redis.call('HSET', c, 'd', outcome) end
     end
     -- A refusal of the latest send names itself in GET /challenge/{id} (as drop.lua).

@@ -202,7 +202,7 @@ def _failure_reason(
 ) -> str | None:
     """Why the latest send failed, when the gateway knows (queue.py's drops and
     dead letters, a provider's refusal): `fr`, recorded for send `fn`."""
-    if delivery != "failed" or reason is None or send != (sends or b"1"):
+    if delivery not in ("failed", "unreachable") or reason is None or send != (sends or b"1"):
         return None
     return reason.decode()
 
@@ -479,7 +479,19 @@ class ChallengeService:
         reason = _failure_reason(body["delivery"], *fields[7:])
         if reason is not None:
             body["reason"] = reason
+        body["delivery_attempts"] = await self._attempts(challenge_id, fields[7])
         return body
+
+    async def _attempts(self, challenge_id: str, sends: bytes | None) -> list[dict[str, str]]:
+        """Each send with an outcome: channel, outcome, when; bounded by max_sends."""
+        count = min(int(sends or 1), self.otp.max_sends)
+        names = [f"{k}:{n}" for n in range(1, count + 1) for k in ("ch", "d", "t")]
+        raw: list[Any] = await self.redis.hmget(keys.challenge(challenge_id), names)
+        return [
+            {"channel": ch.decode(), "outcome": d.decode(), "at": iso_ms(int(t))}
+            for ch, d, t in zip(raw[0::3], raw[1::3], raw[2::3], strict=True)
+            if ch is not None and d is not None and t is not None
+        ]
 
     # --- POST /challenge/{id}/resend -----------------------------------------
 

@@ -16,7 +16,11 @@ group, so `status.lua` and `retry.lua` stay in one hash slot), so it
 outlives any process and every worker shares it;
 a worker claims a due entry with ZREM inside `retry.lua`, so each call is
 placed once. A call is placed again with the same code, never for a verified,
-burnt, expired or replaced challenge, and at most `[voice] max_calls` times.
+burnt, expired or replaced challenge: after `[voice] busy_retry_delay_seconds`
+for a busy line, else `retry_delay_seconds`, while a ring plus the time to type
+the code (`answer_window_seconds`) fits before the expiry, within `[voice]
+max_calls` calls and `[otp] max_sends` sends. When nothing more will be tried
+the challenge's delivery becomes `unreachable` (`otp_unreachable_total`).
 """
 
 from __future__ import annotations
@@ -82,6 +86,9 @@ class Deliveries:
         if event.kind == "call" and event.final:
             self.metrics.voice_calls.labels(_CALL_OUTCOME.get(event.state, event.state)).inc()
         action: str = result[1].decode()
+        if action == "unreachable":
+            self.metrics.unreachable.labels(result[2].decode()).inc()
+            log.info("challenge unreachable", extra={"challenge_id": challenge_id, "send": send})
         await self._tell(challenge_id, send, event, action)
         return action
 

@@ -127,7 +127,7 @@ class Listener:
 
     def _press(self) -> str:
         """A person presses 1 to get the code, and once more if told to replay it."""
-        if not self.person:
+        if not self.person or self.call.outcome == "no_press":
             return ""
         self.call.heard.end_reading()
         if not self.call.heard.readings:

@@ -3,9 +3,11 @@ each number behaves (a script per number, or outcomes drawn from a mix).
 
 Voice outcomes: `answer` (a person picks up, presses a key when asked to and
 listens), `replay` (the same, and presses 1 once to hear the code again),
-`no_answer`, `busy`, `machine` (voicemail or an automatic switchboard: it
-hears what is played but never presses a key), `fail` (the call fails) and
-`reject` (the API refuses the number: HTTP 400).
+`no_press` (a person picks up and listens, but never presses a key: hears the
+code only when the call reads it without a key press), `no_answer`, `busy`,
+`machine` (voicemail or an automatic switchboard: it hears what is played but
+never presses a key), `fail` (the call fails) and `reject` (the API refuses the
+number: HTTP 400).
 SMS outcomes: `deliver`, `undelivered`, `failed` and `reject`.
 """
 
@@ -18,7 +20,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-VOICE_OUTCOMES = ("answer", "replay", "no_answer", "busy", "machine", "fail", "reject")
+VOICE_OUTCOMES = ("answer", "replay", "no_press", "no_answer", "busy", "machine", "fail", "reject")
 SMS_OUTCOMES = ("deliver", "undelivered", "failed", "reject")
 
 
@@ -126,30 +128,37 @@ class Reached:
 
 @dataclass
 class Mix:
-    """Outcomes drawn at random: for the first call and the first SMS to each number.
+    """Outcomes drawn at random: by default for every call and every SMS,
+    independently; with `first_only`, for the first call and the first SMS to
+    each number only, later ones then answered and delivered (the old model).
 
-    Later calls are answered and later SMS delivered (the person is there now).
+    Call shares: `no_answer`, `busy`, `machine`, `no_press` (a person who
+    answers but never presses a key); the rest are answered by a person who
+    presses. `sms_undelivered`: the share of undelivered SMS.
     """
 
     no_answer: float = 0.0
     busy: float = 0.0
     machine: float = 0.0
+    no_press: float = 0.0
     sms_undelivered: float = 0.0
+    first_only: bool = False
     rng: random.Random = field(default_factory=random.Random)
 
-    def first_call(self) -> str:
+    def call(self) -> str:
         draw = self.rng.random()
         for outcome, share in (
             ("no_answer", self.no_answer),
             ("busy", self.busy),
             ("machine", self.machine),
+            ("no_press", self.no_press),
         ):
             if draw < share:
                 return outcome
             draw -= share
         return "answer"
 
-    def first_sms(self) -> str:
+    def sms(self) -> str:
         return "undelivered" if self.rng.random() < self.sms_undelivered else "deliver"
 
 
@@ -173,7 +182,9 @@ class Numbers:
         scripted = self.voice.get(number)
         if scripted:
             return scripted.popleft()
-        return self.mix.first_call() if first and self.mix else "answer"
+        if self.mix is None or (self.mix.first_only and not first):
+            return "answer"
+        return self.mix.call()
 
     def next_sms(self, number: str) -> str:
         first = number not in self.texted
@@ -181,4 +192,6 @@ class Numbers:
         scripted = self.sms.get(number)
         if scripted:
             return scripted.popleft()
-        return self.mix.first_sms() if first and self.mix else "deliver"
+        if self.mix is None or (self.mix.first_only and not first):
+            return "deliver"
+        return self.mix.sms()

@@ -17,8 +17,8 @@ not, and signed status callbacks go to `StatusCallback`.
 A control API, unauthenticated (a loopback development tool), steers it:
 
     POST /_sim/numbers/{number}  {"voice": ["no_answer", "answer"], "sms": ["undelivered"]}
-    POST /_sim/mix       {"no_answer": 0.2, "busy": 0.05, "machine": 0.05,
-                          "sms_undelivered": 0.02, "seed": 1}
+    POST /_sim/mix       {"no_answer": 0.2, "busy": 0.07, "machine": 0.08, "no_press": 0.02,
+                          "sms_undelivered": 0.03, "seed": 1, "first_only": false}
     POST /_sim/settings  {"outage": 503 | null, "delay": 0.0, "ring_seconds": 0.05,
                           "duplicate_callbacks": false, "reorder_callbacks": false}
     GET  /_sim/messages, GET /_sim/calls   what it received and what was heard
@@ -337,19 +337,19 @@ class TwilioSimulator:
         )
 
     async def control_mix(self, request: web.Request) -> web.Response:
-        """Draw first-call and first-SMS outcomes from a failure mix."""
+        """Draw every call's and SMS's outcome (or only the first ones) from a failure mix."""
         body = await _json_object(request)
-        shares = {
-            k: float(body.get(k, 0.0)) for k in ("no_answer", "busy", "machine", "sms_undelivered")
-        }
+        names = ("no_answer", "busy", "machine", "no_press", "sms_undelivered")
+        shares = {k: float(body.get(k, 0.0)) for k in names}
         if (
             not all(0 <= v <= 1 for v in shares.values())
             or sum(shares.values()) - shares["sms_undelivered"] > 1
         ):
             raise web.HTTPBadRequest(text="shares are between 0 and 1, call shares sum to <= 1")
         seed = body.get("seed", self.seed)
-        self.numbers.mix = Mix(**shares, rng=random.Random(seed))
-        return web.json_response(shares)
+        first_only = bool(body.get("first_only", False))
+        self.numbers.mix = Mix(**shares, first_only=first_only, rng=random.Random(seed))
+        return web.json_response({**shares, "first_only": first_only})
 
     async def control_settings(self, request: web.Request) -> web.Response:
         """Outage, API delay, ring time, duplicated or reordered callbacks."""

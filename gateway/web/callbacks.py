@@ -20,6 +20,7 @@ import re
 from aiohttp import web
 
 from gateway.clock import now_ms
+from gateway.config import Config
 from gateway.crypto import CHALLENGE_ID_LENGTH
 from gateway.errors import Forbidden, InvalidRequest
 from gateway.otp import voice
@@ -75,8 +76,17 @@ async def status(request: web.Request) -> web.Response:
     challenge_id, send = _send_of(request)
     event = provider.delivery_event(params)
     if event is not None:
-        await svc.deliveries.record(challenge_id, send, event)
+        await svc.deliveries.record(challenge_id, send, _keyed(svc.config, event))
     return web.Response(status=204)
+
+
+def _keyed(config: Config, event: DeliveryEvent) -> DeliveryEvent:
+    """With `[voice] require_keypress`, only a key press (the TwiML route) proves a
+    person heard the code: an answered call that ends without one was a machine
+    or nobody listening, and is called again like a voicemail."""
+    if config.voice.require_keypress and event == DeliveryEvent("call", "delivered"):
+        return DeliveryEvent("call", "machine")
+    return event
 
 
 async def twiml(request: web.Request) -> web.Response:

@@ -79,7 +79,10 @@ async def test_an_undelivered_receipt_marks_the_send_failed(world: World, ovh: F
     gw = await world.gateway(providers=[ovh.provider()])
     await add_account(gw, phone=MOBILE)
     challenge_id = await challenge(gw)
-    await wait_delivery(gw, challenge_id, "failed")
+    # No voice provider to fall back to: the gateway gives up, the send says why.
+    await wait_delivery(gw, challenge_id, "unreachable")
+    body = await status(gw, challenge_id)
+    assert [(a["channel"], a["outcome"]) for a in body["delivery_attempts"]] == [("sms", "failed")]
 
 
 async def test_a_server_error_fails_over_to_the_next_provider(
@@ -123,7 +126,7 @@ async def test_a_job_whose_answer_never_came_is_not_resent(
     )
     await add_account(gw, phone=MOBILE)
     challenge_id = await challenge(gw)
-    await wait_delivery(gw, challenge_id, "failed")
+    await wait_delivery(gw, challenge_id, "unreachable")  # no voice provider
     assert len(ovh.messages_to(MOBILE_E164)) == 1
     assert sink.hits == []  # not sent again through the next provider either
     dead = await gw.get("/dead-letters", key=OPERATOR_KEY)
