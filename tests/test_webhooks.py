@@ -142,6 +142,32 @@ async def test_a_delivery_receipt_is_told(make_gateway: GatewayFactory, receiver
     assert (post.json()["delivery"], post.json()["send"]) == ("delivered", 1)
 
 
+async def test_unreachable_is_told_once_the_gateway_gives_up(
+    make_gateway: GatewayFactory, receiver: Receiver
+) -> None:
+    # An SMS the network could not deliver, with no call to fall back to: nothing
+    # more will be tried (status.lua's `unreachable`), and the application hears so.
+    gw = await hooked(
+        make_gateway, receiver, hook={"events": ["unreachable"]}, sms={"fallback_to_voice": False}
+    )
+    created = await challenge(gw)
+    await gw.drain()
+    deliveries = gw.services.deliveries
+    action = await deliveries.record(
+        created["challenge_id"], 1, DeliveryEvent("message", "failed")
+    )
+    assert action == "unreachable"
+    # A duplicate receipt changes nothing, so it tells nothing either.
+    await deliveries.record(created["challenge_id"], 1, DeliveryEvent("message", "failed"))
+    await gw.services.webhooks.drain()
+    (post,) = receiver.posts
+    assert post.signed()
+    assert post.json()["event"] == "unreachable"
+    assert (post.json()["challenge_id"], post.json()["delivery"]) == (
+        created["challenge_id"], "unreachable",
+    )  # fmt: skip
+
+
 async def test_a_refused_post_is_retried_with_the_same_body(
     make_gateway: GatewayFactory, receiver: Receiver
 ) -> None:
