@@ -10,6 +10,7 @@ import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from aiohttp.test_utils import TestServer
 
 from gateway import keys
 from gateway.config import ConfigError
+from gateway.config.model import WEBHOOK_EVENTS
 from gateway.otp.delivery import DeliveryEvent
 from tests.support.config import SECRET, make_config
 from tests.support.gateway import Gateway, GatewayFactory, add_account
@@ -26,6 +28,7 @@ from tests.support.otp import MOBILE_DIGITS, MOBILE_E164, challenge, code_for, v
 from tests.support.poll import poll
 
 HOOK_SECRET = "hook-secret-0123456789abcdef"
+OPENAPI = Path(__file__).resolve().parent.parent / "gateway" / "openapi.json"
 BODY_KEYS = {"id", "event", "challenge_id", "purpose", "channel", "delivery", "at"}
 
 
@@ -114,6 +117,17 @@ async def test_events_are_signed_and_carry_no_code_number_or_secret(
         assert secret.encode() not in everything
 
 
+def test_the_openapi_document_describes_the_posted_body() -> None:
+    document = json.loads(OPENAPI.read_text())
+    schema = document["components"]["schemas"]["WebhookEvent"]
+    assert set(schema["required"]) == BODY_KEYS
+    assert set(schema["properties"]) == BODY_KEYS | {"send"}
+    assert set(schema["properties"]["event"]["enum"]) == set(WEBHOOK_EVENTS)
+    post = document["webhooks"]["challengeEvent"]["post"]
+    headers = {p["name"] for p in post["parameters"]}
+    assert headers == {"X-Signature-Timestamp", "X-Signature-SHA256", "Idempotency-Key"}
+
+
 async def test_only_the_events_a_webhook_wants(
     make_gateway: GatewayFactory, receiver: Receiver
 ) -> None:
@@ -153,9 +167,7 @@ async def test_unreachable_is_told_once_the_gateway_gives_up(
     created = await challenge(gw)
     await gw.drain()
     deliveries = gw.services.deliveries
-    action = await deliveries.record(
-        created["challenge_id"], 1, DeliveryEvent("message", "failed")
-    )
+    action = await deliveries.record(created["challenge_id"], 1, DeliveryEvent("message", "failed"))
     assert action == "unreachable"
     # A duplicate receipt changes nothing, so it tells nothing either.
     await deliveries.record(created["challenge_id"], 1, DeliveryEvent("message", "failed"))
