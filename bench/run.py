@@ -58,6 +58,7 @@ from gateway.accounts import AccountStore, NewAccount  # noqa: E402
 from gateway.accounts.audit import Who  # noqa: E402
 from gateway.config import load_config  # noqa: E402
 from gateway.crypto import Keyring, open_code  # noqa: E402
+from gateway.datastore import redis_client  # noqa: E402
 from gateway.embedded import RedisServer, free_port  # noqa: E402
 from gateway.phones import LineType, PhonePolicy, parse_phone  # noqa: E402
 from gateway.runtime import phone_policy  # noqa: E402
@@ -391,8 +392,12 @@ async def create_accounts(
 ) -> None:
     """AccountStore.create for each index, as the gateway itself would write them."""
     config = load_config(str(config_path))  # the gateway's own file: same Redis, same secret
-    assert config.redis.url is not None and config.security_secret is not None
-    client = aioredis.Redis.from_url(config.redis.url, max_connections=DIRECT_CONNECTIONS)
+    assert config.security_secret is not None
+    if config.redis.cluster_nodes:  # bench/cluster.py: the gateway's own cluster client
+        client: aioredis.Redis = redis_client(config)
+    else:
+        assert config.redis.url is not None
+        client = aioredis.Redis.from_url(config.redis.url, max_connections=DIRECT_CONNECTIONS)
     slots = asyncio.Semaphore(DIRECT_CONNECTIONS)
     try:
         keyring = Keyring.from_secret(config.security_secret.reveal())

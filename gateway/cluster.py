@@ -12,7 +12,9 @@ not run:
   first byte (connect, AUTH, the idle health check); tried again on the
   refreshed slot map, `RETRIES` times at most;
 - MOVED, ASK (the slot moved or is moving: the node refused the command) and
-  TRYAGAIN (keys of a slot being migrated): followed by redis-py itself;
+  TRYAGAIN (keys of a slot being migrated): followed by redis-py itself, and
+  when its 16 redirects run out (`ClusterError`, "TTL exhausted": a slot
+  still moving) the command is sent again, while the budget lasts;
 - CLUSTERDOWN / MASTERDOWN and a slot no node covers (`SlotNotCoveredError`):
   the node refused the command; tried again after a refresh.
 
@@ -28,6 +30,9 @@ when no command of it can have run (`SendsOncePipeline`); a transaction
 (MULTI) must keep to one slot, as redis-py checks, and is sent again under
 the same rule.
 
+`drop_idle_connections`: after an outage, the idle connections of either kind of
+client closed (a cluster client has a pool per node, no `connection_pool`).
+
 `reachable`: a cluster is ready when each primary of the slot map answers and
 says `cluster_state:ok`.
 """
@@ -35,6 +40,7 @@ says `cluster_state:ok`.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -46,6 +52,7 @@ from redis.exceptions import (
     AskError,
     ClusterCrossSlotError,
     ClusterDownError,
+    ClusterError,
     MasterDownError,
     MovedError,
     RedisClusterException,
@@ -103,13 +110,27 @@ class ClusterClient(RedisCluster):
         seconds = self.budget + blocking_seconds(args)
         try:
             async with asyncio.timeout(seconds):
-                return await super().execute_command(*args, **kwargs)
+                return await self._redirected(*args, **kwargs)
         except TimeoutError as exc:
             if isinstance(exc, RedisTimeoutError):
                 raise
             raise RedisTimeoutError(f"no answer from Redis within {seconds:g}s") from exc
         except RedisClusterException as exc:
             raise _unreachable(exc) from exc
+
+    async def _redirected(self, *args: Any, **kwargs: Any) -> Any:
+        """redis-py's call, made again while it ends in "TTL exhausted" (`ClusterError`):
+        16 MOVED / ASK / TRYAGAIN in a row, each a refusal, so nothing ran. TRYAGAIN
+        lasts as long as a slot's keys move (a script over keys on both sides of a
+        MIGRATE): redis-py's 16 take about 0.1 s, moving a slot of many keys
+        longer. The budget bounds it."""
+        backoff = _backoff()
+        for failures in itertools.count(1):
+            try:
+                return await super().execute_command(*args, **kwargs)
+            except ClusterError:
+                await asyncio.sleep(backoff.compute(failures))
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> Any:
         if shard_hint:
@@ -217,6 +238,17 @@ async def reachable(redis: aioredis.Redis | RedisCluster) -> bool:
     primaries = redis.get_primaries()
     infos = await asyncio.gather(*(redis.cluster_info(target_nodes=n) for n in primaries))
     return all(_state(info) == "ok" for info in infos)
+
+
+async def drop_idle_connections(redis: aioredis.Redis | RedisCluster) -> None:
+    """Closes the idle pooled connections (of every node of a cluster), which a Redis
+    restart or failover left dead: the next command opens a fresh one. Connections
+    in use are left to their commands."""
+    if not isinstance(redis, RedisCluster):
+        await redis.connection_pool.disconnect(inuse_connections=False)
+        return
+    for node in redis.get_nodes():
+        await node.disconnect_free_connections()
 
 
 def _state(info: Any) -> Any:

@@ -22,7 +22,7 @@ from importlib.resources import files
 from typing import Any, Final
 
 import redis.asyncio as aioredis
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.exceptions import NoScriptError
 
 from gateway import keys
@@ -111,6 +111,11 @@ def settings_chunk(config: Config, channels: Iterable[str]) -> str:
     return f"local CFG = {lua_literal(cfg)}"
 
 
+# NOSCRIPT answers a call gets before it gives up: one per node that may serve
+# its keys while their slot moves (the old owner, the new one reached by ASK).
+LOADS: Final = 2
+
+
 class Script:
     """One script, run by EVALSHA and loaded again when Redis answers NOSCRIPT
     (after a restart or a failover). redis-py's own script objects do the
@@ -123,18 +128,25 @@ class Script:
         self.sha = hashlib.sha1(source.encode()).hexdigest()
 
     async def __call__(self, keys: Sequence[Any] = (), args: Sequence[Any] = ()) -> Any:
-        try:
-            return await self._evalsha(keys, args)
-        except NoScriptError:
-            await self._load(keys)
-            return await self._evalsha(keys, args)
+        for loads in range(LOADS + 1):
+            try:
+                return await self._evalsha(keys, args)
+            except NoScriptError as exc:
+                if loads == LOADS:
+                    raise
+                await self._load(keys, getattr(exc, "connection", None))
+        raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _load(self, keys: Sequence[Any]) -> None:
+    async def _load(self, keys: Sequence[Any], answered: Any) -> None:
         """SCRIPT LOAD where the NOSCRIPT came from: on a cluster, the node that
-        serves the first key (EVALSHA went there), not every primary, so that a
-        node down elsewhere does not fail this one's scripts."""
+        answered it (redis-py names it on the error), else the one that serves the
+        first key, not every primary, so that a node down elsewhere does not fail
+        this one's scripts. While a slot moves, EVALSHA may reach the slot's new
+        node by ASK: the script is loaded there, and the next NOSCRIPT (a move
+        ending meanwhile) loads it on the node after."""
         if isinstance(self.redis, RedisCluster) and keys:
-            node = self.redis.get_node_from_key(keys[0])
+            node = answered if isinstance(answered, ClusterNode) else None
+            node = node or self.redis.get_node_from_key(keys[0])
             await self.redis.execute_command("SCRIPT LOAD", self.source, target_nodes=node)
         else:
             await self.redis.script_load(self.source)

@@ -52,6 +52,8 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError, ResponseError
 
+from gateway.cluster import drop_idle_connections
+
 Entry = tuple[str, bytes, dict[bytes, bytes]]  # stream key, entry id, fields
 Handler = Callable[[str, bytes, dict[bytes, bytes]], Awaitable[str]]
 Tick = Callable[[], Awaitable[object]]
@@ -177,7 +179,7 @@ class StreamConsumer:
                 await wait(stop, 1.0)
                 # Idle pooled connections opened before a Redis restart are dead and
                 # would fail the next entries, leaving them for claim_idle_seconds.
-                await self.redis.connection_pool.disconnect(inuse_connections=False)
+                await drop_idle_connections(self.redis)
         await self.finish()
 
     async def drain(self, *, retry: bool = True) -> list[str]:

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 import signal
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -33,14 +34,23 @@ from gateway.luascripts import Script
 from gateway.metrics import Metrics
 from gateway.web.middleware import build_middleware
 from tests.conftest import TOPOLOGY
-from tests.support.cluster import PASSWORD, Cluster, ClusterServer, key_in_slot, keys_of
+from tests.support.cluster import (
+    PASSWORD,
+    Cluster,
+    ClusterServer,
+    Node,
+    key_in_slot,
+    keys_of,
+)
 from tests.support.config import SECRET, make_config
-from tests.support.gateway import start_gateway
+from tests.support.gateway import add_account, start_gateway
 from tests.support.httpfake import Stub
 from tests.support.metrics import sample
+from tests.support.poll import poll
 from tests.support.tcpproxy import TcpProxy
 
 INCR = "return redis.call('INCR', KEYS[1])"
+INCR_BOTH = "return redis.call('INCR', KEYS[1]) + redis.call('INCR', KEYS[2])"
 
 
 def cluster_config(cluster: Cluster, **redis: Any) -> Config:
@@ -179,6 +189,60 @@ async def test_ask_during_a_slot_migration_reaches_the_importing_node(
         redis_cluster.end_move(slot, target)
         redis_cluster.wait_ok()
     assert target.client.get(moved) == b"a" and await client.get(stays) == b"b"
+
+
+async def test_a_script_over_a_slot_split_by_a_migration_waits_out_tryagain(
+    redis_cluster: Cluster, client: aioredis.Redis
+) -> None:
+    """Half a slot's keys moved, the rest 0.6 s later (a slot of many keys takes
+    that long): a script over keys on both sides gets TRYAGAIN all along. redis-py
+    gives up after 16 (about 0.1 s, "TTL exhausted"); the client sends it again
+    while its budget lasts: nothing ran, and the 503 would be for nothing."""
+    source, target = redis_cluster.nodes[1], redis_cluster.nodes[2]
+    slot = redis_cluster.slot_of(keys_of(redis_cluster, source, 1, "try")[0])
+    here, there = f"{{{key_in_slot(slot)}}}here", f"{{{key_in_slot(slot)}}}there"
+    script = Script(client, INCR_BOTH)
+    assert await script([here, there]) == 2
+    before = redis_cluster.tryagains()
+    redis_cluster.begin_move(slot, source, target)
+    redis_cluster.migrate(source, target, there)
+    rest = threading.Timer(0.6, _finish_move, (redis_cluster, slot, source, target))
+    started = time.monotonic()
+    rest.start()
+    try:
+        assert await script([here, there]) == 4
+    finally:
+        rest.join()
+    assert time.monotonic() - started >= 0.6
+    assert redis_cluster.tryagains() - before > 16  # more than redis-py's own redirects
+    assert target.client.mget(here, there) == [b"2", b"2"]
+
+
+async def test_noscript_from_the_node_an_ask_led_to_loads_it_there(
+    redis_cluster: Cluster, client: aioredis.Redis
+) -> None:
+    """Mid-migration, EVALSHA goes by ASK to the slot's new node, which may lack the
+    script: it is loaded on the node that said NOSCRIPT, not on the key's old one."""
+    source, target = redis_cluster.nodes[0], redis_cluster.nodes[2]
+    key = keys_of(redis_cluster, source, 1, "askscript")[0]
+    slot = redis_cluster.slot_of(key)
+    script = Script(client, INCR)
+    assert await script([key]) == 1
+    redis_cluster.begin_move(slot, source, target)
+    try:
+        redis_cluster.migrate(source, target, key)
+        target.client.script_flush()
+        assert await script([key]) == 2  # ASK to the target: NOSCRIPT, loaded there
+        assert target.client.script_exists(script.sha) == [True]
+    finally:
+        _finish_move(redis_cluster, slot, source, target)
+    assert target.client.get(key) == b"2"
+
+
+def _finish_move(cluster: Cluster, slot: int, source: Node, target: Node) -> None:
+    cluster.migrate_keys(slot, source, target)
+    cluster.end_move(slot, target)
+    cluster.wait_ok()
 
 
 # --- what is sent again, and what is not --------------------------------------------
@@ -358,6 +422,39 @@ async def test_a_node_that_hangs_is_cut_at_the_budget(own_cluster: Cluster) -> N
         assert int(await client.get(key)) in (1, 2)  # the INCR may have run: never resent
     finally:
         await client.aclose()
+
+
+async def test_the_send_worker_outlives_a_node_that_hung_and_sends_again(
+    own_cluster: Cluster, sink: Stub, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A Redis error in the worker's loop (a node cut at the budget) is logged, the
+    idle connections of every node dropped, and the loop goes on: the next send
+    goes out once the node answers again."""
+    # A budget well over the worker's block time (0.25 s): the socket timeout is the
+    # budget, and a blocking read answers after its block time.
+    redis = own_cluster.redis_table(timeout_seconds=1.0)
+    config = make_config("redis://unused:1/0", redis=redis, providers=[sink.provider()])
+    gw = await start_gateway(config, sink)
+    stop = asyncio.Event()
+    worker = asyncio.create_task(gw.services.worker.run(stop))
+    hung = own_cluster.nodes[1]
+    assert hung.process is not None
+    try:
+        await add_account(gw)
+        os.kill(hung.process.pid, signal.SIGSTOP)
+        try:
+            await poll(lambda: "worker cannot reach redis" in caplog.text, 5, what="an error")
+        finally:
+            os.kill(hung.process.pid, signal.SIGCONT)
+        resp = await gw.post("/challenge", {"account_id": "alice"})
+        assert resp.status == 202, await resp.text()
+        cid = (await resp.json())["challenge_id"]
+        await poll(lambda: bool(sink.codes(cid)) or worker.done(), 10, what="the code sent")
+        assert not worker.done() and len(sink.codes(cid)) == 1
+    finally:
+        stop.set()
+        await worker
+        await gw.client.close()
 
 
 async def test_a_blocking_read_goes_to_the_streams_node_and_waits(

