@@ -89,8 +89,10 @@ async def test_calls_go_on_while_a_ring_and_typing_fit_then_stop_unreachable(
 ) -> None:
     sim = await world.simulator()
     sim.twilio.numbers.script(LANDLINE_E164, ["no_answer"] * 10, [])
-    # TTL 10 s, answer window 8 s: calls are placed during the first 2 s only.
-    voice = {"retry_delay_seconds": 0.3, "answer_window_seconds": 8}
+    # TTL 10 s, answer window 6 s: calls are placed during the first 4 s only (a
+    # window wide enough for more than three calls on a cluster too, whose worker
+    # may pick each one up a block period later).
+    voice = {"retry_delay_seconds": 0.5, "answer_window_seconds": 6}
     otp = {"ttl_seconds": 10, "max_sends": 10, "resend_cooldown_seconds": 0}
     gw = await world.gateway(providers=[sim.provider()], voice=voice, otp=otp)
     await add_account(gw, phone=LANDLINE)
@@ -100,7 +102,7 @@ async def test_calls_go_on_while_a_ring_and_typing_fit_then_stop_unreachable(
     calls = sim.calls_to(LANDLINE_E164)
     # More than the old three calls, fewer than the sends allowed: time decided.
     assert 3 < len(calls) < 10
-    assert all(c.received_at - created < 2.5 for c in calls)
+    assert all(c.received_at - created < 4.5 for c in calls)
     assert await scheduled(redis) == 0
     assert unreachable(gw, "voice") == 1 and unreachable(gw, "sms") == 0
 
